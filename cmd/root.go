@@ -1,0 +1,137 @@
+// Package cmd holds natlab's cobra commands. Each command parses its flags
+// into an options struct and calls a library function; views (JSON, plain
+// text, TUI) are chosen here and nowhere below.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in the README.
+const (
+	ExitOK       = 0
+	ExitInternal = 1
+	ExitUsage    = 2
+)
+
+// IOStreams are the command's standard streams; tests replace them.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	// IsTTY reports whether Out is a terminal: human styling and the TUI
+	// only then, plain text otherwise.
+	IsTTY bool
+}
+
+// SystemStreams are the process's own streams.
+func SystemStreams() IOStreams {
+	return IOStreams{
+		In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr,
+		IsTTY: isatty.IsTerminal(os.Stdout.Fd()) || isatty.IsCygwinTerminal(os.Stdout.Fd()),
+	}
+}
+
+// FlagError is a usage mistake: the root prints it with a hint and exits 2.
+type FlagError struct{ err error }
+
+func (e *FlagError) Error() string { return e.err.Error() }
+func (e *FlagError) Unwrap() error { return e.err }
+
+// flagErrorf returns a FlagError.
+func flagErrorf(format string, args ...any) error {
+	return &FlagError{fmt.Errorf(format, args...)}
+}
+
+// NewRootCmd builds the natlab command tree.
+func NewRootCmd(s IOStreams) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "natlab",
+		Short: "NAT traversal lab and diagnostic tool",
+		Long: `natlab tells whether two hosts behind NATs can talk directly (UDP, TCP, which
+technique, how fast) or need a relay, and reproduces every NAT behaviour in a lab.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(s.Out)
+	root.SetErr(s.ErrOut)
+	root.SetIn(s.In)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &FlagError{err} })
+	root.AddCommand(subcommands(s)...)
+	return root
+}
+
+// subcommandFns register the subcommands; each command's file appends its
+// constructor in an init function, so adding a command touches one file.
+var subcommandFns []func(IOStreams) *cobra.Command
+
+func subcommands(s IOStreams) []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, f := range subcommandFns {
+		cmds = append(cmds, f(s))
+	}
+	return cmds
+}
+
+// Main runs natlab with args and returns the process exit code.
+func Main(args []string, s IOStreams) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := NewRootCmd(s)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			fmt.Fprintln(s.ErrOut, "natlab:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(s.ErrOut, "natlab:", err)
+	var fe *FlagError
+	if errors.As(err, &fe) || isCobraUsageError(err) {
+		fmt.Fprintln(s.ErrOut, "Run 'natlab --help' for usage.")
+		return ExitUsage
+	}
+	return ExitInternal
+}
+
+// ExitError carries a specific exit code (for example "relay required")
+// out of a command; Err, if set, is printed.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// isCobraUsageError recognises cobra's own argument errors, which it does
+// not route through the flag error function.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "invalid argument"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,198 @@
+// Package testnet builds lab networks: a server on an emulated internet and
+// sites of (NAT router + host), each NAT with a profile. Two backends share
+// one API: in-process (no privileges, UDP only) and kernel (network
+// namespaces + nftables, UDP and TCP).
+package testnet
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+// NAT describes the behaviour of one NAT router. The zero value of Mapping
+// means "no translation" (the host has a public address); Filtering then
+// describes a plain stateful firewall, if any.
+type NAT struct {
+	// Mapping is the RFC 4787 mapping behaviour; empty for no NAT.
+	Mapping natclass.Behavior `json:"mapping,omitempty"`
+	// Filtering is the RFC 4787 filtering behaviour; empty for no filter.
+	Filtering natclass.Behavior `json:"filtering,omitempty"`
+	// Allocation is how external ports are chosen for new mappings.
+	Allocation natclass.Allocation `json:"port_allocation,omitempty"`
+	// Step is the port increment of a sequential allocator (default 1).
+	Step int `json:"step,omitempty"`
+	// Hairpinning lets a host reach another mapping of its own NAT through
+	// the NAT's public address.
+	Hairpinning bool `json:"hairpinning"`
+	// MappingLifetime is how long an idle UDP mapping survives (default
+	// DefaultMappingLifetime).
+	MappingLifetime time.Duration `json:"mapping_lifetime,omitempty"`
+	// BlockUDP drops all UDP crossing the router (TCP still passes).
+	BlockUDP bool `json:"block_udp,omitempty"`
+	// Inner, if set, is a second NAT between the host and this one: this
+	// NAT is then a carrier-grade NAT whose inside is 100.64.0.0/10.
+	Inner *NAT `json:"inner,omitempty"`
+}
+
+// DefaultMappingLifetime is the idle timeout of a UDP mapping when a preset
+// does not say otherwise: 30 s, Linux conntrack's default for unreplied UDP
+// and within RFC 4787's "at least 2 minutes" only for established flows,
+// which is what home routers really do.
+const DefaultMappingLifetime = 30 * time.Second
+
+// presets are the named NAT profiles of the lab. The names are a public
+// interface (CLI flags, JSON, README).
+var presets = map[string]NAT{
+	"open": {
+		Allocation: natclass.Preserving,
+	},
+	"full-cone": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent,
+		Allocation: natclass.Preserving, Hairpinning: true,
+	},
+	"restricted-cone": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressDependent,
+		Allocation: natclass.Preserving, Hairpinning: true,
+	},
+	"port-restricted-cone": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Preserving,
+	},
+	"symmetric": {
+		Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Random,
+	},
+	"symmetric-sequential": {
+		Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Sequential, Step: 1,
+	},
+	"udp-blocked": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Preserving, BlockUDP: true,
+	},
+	"double-nat": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Preserving,
+		Inner: &NAT{
+			Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+			Allocation: natclass.Preserving,
+		},
+	},
+}
+
+// Presets returns the preset names in a stable order.
+func Presets() []string {
+	names := make([]string, 0, len(presets))
+	for n := range presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Preset returns the named NAT profile.
+func Preset(name string) (NAT, error) {
+	n, ok := presets[name]
+	if !ok {
+		return NAT{}, fmt.Errorf("unknown NAT preset %q (known: %v)", name, Presets())
+	}
+	if n.Inner != nil {
+		inner := *n.Inner
+		n.Inner = &inner
+	}
+	return n, nil
+}
+
+// Expected is what a correct classifier must report for a host behind a NAT.
+type Expected struct {
+	Mapping     natclass.Behavior   `json:"mapping,omitempty"`
+	Filtering   natclass.Behavior   `json:"filtering,omitempty"`
+	NATType     natclass.NATType    `json:"nat_type"`
+	Allocation  natclass.Allocation `json:"port_allocation,omitempty"`
+	Hairpinning natclass.Tri        `json:"hairpinning"`
+}
+
+// Expect returns the profile a host behind n should see. For nested NATs
+// the most restrictive layer decides each behaviour.
+func (n NAT) Expect() Expected {
+	if n.BlockUDP {
+		return Expected{NATType: natclass.UDPBlocked}
+	}
+	m, f, a, hp := n.Mapping, n.Filtering, n.Allocation, n.Hairpinning
+	nat := m != ""
+	if n.Inner != nil {
+		in := n.Inner.Expect()
+		m, f = stricter(m, in.Mapping), stricter(f, in.Filtering)
+		if a == natclass.Preserving {
+			a = in.Allocation
+		}
+		// A hairpinned packet must turn around at the inner NAT, which
+		// only sees its own mappings: double NAT hairpins only if both do.
+		hp = hp && in.Hairpinning == natclass.Yes
+		nat = true
+	}
+	e := Expected{Mapping: m, Filtering: f, Allocation: a, Hairpinning: natclass.TriOf(hp)}
+	if !nat {
+		e.Mapping = natclass.EndpointIndependent
+		if e.Filtering == "" {
+			e.Filtering = natclass.EndpointIndependent
+		}
+		// Without NAT there is nothing to hairpin through.
+		e.Hairpinning = natclass.NotChecked
+	}
+	e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
+	return e
+}
+
+var strictness = map[natclass.Behavior]int{
+	"": 0, natclass.EndpointIndependent: 1, natclass.AddressDependent: 2, natclass.AddressAndPortDependent: 3,
+}
+
+func stricter(a, b natclass.Behavior) natclass.Behavior {
+	if strictness[b] > strictness[a] {
+		return b
+	}
+	return a
+}
+
+// Link shapes one link of the lab.
+type Link struct {
+	Delay time.Duration `json:"delay,omitempty"` // one-way
+	Loss  float64       `json:"loss,omitempty"`  // probability 0..1 per packet
+}
+
+// SiteSpec is one (NAT router + host) pair.
+type SiteSpec struct {
+	Name string `json:"name"` // short, [a-z0-9]: "a", "b"
+	// Preset is informational: the name NAT came from, if any.
+	Preset string `json:"preset,omitempty"`
+	NAT    NAT    `json:"nat"`
+	// WAN shapes the router's link to the internet.
+	WAN Link `json:"wan"`
+}
+
+// Topology is a whole lab: one server with two public addresses and sites.
+type Topology struct {
+	Sites []SiteSpec `json:"sites"`
+	// ServerLink shapes the server's link to the internet.
+	ServerLink Link `json:"server_link"`
+}
+
+// PairTopology is the usual lab: sites "a" and "b" behind the given presets.
+func PairTopology(presetA, presetB string) (Topology, error) {
+	var t Topology
+	for _, s := range []struct{ name, preset string }{{"a", presetA}, {"b", presetB}} {
+		if s.preset == "" {
+			continue
+		}
+		n, err := Preset(s.preset)
+		if err != nil {
+			return Topology{}, err
+		}
+		t.Sites = append(t.Sites, SiteSpec{Name: s.name, Preset: s.preset, NAT: n})
+	}
+	return t, nil
+}

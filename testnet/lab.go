@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"sync"
 
 	"github.com/pion/transport/v4"
 )
@@ -80,7 +81,9 @@ type Lab struct {
 	Server   *Host
 	Sites    []*Site
 
-	close func() error
+	closeMu sync.Mutex // Close may race with itself (a signal handler and a defer)
+	close   func() error
+	inproc  *world // the in-process network, for NATs; nil on the kernel backend
 }
 
 // Site returns the site with the given name, or nil.
@@ -95,11 +98,13 @@ func (l *Lab) Site(name string) *Site {
 
 // Close tears the lab down. It is safe to call more than once.
 func (l *Lab) Close() error {
-	if l.close == nil {
-		return nil
-	}
+	l.closeMu.Lock()
 	c := l.close
 	l.close = nil
+	l.closeMu.Unlock()
+	if c == nil {
+		return nil
+	}
 	return c()
 }
 

@@ -1,0 +1,777 @@
+package natclass
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4"
+)
+
+// Timeouts of the discovery, each with why it has that value.
+const (
+	// DefaultTimeout bounds a whole check: with a responsive server it takes
+	// a few round trips, and anything past 5 s is not worth waiting for.
+	DefaultTimeout = 5 * time.Second
+	// udpBlockedTimeout is how long test I may go unanswered before
+	// concluding UDP is blocked (or the server is down): enough for five
+	// transmissions with doubling intervals from initialRTO.
+	udpBlockedTimeout = 3 * time.Second
+	// initialRTO is the first retransmission interval, before any RTT is
+	// known: RFC 8489 suggests 500 ms, but a check is interactive and
+	// duplicates cost nothing, so start like tailscale netcheck does.
+	initialRTO = 100 * time.Millisecond
+	// minNegativeWait is the floor of the wait that turns silence into a
+	// result (filtering, hairpin): on loopback the RTT is microseconds and
+	// the scheduler's jitter is larger than that.
+	minNegativeWait = 50 * time.Millisecond
+	// negativeRTTs is how many measured RTTs one attempt of a negative
+	// test waits: an answer later than four RTTs is lost, not slow.
+	negativeRTTs = 4
+	// negativeAttempts is how many transmissions a negative test makes, so
+	// one lost packet does not read as filtering.
+	negativeAttempts = 3
+	// extraServerGrace is how long, after the first server answers, the
+	// others may still answer test I; later ones are reported as silent.
+	extraServerGrace = 250 * time.Millisecond
+	// DefaultAllocSamples is the number of fresh sockets used to see the
+	// port allocation pattern: seven deltas tolerate a few foreign
+	// mappings interleaved by other traffic.
+	DefaultAllocSamples = 8
+	// DefaultLifetimeMax bounds the binding lifetime search: mappings that
+	// outlive it are reported as at least this long.
+	DefaultLifetimeMax = 2 * time.Minute
+	// lifetimeResolution stops the bisection: a second is finer than any
+	// NAT's timer granularity that matters to keepalive intervals.
+	lifetimeResolution = time.Second
+)
+
+// Options configure Discover.
+type Options struct {
+	// Net opens sockets: stdnet.NewNet() for the host, a lab Net in tests.
+	Net transport.Net
+	// Servers are STUN servers as host:port. The first that answers is the
+	// primary; the others add evidence (mapping across servers).
+	Servers []string
+	// Timeout bounds the whole check (DefaultTimeout when 0; ignored for
+	// the extra time a Lifetime measurement needs).
+	Timeout time.Duration
+	// Lifetime enables the binding lifetime measurement (slow: it has to
+	// wait for mappings to expire).
+	Lifetime bool
+	// LifetimeMax bounds the lifetime search (DefaultLifetimeMax when 0).
+	LifetimeMax time.Duration
+	// LifetimeResolution ends the bisection (one second when 0).
+	LifetimeResolution time.Duration
+	// AllocSamples is the number of port allocation samples
+	// (DefaultAllocSamples when 0, none when negative).
+	AllocSamples int
+	// Logger receives debug notes; nil discards them.
+	Logger *slog.Logger
+}
+
+// PortAllocation is the observed port allocation pattern.
+type PortAllocation struct {
+	Pattern Allocation `json:"pattern"`        // preserving, sequential or random
+	Step    int        `json:"step,omitempty"` // the port increment of a sequential allocator
+	Samples []int      `json:"samples"`        // external ports of fresh sockets, in the order they were opened
+}
+
+// ServerResult is what one of the given servers answered to test I.
+type ServerResult struct {
+	Server        string  `json:"server"`                   // as given, host:port
+	Address       string  `json:"address,omitempty"`        // resolved ip:port
+	MappedAddress string  `json:"mapped_address,omitempty"` // our address as it saw it
+	OtherAddress  string  `json:"other_address,omitempty"`  // its RFC 5780 OTHER-ADDRESS, if any
+	RTTMillis     float64 `json:"rtt_ms,omitempty"`         // time to the first answer
+	Error         string  `json:"error,omitempty"`          // why it gave no mapping
+}
+
+// Profile is the NAT profile of this host: the JSON object of `natlab check`.
+type Profile struct {
+	NATType          NATType         `json:"nat_type"`                     // classic RFC 3489 name, "unknown" when undetermined
+	Mapping          Behavior        `json:"mapping"`                      // RFC 4787 mapping behaviour, "" when undetermined
+	Filtering        Behavior        `json:"filtering"`                    // RFC 4787 filtering behaviour, "" when undetermined
+	MappedAddress    string          `json:"mapped_address"`               // ip:port the primary server saw
+	LocalAddress     string          `json:"local_address"`                // ip:port of the socket on this host
+	Hairpinning      Tri             `json:"hairpinning"`                  // true, false, or null when not checked
+	PortAllocation   *PortAllocation `json:"port_allocation"`              // null when not measured
+	BindingLifetimeS *float64        `json:"binding_lifetime_s,omitempty"` // idle lifetime of a mapping, when measured
+	Server           string          `json:"server"`                       // the primary server (the first that answered)
+	OtherAddress     string          `json:"other_address,omitempty"`      // the primary's OTHER-ADDRESS
+	RTTMillis        float64         `json:"rtt_ms"`                       // round trip to the primary
+	Hints            []string        `json:"hints"`                        // extra findings, e.g. "cgnat"
+	NotRun           []NotRun        `json:"not_run"`                      // tests that could not run, with why
+	Servers          []ServerResult  `json:"servers"`                      // test I against every given server
+	DurationMillis   float64         `json:"duration_ms"`                  // wall time of the check
+}
+
+// Hints.
+const (
+	HintCGNAT = "cgnat" // an address in 100.64.0.0/10 (RFC 6598): a carrier-grade NAT is on the path
+)
+
+var cgnatPrefix = netip.MustParsePrefix("100.64.0.0/10")
+
+// ErrNoServers is returned when Options.Servers is empty.
+var ErrNoServers = errors.New("no STUN server given")
+
+// ParseServer checks a host:port and returns it normalised; it does not
+// resolve the host.
+func ParseServer(s string) (host string, port uint16, err error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("STUN server %q: want host:port: %w", s, err)
+	}
+	if h == "" {
+		return "", 0, fmt.Errorf("STUN server %q: empty host", s)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("STUN server %q: port %q is not in 1-65535", s, p)
+	}
+	return h, uint16(n), nil
+}
+
+// Discover runs the RFC 5780 tests against opts.Servers and returns the
+// profile. A host whose UDP gets no answer at all yields a profile with
+// NATType UDPBlocked and a nil error; errors are for bad input and local
+// failures.
+func Discover(ctx context.Context, opts Options) (*Profile, error) {
+	start := time.Now()
+	if opts.Net == nil {
+		return nil, errors.New("natclass: Options.Net is nil")
+	}
+	if len(opts.Servers) == 0 {
+		return nil, ErrNoServers
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.AllocSamples == 0 {
+		opts.AllocSamples = DefaultAllocSamples
+	}
+	if opts.AllocSamples < 0 {
+		opts.AllocSamples = 0
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	addrs := make([]netip.AddrPort, len(opts.Servers))
+	for i, s := range opts.Servers {
+		a, err := resolve(checkCtx, opts.Net, s)
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = a
+	}
+
+	d := &discovery{opts: opts, log: log, socks: map[string]*sock{}}
+	defer d.closeAll()
+	p, err := d.run(checkCtx, addrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		// Interrupted: the tests cut short would read as negative results.
+		return nil, fmt.Errorf("STUN check: %w", err)
+	}
+	if opts.Lifetime && p.NATType != UDPBlocked {
+		d.lifetime(ctx, p)
+	}
+	p.DurationMillis = ms(time.Since(start))
+	return p, nil
+}
+
+// resolve turns host:port into an IPv4 address. Literal IPs need no
+// lookup; names go through n, whose Resolve has no context, so the lookup
+// runs aside and ctx bounds the wait (the lookup ends on its own later).
+func resolve(ctx context.Context, n transport.Net, s string) (netip.AddrPort, error) {
+	host, port, err := ParseServer(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		type result struct {
+			a   *net.UDPAddr
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			a, err := n.ResolveUDPAddr("udp4", s)
+			ch <- result{a, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return netip.AddrPort{}, fmt.Errorf("resolve STUN server %s: %w", s, r.err)
+			}
+			ip = r.a.AddrPort().Addr()
+		case <-ctx.Done():
+			return netip.AddrPort{}, fmt.Errorf("resolve STUN server %s: %w", s, ctx.Err())
+		}
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return netip.AddrPort{}, fmt.Errorf("STUN server %s: only IPv4 is supported so far", s)
+	}
+	return netip.AddrPortFrom(ip, port), nil
+}
+
+type discovery struct {
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	socks map[string]*sock
+
+	primary netip.AddrPort // IP1:P1
+	other   netip.AddrPort // IP2:P2, invalid without RFC 5780
+	rtt     time.Duration
+}
+
+func (d *discovery) socket(name string) (*sock, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.socks[name]; s != nil {
+		return s, nil
+	}
+	c, err := d.opts.Net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		return nil, fmt.Errorf("open UDP socket: %w", err)
+	}
+	s := newSock(c)
+	d.socks[name] = s
+	return s, nil
+}
+
+func (d *discovery) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for n, s := range d.socks {
+		s.close()
+		delete(d.socks, n)
+	}
+}
+
+// firstSchedule is test I's: retransmit from initialRTO, doubling, until
+// udpBlockedTimeout.
+func firstSchedule() schedule {
+	var sends []time.Duration
+	for t, rto := time.Duration(0), initialRTO; t < udpBlockedTimeout; t, rto = t+rto, rto*2 {
+		sends = append(sends, t)
+	}
+	return schedule{sends: sends, giveUp: udpBlockedTimeout}
+}
+
+// rttSchedule is every later probe's: negativeAttempts transmissions one
+// RTT-derived wait apart, giving up one wait after the last.
+func rttSchedule(rtt time.Duration) schedule {
+	w := max(negativeRTTs*rtt, minNegativeWait)
+	s := schedule{giveUp: time.Duration(negativeAttempts) * w}
+	for i := range negativeAttempts {
+		s.sends = append(s.sends, time.Duration(i)*w)
+	}
+	return s
+}
+
+// probeResult is the outcome of one probe of the plan.
+type probeResult struct {
+	mapped netip.AddrPort
+	local  netip.AddrPort
+	err    error
+}
+
+func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, error) {
+	p := &Profile{NATType: Unknown, Hints: []string{}, NotRun: []NotRun{}}
+	ms0, err := d.socket(SockMapping)
+	if err != nil {
+		return nil, err
+	}
+
+	// Round 1: test I from the mapping socket to every server at once.
+	type first struct {
+		pk  packet
+		rtt time.Duration
+		err error
+	}
+	results := make([]first, len(addrs))
+	answered := make(chan int, len(addrs))
+	var wg sync.WaitGroup
+	r1ctx, r1cancel := context.WithCancel(ctx)
+	defer r1cancel()
+	for i, a := range addrs {
+		wg.Go(func() {
+			pk, rtt, err := ms0.transact(r1ctx, ms0, a, firstSchedule())
+			results[i] = first{pk, rtt, err}
+			answered <- i
+		})
+	}
+	// Wait for all, but once one has answered give the rest only a grace.
+	var grace <-chan time.Time
+	for pending := len(addrs); pending > 0; {
+		select {
+		case i := <-answered:
+			pending--
+			if results[i].err == nil && grace == nil {
+				t := time.NewTimer(extraServerGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			r1cancel()
+			grace = nil
+		}
+	}
+	wg.Wait()
+
+	primary := -1
+	for i, r := range results {
+		sr := ServerResult{Server: d.opts.Servers[i], Address: addrs[i].String()}
+		switch {
+		case r.err == nil:
+			if m, ok := mappedAddr(r.pk.msg); ok {
+				sr.MappedAddress = m.String()
+				sr.RTTMillis = ms(r.rtt)
+				if o, ok := otherAddr(r.pk.msg); ok {
+					sr.OtherAddress = o.String()
+				}
+				if primary < 0 {
+					primary = i
+				}
+			} else {
+				sr.Error = "response without a mapped address"
+			}
+		case errors.Is(r.err, context.Canceled) && ctx.Err() == nil:
+			sr.Error = fmt.Sprintf("no response within %v of the first server's", extraServerGrace)
+		case errors.Is(r.err, errTimeout):
+			sr.Error = fmt.Sprintf("no response within %v", udpBlockedTimeout)
+		case errors.Is(r.err, context.DeadlineExceeded):
+			sr.Error = fmt.Sprintf("no response within the check's timeout (%v)", d.opts.Timeout)
+		default:
+			sr.Error = r.err.Error()
+		}
+		p.Servers = append(p.Servers, sr)
+	}
+	if err := ctx.Err(); err != nil && primary < 0 && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("STUN check: %w", err)
+	}
+	if primary < 0 {
+		p.NATType = UDPBlocked
+		for _, t := range []string{TestMapping, TestFiltering, TestHairpinning, TestPortAllocation} {
+			p.NotRun = append(p.NotRun, NotRun{Test: t, Reason: "no STUN server answered over UDP"})
+		}
+		return p, nil
+	}
+
+	pr := results[primary]
+	d.primary, d.rtt = addrs[primary], pr.rtt
+	m1, _ := mappedAddr(pr.pk.msg)
+	p.Server, p.MappedAddress, p.RTTMillis = d.opts.Servers[primary], m1.String(), ms(pr.rtt)
+	if o, ok := otherAddr(pr.pk.msg); ok && o.Addr() != d.primary.Addr() && o.Port() != d.primary.Port() {
+		d.other = o
+		p.OtherAddress = o.String()
+	}
+	local := d.localAddr(ms0.local, m1, d.primary)
+	p.LocalAddress = local.String()
+	nat := local != m1
+	for _, a := range []netip.Addr{local.Addr(), m1.Addr()} {
+		if cgnatPrefix.Contains(a) && !slices.Contains(p.Hints, HintCGNAT) {
+			p.Hints = append(p.Hints, HintCGNAT)
+		}
+	}
+
+	// Round 2: the plan, all sockets at once.
+	plan, notRun := BuildPlan(PlanInput{OtherAddress: d.other.IsValid(), NAT: nat, AllocSamples: d.opts.AllocSamples})
+	p.NotRun = append(p.NotRun, notRun...)
+	res := d.runPlan(ctx, plan, m1)
+
+	// Mapping.
+	mapping, mnr := classifyMapping(nat, m1, res["mapping-II"], res["mapping-III"], d.other.IsValid())
+	if mnr != "" {
+		p.NotRun = append(p.NotRun, NotRun{Test: TestMapping, Reason: mnr})
+	}
+	symmetricByServers := false
+	if mapping == "" && nat {
+		// Plain STUN servers can still tell the mapping apart.
+		var others []serverMapping
+		for i, r := range results {
+			if i == primary || r.err != nil {
+				continue
+			}
+			if m, ok := mappedAddr(r.pk.msg); ok {
+				others = append(others, serverMapping{server: addrs[i], mapped: m})
+			}
+		}
+		var dependent bool
+		mapping, dependent = mappingAcrossServers(d.primary, m1, others)
+		symmetricByServers = dependent && mapping == ""
+		if mapping != "" || dependent {
+			p.NotRun = slices.DeleteFunc(p.NotRun, func(n NotRun) bool { return n.Test == TestMapping })
+		}
+		if dependent && mapping == "" {
+			p.NotRun = append(p.NotRun, NotRun{Test: TestMapping, Reason: "mappings differ across servers, but no server pair differs only in port to tell address-dependent from address-and-port-dependent"})
+		}
+	}
+	p.Mapping = mapping
+
+	// Filtering. Silence from the alternate address only means filtering
+	// if that address can answer at all: the mapping tests, which open
+	// the NAT towards it, are the control.
+	altDead := d.other.IsValid() && errors.Is(res["mapping-II"].err, errTimeout) && errors.Is(res["mapping-III"].err, errTimeout)
+	if altDead {
+		p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: fmt.Sprintf("the server's alternate address %s never answered, so silence proves nothing", d.other)})
+	}
+	if d.other.IsValid() && !altDead {
+		f, reason := classifyFiltering(res["filtering-I"], res["filtering-II"], res["filtering-III"])
+		p.Filtering = f
+		if reason != "" {
+			p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: reason})
+		}
+	}
+
+	// Hairpinning.
+	if h, ok := res["hairpin"]; ok {
+		switch {
+		case h.err == nil:
+			p.Hairpinning = Yes
+		case errors.Is(h.err, errTimeout):
+			p.Hairpinning = No
+		default:
+			p.NotRun = append(p.NotRun, NotRun{Test: TestHairpinning, Reason: h.err.Error()})
+		}
+	}
+
+	// Port allocation.
+	if d.opts.AllocSamples > 0 {
+		var samples []allocSample
+		for i := range d.opts.AllocSamples {
+			r := res[fmt.Sprintf("alloc-%d", i)]
+			if r.err == nil {
+				samples = append(samples, allocSample{local: r.local.Port(), mapped: r.mapped.Port()})
+			}
+		}
+		if pa, reason := classifyAllocation(samples); pa != nil {
+			p.PortAllocation = pa
+		} else {
+			p.NotRun = append(p.NotRun, NotRun{Test: TestPortAllocation, Reason: reason})
+		}
+	}
+
+	p.NATType = ClassicName(nat, p.Mapping, p.Filtering)
+	if symmetricByServers {
+		p.NATType = Symmetric
+	}
+	return p, nil
+}
+
+// localAddr is the address of sock on this host: the socket is bound to
+// the wildcard, so take the IP the route to the server uses, or the mapped
+// IP if it is one of ours (no NAT).
+func (d *discovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.AddrPort {
+	port := sockAddr.Port()
+	ifaceIPs := d.interfaceIPs()
+	if slices.Contains(ifaceIPs, mapped.Addr()) {
+		return netip.AddrPortFrom(mapped.Addr(), port)
+	}
+	if c, err := d.opts.Net.Dial("udp4", server.String()); err == nil {
+		a := addrPortOf(c.LocalAddr()).Addr()
+		_ = c.Close() // never used to send
+		if a.IsValid() && !a.IsUnspecified() {
+			return netip.AddrPortFrom(a, port)
+		}
+	}
+	for _, ip := range ifaceIPs {
+		if !ip.IsLoopback() {
+			return netip.AddrPortFrom(ip, port)
+		}
+	}
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+}
+
+func (d *discovery) interfaceIPs() []netip.Addr {
+	ifs, err := d.opts.Net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifc := range ifs {
+		as, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			var ip net.IP
+			switch v := a.(type) {
+			case *net.IPNet:
+				ip = v.IP
+			case *net.IPAddr:
+				ip = v.IP
+			}
+			if na, ok := netip.AddrFromSlice(ip); ok && na.Unmap().Is4() {
+				out = append(out, na.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// runPlan runs every probe concurrently, honouring After and SentAfter.
+func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPort) map[string]probeResult {
+	done := map[string]chan struct{}{}
+	sent := map[string]func(){}
+	sentC := map[string]chan struct{}{}
+	for _, pr := range plan {
+		done[pr.Name] = make(chan struct{})
+		c := make(chan struct{})
+		sentC[pr.Name], sent[pr.Name] = c, sync.OnceFunc(func() { close(c) })
+	}
+	var mu sync.Mutex
+	res := map[string]probeResult{}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A positive filtering-II (endpoint-independent) decides filtering:
+	// filtering-III need not wait out its negative timeout.
+	fctx, fcancel := context.WithCancel(pctx)
+	defer fcancel()
+	var wg sync.WaitGroup
+	for _, pr := range plan {
+		wg.Go(func() {
+			defer close(done[pr.Name])
+			defer sent[pr.Name]() // also when it never got to send
+			if pr.After != "" {
+				<-done[pr.After]
+				mu.Lock()
+				prev := res[pr.After]
+				mu.Unlock()
+				if prev.err != nil {
+					mu.Lock()
+					res[pr.Name] = probeResult{err: fmt.Errorf("skipped: %s failed: %w", pr.After, prev.err)}
+					mu.Unlock()
+					return
+				}
+			}
+			c := pctx
+			if pr.Name == "filtering-III" {
+				c = fctx
+			}
+			sch := rttSchedule(d.rtt)
+			sch.sent = sent[pr.Name]
+			if pr.SentAfter != "" {
+				sch.gate = sentC[pr.SentAfter]
+			}
+			r := d.probe(c, pr, self, sch)
+			if pr.Name == "filtering-II" && r.err == nil {
+				fcancel()
+			}
+			mu.Lock()
+			res[pr.Name] = r
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sch schedule) probeResult {
+	s, err := d.socket(pr.Socket)
+	if err != nil {
+		return probeResult{err: err}
+	}
+	recv := s
+	var to netip.AddrPort
+	switch pr.To {
+	case ToPrimary:
+		to = d.primary
+	case ToAltIP:
+		to = netip.AddrPortFrom(d.other.Addr(), d.primary.Port())
+	case ToOther:
+		to = d.other
+	case ToSelf:
+		to = self
+		if recv, err = d.socket(SockMapping); err != nil {
+			return probeResult{err: err}
+		}
+	}
+	var setters []stun.Setter
+	if pr.Change != 0 {
+		setters = append(setters, changeRequest(pr.Change))
+	}
+	pk, _, err := s.transact(ctx, recv, to, sch, setters...)
+	if err != nil {
+		d.log.Debug("probe", "name", pr.Name, "to", to, "err", err)
+		return probeResult{err: err, local: s.local}
+	}
+	r := probeResult{local: s.local}
+	if pr.To != ToSelf {
+		m, ok := mappedAddr(pk.msg)
+		if !ok {
+			return probeResult{err: errors.New("response without a mapped address"), local: s.local}
+		}
+		r.mapped = m
+	}
+	d.log.Debug("probe", "name", pr.Name, "to", to, "from", pk.from, "mapped", r.mapped)
+	return r
+}
+
+type changeRequest uint32
+
+func (c changeRequest) AddTo(m *stun.Message) error {
+	v := []byte{0, 0, 0, byte(c)}
+	m.Add(stun.AttrChangeRequest, v)
+	return nil
+}
+
+// classifyMapping applies RFC 5780 §4.3. reason says why it is undetermined.
+func classifyMapping(nat bool, m1 netip.AddrPort, r2, r3 probeResult, rfc5780 bool) (Behavior, string) {
+	if !nat {
+		return EndpointIndependent, "" // no translation: nothing depends on the endpoint
+	}
+	if !rfc5780 {
+		return "", ""
+	}
+	if r2.err != nil {
+		return "", "mapping test II: " + r2.err.Error()
+	}
+	if r2.mapped == m1 {
+		return EndpointIndependent, ""
+	}
+	if r3.err != nil {
+		return "", "mapping test III: " + r3.err.Error()
+	}
+	if r3.mapped == r2.mapped {
+		return AddressDependent, ""
+	}
+	return AddressAndPortDependent, ""
+}
+
+type serverMapping struct {
+	server, mapped netip.AddrPort
+}
+
+// mappingAcrossServers infers the mapping from plain STUN servers: the same
+// mapping towards another IP is endpoint-independent; a different one is
+// dependent, and a server on the same IP but another port tells which.
+// dependent reports a known non-EIM mapping even when b is "".
+func mappingAcrossServers(primary, m1 netip.AddrPort, others []serverMapping) (b Behavior, dependent bool) {
+	var sawOtherIP, differsByIP, samePortPair, differsByPort bool
+	for _, o := range others {
+		switch {
+		case o.server.Addr() != primary.Addr():
+			sawOtherIP = true
+			if o.mapped != m1 {
+				differsByIP = true
+			}
+		case o.server.Port() != primary.Port():
+			samePortPair = true
+			if o.mapped != m1 {
+				differsByPort = true
+			}
+		}
+	}
+	switch {
+	case differsByPort:
+		return AddressAndPortDependent, true
+	case differsByIP && samePortPair:
+		return AddressDependent, true
+	case differsByIP:
+		return "", true
+	case sawOtherIP:
+		return EndpointIndependent, false
+	}
+	return "", false
+}
+
+// classifyFiltering applies RFC 5780 §4.4.
+func classifyFiltering(r1, r2, r3 probeResult) (Behavior, string) {
+	if r1.err != nil {
+		return "", "filtering test I: " + r1.err.Error()
+	}
+	if r2.err == nil {
+		return EndpointIndependent, ""
+	}
+	var se *ServerError
+	if errors.As(r2.err, &se) {
+		return "", "server refused CHANGE-REQUEST: " + se.Error()
+	}
+	if !errors.Is(r2.err, errTimeout) {
+		return "", "filtering test II: " + r2.err.Error()
+	}
+	if r3.err == nil {
+		return AddressDependent, ""
+	}
+	if errors.As(r3.err, &se) {
+		return "", "server refused CHANGE-REQUEST: " + se.Error()
+	}
+	if !errors.Is(r3.err, errTimeout) {
+		return "", "filtering test III: " + r3.err.Error()
+	}
+	return AddressAndPortDependent, ""
+}
+
+type allocSample struct{ local, mapped uint16 }
+
+// minAllocSamples is the fewest samples that can show a pattern: two
+// deltas agreeing is the least evidence of a step.
+const minAllocSamples = 3
+
+// classifyAllocation finds the pattern: preserving if most mappings kept
+// the local port; sequential if most gaps between the sorted external
+// ports agree (sorting undoes packets the NAT saw out of order, and the
+// mode tolerates mappings of other traffic in between); else random.
+func classifyAllocation(s []allocSample) (*PortAllocation, string) {
+	if len(s) < minAllocSamples {
+		return nil, fmt.Sprintf("only %d of the port allocation samples were answered", len(s))
+	}
+	pa := &PortAllocation{}
+	kept := 0
+	ports := make([]int, 0, len(s))
+	down := 0 // consecutive samples whose port went down: a descending allocator
+	for i, x := range s {
+		pa.Samples = append(pa.Samples, int(x.mapped))
+		ports = append(ports, int(x.mapped))
+		if x.local == x.mapped {
+			kept++
+		}
+		if i > 0 && x.mapped < s[i-1].mapped {
+			down++
+		}
+	}
+	if 2*kept > len(s) {
+		pa.Pattern = Preserving
+		return pa, ""
+	}
+	slices.Sort(ports)
+	counts := map[int]int{}
+	best, bestN := 0, 0
+	for i := 1; i < len(ports); i++ {
+		gap := ports[i] - ports[i-1]
+		counts[gap]++
+		if n := counts[gap]; n > bestN || (n == bestN && gap < best) {
+			best, bestN = gap, n
+		}
+	}
+	if best != 0 && 2*bestN >= len(ports)-1 {
+		pa.Pattern, pa.Step = Sequential, best
+		if 2*down > len(s)-1 {
+			pa.Step = -best
+		}
+		return pa, ""
+	}
+	pa.Pattern = Random
+	return pa, ""
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

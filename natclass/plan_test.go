@@ -1,0 +1,226 @@
+package natclass
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+func names(ps []Probe) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func TestBuildPlan(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         PlanInput
+		wantProbes []string
+		wantNotRun []string
+	}{
+		{"rfc5780 behind NAT", PlanInput{OtherAddress: true, NAT: true, AllocSamples: 2},
+			[]string{"mapping-II", "mapping-III", "filtering-I", "filtering-II", "filtering-III", "hairpin", "alloc-0", "alloc-1"}, nil},
+		{"rfc5780 without NAT", PlanInput{OtherAddress: true},
+			[]string{"mapping-II", "mapping-III", "filtering-I", "filtering-II", "filtering-III"}, []string{TestHairpinning}},
+		{"plain STUN behind NAT", PlanInput{NAT: true, AllocSamples: 1},
+			[]string{"hairpin", "alloc-0"}, []string{TestMapping, TestFiltering}},
+		// Without NAT the mapping is endpoint-independent by definition;
+		// only filtering needs the server's help.
+		{"plain STUN without NAT", PlanInput{}, nil, []string{TestFiltering, TestHairpinning}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, nr := BuildPlan(tt.in)
+			if got := names(ps); !slices.Equal(got, tt.wantProbes) {
+				t.Errorf("probes %v, want %v", got, tt.wantProbes)
+			}
+			var got []string
+			for _, n := range nr {
+				got = append(got, n.Test)
+				if n.Reason == "" {
+					t.Errorf("not_run %s without a reason", n.Test)
+				}
+			}
+			if !slices.Equal(got, tt.wantNotRun) {
+				t.Errorf("not_run %v, want %v", got, tt.wantNotRun)
+			}
+			byName := map[string]Probe{}
+			for _, p := range ps {
+				byName[p.Name] = p
+			}
+			for _, p := range ps {
+				if p.After != "" {
+					if _, ok := byName[p.After]; !ok {
+						t.Errorf("%s runs after missing probe %s", p.Name, p.After)
+					}
+				}
+				// The filtering socket must only ever talk to IP1:P1.
+				if p.Socket == SockFiltering && p.To != ToPrimary {
+					t.Errorf("%s sends from the filtering socket to %v", p.Name, p.To)
+				}
+			}
+			if p, ok := byName["filtering-II"]; ok && (p.Change != ChangeIP|ChangePort || !p.Negative) {
+				t.Errorf("filtering-II %+v", p)
+			}
+			if p, ok := byName["filtering-III"]; ok && (p.Change != ChangePort || !p.Negative) {
+				t.Errorf("filtering-III %+v", p)
+			}
+			// Allocation samples leave in order, on sockets of their own.
+			prev, socks := "", map[string]bool{}
+			for _, p := range ps {
+				if p.Test == TestPortAllocation {
+					if p.SentAfter != prev || socks[p.Socket] {
+						t.Errorf("%s: sent after %q on %s, want after %q on a fresh socket", p.Name, p.SentAfter, p.Socket, prev)
+					}
+					prev, socks[p.Socket] = p.Name, true
+				}
+			}
+		})
+	}
+}
+
+func TestSchedules(t *testing.T) {
+	f := firstSchedule()
+	if f.sends[0] != 0 || f.sends[1] != initialRTO || f.giveUp != udpBlockedTimeout {
+		t.Errorf("first schedule %+v", f)
+	}
+	if last := f.sends[len(f.sends)-1]; last >= udpBlockedTimeout {
+		t.Errorf("last retransmission at %v, after giving up", last)
+	}
+	// Loopback RTTs get the floor; a slow path scales with its RTT.
+	if s := rttSchedule(100 * time.Microsecond); s.giveUp != negativeAttempts*minNegativeWait {
+		t.Errorf("loopback give-up %v", s.giveUp)
+	}
+	if s := rttSchedule(100 * time.Millisecond); s.giveUp != negativeAttempts*negativeRTTs*100*time.Millisecond || len(s.sends) != negativeAttempts {
+		t.Errorf("100 ms schedule %+v", s)
+	}
+}
+
+var (
+	m1  = netip.MustParseAddrPort("203.0.113.100:50000")
+	m2  = netip.MustParseAddrPort("203.0.113.100:50001")
+	m3  = netip.MustParseAddrPort("203.0.113.100:50002")
+	ok  = func(m netip.AddrPort) probeResult { return probeResult{mapped: m} }
+	tmo = probeResult{err: errTimeout}
+)
+
+func TestClassifyMapping(t *testing.T) {
+	tests := []struct {
+		name   string
+		nat    bool
+		r2, r3 probeResult
+		rfc    bool
+		want   Behavior
+		reason bool
+	}{
+		{"no nat", false, tmo, tmo, false, EndpointIndependent, false},
+		{"eim", true, ok(m1), ok(m2), true, EndpointIndependent, false},
+		{"adm", true, ok(m2), ok(m2), true, AddressDependent, false},
+		{"apdm", true, ok(m2), ok(m3), true, AddressAndPortDependent, false},
+		{"test II lost", true, tmo, ok(m3), true, "", true},
+		{"test III lost", true, ok(m2), tmo, true, "", true},
+		{"plain stun", true, tmo, tmo, false, "", false},
+	}
+	for _, tt := range tests {
+		got, reason := classifyMapping(tt.nat, m1, tt.r2, tt.r3, tt.rfc)
+		if got != tt.want || (reason != "") != tt.reason {
+			t.Errorf("%s: %q %q", tt.name, got, reason)
+		}
+	}
+}
+
+func TestClassifyFiltering(t *testing.T) {
+	refused := probeResult{err: &ServerError{Code: 420}}
+	tests := []struct {
+		name       string
+		r1, r2, r3 probeResult
+		want       Behavior
+		reason     bool
+	}{
+		{"eif", ok(m1), ok(m1), ok(m1), EndpointIndependent, false},
+		{"eif, III cancelled", ok(m1), ok(m1), probeResult{err: errors.New("canceled")}, EndpointIndependent, false},
+		{"adf", ok(m1), tmo, ok(m1), AddressDependent, false},
+		{"apdf", ok(m1), tmo, tmo, AddressAndPortDependent, false},
+		{"test I lost", tmo, tmo, tmo, "", true},
+		{"change refused", ok(m1), refused, refused, "", true},
+		{"port change refused", ok(m1), tmo, refused, "", true},
+	}
+	for _, tt := range tests {
+		got, reason := classifyFiltering(tt.r1, tt.r2, tt.r3)
+		if got != tt.want || (reason != "") != tt.reason {
+			t.Errorf("%s: %q %q", tt.name, got, reason)
+		}
+	}
+}
+
+func TestClassifyAllocation(t *testing.T) {
+	seq := func(local []uint16, mapped ...uint16) []allocSample {
+		var s []allocSample
+		for i, m := range mapped {
+			l := uint16(1000 + i)
+			if local != nil {
+				l = local[i]
+			}
+			s = append(s, allocSample{local: l, mapped: m})
+		}
+		return s
+	}
+	tests := []struct {
+		name    string
+		samples []allocSample
+		want    Allocation
+		step    int
+	}{
+		{"preserving", seq([]uint16{4000, 4100, 4200, 4300}, 4000, 4100, 4200, 4300), Preserving, 0},
+		{"preserving with one collision", seq([]uint16{4000, 4100, 4200, 4300}, 4000, 4100, 9999, 4300), Preserving, 0},
+		{"sequential", seq(nil, 500, 501, 502, 503, 504, 505, 506, 507), Sequential, 1},
+		{"sequential step 2", seq(nil, 500, 502, 504, 506, 508), Sequential, 2},
+		{"sequential, reordered", seq(nil, 500, 501, 503, 502, 504, 505), Sequential, 1},
+		{"sequential with foreign mappings", seq(nil, 500, 501, 503, 504, 505, 507, 508, 509), Sequential, 1},
+		{"descending", seq(nil, 900, 899, 898, 897, 896), Sequential, -1},
+		{"random", seq(nil, 31000, 52011, 40222, 1033, 61999, 24010, 9000, 47000), Random, 0},
+	}
+	for _, tt := range tests {
+		pa, reason := classifyAllocation(tt.samples)
+		if pa == nil {
+			t.Errorf("%s: nil (%s)", tt.name, reason)
+			continue
+		}
+		if pa.Pattern != tt.want || pa.Step != tt.step || len(pa.Samples) != len(tt.samples) {
+			t.Errorf("%s: %+v, want %s step %d", tt.name, pa, tt.want, tt.step)
+		}
+	}
+	if pa, reason := classifyAllocation(seq(nil, 1, 2)); pa != nil || reason == "" {
+		t.Errorf("two samples: %+v %q", pa, reason)
+	}
+}
+
+func TestMappingAcrossServers(t *testing.T) {
+	prim := netip.MustParseAddrPort("198.51.100.1:3478")
+	otherIP := netip.MustParseAddrPort("198.51.100.2:3478")
+	otherPort := netip.MustParseAddrPort("198.51.100.1:3479")
+	tests := []struct {
+		name      string
+		others    []serverMapping
+		want      Behavior
+		dependent bool
+	}{
+		{"none", nil, "", false},
+		{"same mapping elsewhere", []serverMapping{{otherIP, m1}}, EndpointIndependent, false},
+		{"differs by ip only known", []serverMapping{{otherIP, m2}}, "", true},
+		{"differs by ip, same by port", []serverMapping{{otherIP, m2}, {otherPort, m1}}, AddressDependent, true},
+		{"differs by port", []serverMapping{{otherIP, m2}, {otherPort, m3}}, AddressAndPortDependent, true},
+		{"same server twice", []serverMapping{{prim, m1}}, "", false},
+	}
+	for _, tt := range tests {
+		got, dep := mappingAcrossServers(prim, m1, tt.others)
+		if got != tt.want || dep != tt.dependent {
+			t.Errorf("%s: %q %v, want %q %v", tt.name, got, dep, tt.want, tt.dependent)
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
+	"github.com/spf13/cobra"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+func init() { subcommandFns = append(subcommandFns, newCmdCheck) }
+
+// CheckSchema versions the --json document of `natlab check`.
+const CheckSchema = "natlab.check/v1"
+
+// CheckOptions are the flags and dependencies of `natlab check`.
+type CheckOptions struct {
+	IO       IOStreams
+	Output   outputFlags
+	Servers  []string
+	Lifetime bool
+	Timeout  time.Duration
+	// Net opens the sockets; nil means the host's stack.
+	Net transport.Net
+}
+
+// checkDocument is the --json output of `natlab check`.
+type checkDocument struct {
+	Schema  string            `json:"schema"`  // CheckSchema
+	Profile *natclass.Profile `json:"profile"` // the NAT profile
+}
+
+func newCmdCheck(s IOStreams) *cobra.Command { return NewCmdCheck(s, nil) }
+
+// NewCmdCheck builds `natlab check`; runF replaces the run function in
+// tests that only check flag parsing.
+func NewCmdCheck(s IOStreams, runF func(context.Context, *CheckOptions) error) *cobra.Command {
+	o := &CheckOptions{IO: s}
+	c := &cobra.Command{
+		Use:   "check --server HOST:PORT [--server HOST:PORT ...]",
+		Short: "Discover this host's NAT behaviour (RFC 5780) against STUN servers",
+		Long: `Run the RFC 5780 tests (mapping, filtering, hairpinning, port allocation and,
+with --lifetime, binding lifetime) against one or more STUN servers and print
+the NAT profile. The first server that answers is the primary; more servers
+add evidence. Tests a server cannot support are listed as not run.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if len(o.Servers) == 0 {
+				return flagErrorf("at least one --server HOST:PORT is required")
+			}
+			for _, s := range o.Servers {
+				if _, _, err := natclass.ParseServer(s); err != nil {
+					return flagErrorf("--server: %v", err)
+				}
+			}
+			if o.Timeout <= 0 {
+				return flagErrorf("--timeout %v: must be positive", o.Timeout)
+			}
+			if runF != nil {
+				return runF(c.Context(), o)
+			}
+			return runCheck(c.Context(), o)
+		},
+	}
+	c.Flags().StringArrayVar(&o.Servers, "server", nil, "STUN server HOST:PORT (repeatable; the first that answers is the primary)")
+	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure the binding lifetime (slow: waits for mappings to expire, up to 2 minutes)")
+	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
+	addOutputFlags(c, &o.Output)
+	return c
+}
+
+func runCheck(ctx context.Context, o *CheckOptions) error {
+	n := o.Net
+	if n == nil {
+		var err error
+		if n, err = stdnet.NewNet(); err != nil {
+			return fmt.Errorf("network stack: %w", err)
+		}
+	}
+	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime})
+	if err != nil {
+		return err
+	}
+	if o.Output.JSON {
+		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p}); err != nil {
+			return err
+		}
+	} else if err := writeProfile(o.IO.Out, p); err != nil {
+		return err
+	}
+	if p.NATType == natclass.UDPBlocked {
+		return &ExitError{Code: ExitInternal, Err: errors.New(blockedMessage(p))}
+	}
+	return nil
+}
+
+func blockedMessage(p *natclass.Profile) string {
+	var why []string
+	for _, s := range p.Servers {
+		why = append(why, fmt.Sprintf("%s: %s", s.Server, s.Error))
+	}
+	return "no STUN server answered over UDP (UDP blocked or server unreachable): " + strings.Join(why, "; ")
+}
+
+// writeProfile prints the profile as aligned "name  value" lines.
+func writeProfile(w io.Writer, p *natclass.Profile) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	line := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	or := func(s, def string) string {
+		if s == "" {
+			return def
+		}
+		return s
+	}
+	line("NAT type", string(p.NATType))
+	if p.NATType != natclass.UDPBlocked {
+		line("mapping", or(string(p.Mapping), "undetermined"))
+		line("filtering", or(string(p.Filtering), "undetermined"))
+		line("mapped address", p.MappedAddress)
+		line("local address", p.LocalAddress)
+		line("hairpinning", p.Hairpinning.String())
+		if pa := p.PortAllocation; pa != nil {
+			v := string(pa.Pattern)
+			if pa.Pattern == natclass.Sequential {
+				v += fmt.Sprintf(" (step %d)", pa.Step)
+			}
+			line("port allocation", v)
+		}
+		if p.BindingLifetimeS != nil {
+			line("binding lifetime", fmt.Sprintf("%.0f s", *p.BindingLifetimeS))
+		}
+		line("server", fmt.Sprintf("%s (rtt %.1f ms)", p.Server, p.RTTMillis))
+	}
+	for _, s := range p.Servers {
+		if s.Error != "" && p.NATType != natclass.UDPBlocked {
+			line("other server", fmt.Sprintf("%s: %s", s.Server, s.Error))
+		}
+	}
+	for _, h := range p.Hints {
+		line("hint", h)
+	}
+	for _, n := range p.NotRun {
+		if p.NATType != natclass.UDPBlocked { // the error line says why, once
+			line("not run", fmt.Sprintf("%s: %s", n.Test, n.Reason))
+		}
+	}
+	line("took", fmt.Sprintf("%.0f ms", p.DurationMillis))
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write profile: %w", err)
+	}
+	return nil
+}

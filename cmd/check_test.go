@@ -1,0 +1,205 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/transport/v4/stdnet"
+
+	"github.com/natlab/natlab/internal/interop"
+	"github.com/natlab/natlab/server"
+)
+
+func testStreams() (IOStreams, *bytes.Buffer, *bytes.Buffer) {
+	var out, errOut bytes.Buffer
+	return IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, &out, &errOut
+}
+
+// startServer runs the natlab STUN server on loopback for a test.
+func startServer(t *testing.T, a server.Addrs) netip.AddrPort {
+	t.Helper()
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.Listen(n, server.Config{Addrs: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv.Addrs().Primary
+}
+
+func TestCheckFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string // "" means the run function is reached
+		servers []string
+	}{
+		{[]string{"--server", "127.0.0.1:3478"}, "", []string{"127.0.0.1:3478"}},
+		{[]string{"--server", "a.example:3478", "--server", "[2001:db8::1]:3478", "--json", "--lifetime"}, "", []string{"a.example:3478", "[2001:db8::1]:3478"}},
+		{nil, "at least one --server", nil},
+		{[]string{"--server", "foo"}, "want host:port", nil},
+		{[]string{"--server", "1.2.3.4:99999"}, "not in 1-65535", nil},
+		{[]string{"--server", "1.2.3.4:0"}, "not in 1-65535", nil},
+		{[]string{"--server", ":3478"}, "empty host", nil},
+		{[]string{"--server", "1.2.3.4:3478", "--timeout", "0s"}, "must be positive", nil},
+	}
+	for _, tt := range tests {
+		s, _, _ := testStreams()
+		var got *CheckOptions
+		c := NewCmdCheck(s, func(_ context.Context, o *CheckOptions) error { got = o; return nil })
+		c.SetArgs(tt.args)
+		c.SetOut(s.Out)
+		c.SetErr(s.ErrOut)
+		err := c.Execute()
+		if tt.wantErr == "" {
+			if err != nil || got == nil || !slices.Equal(got.Servers, tt.servers) {
+				t.Errorf("%v: err %v, options %+v", tt.args, err, got)
+			}
+			continue
+		}
+		var fe *FlagError
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !asFlagError(err, &fe) {
+			t.Errorf("%v: err %v, want a flag error containing %q", tt.args, err, tt.wantErr)
+		}
+	}
+}
+
+func asFlagError(err error, fe **FlagError) bool {
+	for err != nil {
+		if f, ok := err.(*FlagError); ok {
+			*fe = f
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
+
+// TestCheckMain runs `natlab check` end to end through Main, as a user
+// would, on loopback.
+func TestCheckMain(t *testing.T) {
+	interop.NeedLoopback2(t)
+	full := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
+	plain := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")})
+	silent := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), interop.FreePortPair(t))
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    []string // substrings of stdout
+		wantErr    string   // substring of the one-line stderr; "" for none
+		maxTime    time.Duration
+		wantNotRun []string // with --json: the not_run tests
+		wantType   string
+	}{
+		{"full", []string{"check", "--server", full.String()}, ExitOK,
+			[]string{"NAT type         open", "filtering        endpoint-independent"}, "", time.Second, nil, ""},
+		{"hostname", []string{"check", "--server", strings.Replace(full.String(), "127.0.0.1", "localhost", 1)}, ExitOK,
+			[]string{"NAT type         open"}, "", time.Second, nil, ""},
+		{"ipv6 server", []string{"check", "--server", "[::1]:3478"}, ExitInternal, nil, "only IPv4", time.Second, nil, ""},
+		{"full json", []string{"check", "--json", "--server", full.String()}, ExitOK, nil, "", time.Second,
+			[]string{"hairpinning"}, "open"},
+		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", time.Second,
+			[]string{"filtering", "hairpinning"}, "unknown"},
+		{"unreachable", []string{"check", "--server", silent.String()}, ExitInternal, nil,
+			"no STUN server answered over UDP", 4 * time.Second, nil, ""},
+		{"unresolvable", []string{"check", "--server", "nosuchhost.invalid:3478"}, ExitInternal, nil,
+			"resolve STUN server nosuchhost.invalid:3478", 6 * time.Second, nil, ""},
+		{"malformed", []string{"check", "--server", "foo"}, ExitUsage, nil, "want host:port", time.Second, nil, ""},
+		{"bad port", []string{"check", "--server", "1.2.3.4:99999"}, ExitUsage, nil, "not in 1-65535", time.Second, nil, ""},
+		{"stray argument", []string{"check", "extra", "--server", "1.2.3.4:3478"}, ExitUsage, nil, "unknown command", time.Second, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, out, errOut := testStreams()
+			start := time.Now()
+			code := Main(tt.args, s)
+			if d := time.Since(start); d > tt.maxTime {
+				t.Errorf("took %v, want under %v", d, tt.maxTime)
+			}
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, out, errOut)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.wantErr != "" {
+				first, _, _ := strings.Cut(errOut.String(), "\n")
+				if !strings.HasPrefix(first, "natlab: ") || !strings.Contains(first, tt.wantErr) {
+					t.Errorf("stderr %q, want one line containing %q", errOut, tt.wantErr)
+				}
+			} else if errOut.Len() != 0 {
+				t.Errorf("stderr %q", errOut)
+			}
+			if tt.wantType == "" {
+				return
+			}
+			var doc struct {
+				Schema  string `json:"schema"`
+				Profile struct {
+					NATType string `json:"nat_type"`
+					NotRun  []struct {
+						Test, Reason string
+					} `json:"not_run"`
+				} `json:"profile"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+				t.Fatalf("stdout is not one JSON document: %v\n%s", err, out)
+			}
+			if doc.Schema != CheckSchema || doc.Profile.NATType != tt.wantType {
+				t.Errorf("schema %q nat_type %q, want %q %q", doc.Schema, doc.Profile.NATType, CheckSchema, tt.wantType)
+			}
+			var got []string
+			for _, n := range doc.Profile.NotRun {
+				got = append(got, n.Test)
+			}
+			if !slices.Equal(got, tt.wantNotRun) {
+				t.Errorf("not_run %+v, want %v", doc.Profile.NotRun, tt.wantNotRun)
+			}
+		})
+	}
+}
+
+// TestCheckJSONFields pins the profile's JSON field names: the schema may
+// only grow.
+func TestCheckJSONFields(t *testing.T) {
+	interop.NeedLoopback2(t)
+	full := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
+	s, out, _ := testStreams()
+	if code := Main([]string{"check", "--json", "--server", full.String()}, s); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var doc struct {
+		Schema  string                     `json:"schema"`
+		Profile map[string]json.RawMessage `json:"profile"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"nat_type", "mapping", "filtering", "mapped_address", "local_address", "hairpinning",
+		"port_allocation", "server", "rtt_ms", "hints", "not_run", "duration_ms", "servers"} {
+		if _, ok := doc.Profile[k]; !ok {
+			t.Errorf("profile lacks %q", k)
+		}
+	}
+	var pa map[string]json.RawMessage
+	if err := json.Unmarshal(doc.Profile["port_allocation"], &pa); err != nil || pa["pattern"] == nil || pa["samples"] == nil {
+		t.Errorf("port_allocation %s", doc.Profile["port_allocation"])
+	}
+}

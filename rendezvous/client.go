@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,9 @@ const (
 	// silenceLimit is how long the server may stay silent before the
 	// client gives up: ten retransmissions with backoff, far past any RTT.
 	silenceLimit = 5 * time.Second
+	// dialTimeout bounds the TCP connect to the server: a SYN lost twice
+	// is retried by the kernel within this time.
+	dialTimeout = 5 * time.Second
 )
 
 // ErrServerSilent means the rendezvous server did not answer at all.
@@ -80,6 +84,23 @@ func Dial(n transport.Net, addr string) (*Client, error) {
 		return nil, err
 	}
 	return &Client{conn: conn, server: ua, token: tok, Silence: silenceLimit}, nil
+}
+
+// DialTCP connects to the server at addr over TCP, for hosts whose UDP is
+// blocked; the protocol is the same, one JSON message per line.
+func DialTCP(ctx context.Context, n transport.Net, addr string) (*Client, error) {
+	d := n.CreateDialer(&net.Dialer{Timeout: dialTimeout})
+	conn, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous server %s over TCP: %w", addr, err)
+	}
+	tok, err := newToken()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	sc := &streamConn{Conn: conn, br: bufio.NewReaderSize(conn, MaxMessage+2)}
+	return &Client{conn: sc, server: conn.RemoteAddr(), token: tok, Silence: silenceLimit}, nil
 }
 
 // Token is this peer's random token (the other peer sees it).

@@ -44,6 +44,8 @@ type Registry struct {
 
 	mu       sync.Mutex
 	pairings map[string]*pairing
+	streams  map[netip.AddrPort]net.Conn // peers that talk over TCP
+	udp      net.PacketConn              // the last socket a datagram came in on
 	paired   uint64
 	rejected uint64
 }
@@ -178,15 +180,17 @@ func (r *Registry) step(p *pairing, m Message, from netip.AddrPort) []Outgoing {
 	if i < 0 {
 		return r.errorLocked(from, "not a peer of this pairing")
 	}
-	if p.left {
-		return r.errorLocked(from, "the other peer left this pairing")
-	}
 	if m.Step < 1 || m.Step > MaxSteps || len(m.Data) > maxInfo {
 		return r.errorLocked(from, "step out of range or data too large")
 	}
 	me, other := p.peers[i], p.peers[1-i]
 	if other == nil {
 		return r.errorLocked(from, "no second peer yet")
+	}
+	if p.left && m.Step > p.goStep {
+		// A released step is still answered below: the peer that left
+		// may have finished just before this one heard its go.
+		return r.errorLocked(from, "the other peer left this pairing")
 	}
 	me.addr = from
 	if m.Step > me.step {
@@ -276,25 +280,6 @@ func (r *Registry) Serve(conn net.PacketConn) error {
 			}
 			return fmt.Errorf("rendezvous: %w", err)
 		}
-		ua, ok := from.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		ap := ua.AddrPort()
-		Send(conn, r.Handle(buf[:n], netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())))
-	}
-}
-
-// Send writes the registry's outgoing datagrams on conn, holding back the
-// delayed ones on a timer. Errors are dropped: the peers retransmit.
-func Send(conn net.PacketConn, outs []Outgoing) {
-	for _, o := range outs {
-		to := net.UDPAddrFromAddrPort(o.To)
-		if o.Delay <= 0 {
-			_, _ = conn.WriteTo(o.Raw, to)
-			continue
-		}
-		raw := o.Raw
-		time.AfterFunc(o.Delay, func() { _, _ = conn.WriteTo(raw, to) })
+		r.Send(conn, r.Handle(buf[:n], addrPortOf(from)))
 	}
 }

@@ -1,0 +1,230 @@
+package natclass
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Technique names a way to establish a path, in DESIGN.md's order of
+// preference. The strings are part of the JSON schema.
+type Technique string
+
+// Direct techniques, most preferred first.
+const (
+	SameLAN    Technique = "same-lan"     // host candidates on one LAN
+	DirectUDP  Technique = "udp"          // simultaneous punching to srflx, answering peer-reflexive
+	PredictUDP Technique = "udp-predict"  // port prediction for a sequential allocator
+	Birthday   Technique = "udp-birthday" // birthday probing against a random allocator
+	DirectTCP  Technique = "tcp"          // TCP simultaneous open
+)
+
+// Techniques lists the direct techniques in order of preference.
+var Techniques = []Technique{SameLAN, DirectUDP, PredictUDP, Birthday, DirectTCP}
+
+// Outcome of a technique, predicted or measured.
+type Outcome string
+
+// Outcomes; the strings are part of the JSON schema.
+const (
+	Success Outcome = "success"
+	Fail    Outcome = "fail"
+	Skipped Outcome = "skipped" // not applicable to this pair (or this backend)
+)
+
+// Summary is the part of a profile a peer needs to predict and punch: it
+// travels through the rendezvous, so it is small.
+type Summary struct {
+	NATType    NATType    `json:"nat_type"`
+	Mapping    Behavior   `json:"mapping,omitempty"`
+	Filtering  Behavior   `json:"filtering,omitempty"`
+	Allocation Allocation `json:"allocation,omitempty"`
+	Step       int        `json:"step,omitempty"`
+	// Mapped is the public address (ip:port) a STUN server saw.
+	Mapped string `json:"mapped,omitempty"`
+	// TCP says whether the peer can try TCP at all (its network stack
+	// supports it).
+	TCP bool `json:"tcp"`
+}
+
+// Summary returns the profile's summary; tcp is whether the host can try
+// TCP.
+func (p *Profile) Summary(tcp bool) Summary {
+	s := Summary{NATType: p.NATType, Mapping: p.Mapping, Filtering: p.Filtering, Mapped: p.MappedAddress, TCP: tcp}
+	if p.PortAllocation != nil {
+		s.Allocation, s.Step = p.PortAllocation.Pattern, p.PortAllocation.Step
+	}
+	return s
+}
+
+// Prediction is the expected outcome of one technique, with the reason in
+// words a network engineer would use.
+type Prediction struct {
+	Technique Technique `json:"technique"`
+	Outcome   Outcome   `json:"outcome"`
+	Reason    string    `json:"reason"`
+}
+
+// Predict returns, for each technique in order of preference, what the two
+// profiles say will happen. It is symmetric: Predict(a, b) and
+// Predict(b, a) give the same outcomes.
+func Predict(a, b Summary) []Prediction {
+	out := make([]Prediction, 0, len(Techniques))
+	for _, t := range Techniques {
+		o, why := predict(t, a, b)
+		out = append(out, Prediction{Technique: t, Outcome: o, Reason: why})
+	}
+	return out
+}
+
+// Best is the first technique predicted to succeed, or "".
+func Best(ps []Prediction) Technique {
+	for _, p := range ps {
+		if p.Outcome == Success {
+			return p.Technique
+		}
+	}
+	return ""
+}
+
+func blocked(s Summary) bool { return s.NATType == UDPBlocked }
+
+// known reports whether the UDP profile is complete enough to predict.
+func known(s Summary) bool { return s.Mapping != "" && s.Filtering != "" }
+
+// eim: the mapping toward the peer is the one the STUN server saw.
+func eim(s Summary) bool { return s.Mapping == EndpointIndependent }
+
+func predict(t Technique, a, b Summary) (Outcome, string) {
+	switch t {
+	case SameLAN:
+		return predictSameLAN(a, b)
+	case DirectTCP:
+		return predictTCP(a, b)
+	}
+	for _, s := range []struct {
+		name string
+		Summary
+	}{{"A", a}, {"B", b}} {
+		if blocked(s.Summary) {
+			return Fail, fmt.Sprintf("%s's network blocks UDP", s.name)
+		}
+		if !known(s.Summary) {
+			return Fail, fmt.Sprintf("%s's NAT behaviour is unknown", s.name)
+		}
+	}
+	switch t {
+	case DirectUDP:
+		return predictUDP(a, b)
+	case PredictUDP:
+		return predictSequential(a, b)
+	case Birthday:
+		return predictBirthday(a, b)
+	}
+	return Skipped, "unknown technique"
+}
+
+func publicIP(s Summary) netip.Addr {
+	ap, err := netip.ParseAddrPort(s.Mapped)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+func predictSameLAN(a, b Summary) (Outcome, string) {
+	ia, ib := publicIP(a), publicIP(b)
+	if !ia.IsValid() || !ib.IsValid() || ia != ib {
+		return Skipped, "different public addresses: not behind one NAT"
+	}
+	return Success, "same public address: host candidates should reach each other on the LAN"
+}
+
+// predictUDP: plain punching succeeds when each side's packets can get
+// through the other's filter. An EIM side's address is the srflx the peer
+// probes; an APDM side's new mapping is unknown, so its packets get through
+// only a filter that does not look at the port (EIF, or ADF once the filter
+// side has sent to its IP), and the reply then goes peer-reflexive.
+func predictUDP(a, b Summary) (Outcome, string) {
+	switch {
+	case eim(a) && eim(b):
+		return Success, "both mappings are endpoint-independent: each side's srflx is where the other's packets arrive"
+	case !eim(a) && !eim(b):
+		return Fail, "both mappings depend on the destination: neither side knows the port the other's NAT will use"
+	}
+	cone, sn, cn := b, "A", "B"
+	if eim(a) {
+		cone, sn, cn = a, "B", "A"
+	}
+	if cone.Filtering == AddressAndPortDependent {
+		return Fail, fmt.Sprintf("%s's mapping depends on the destination and %s filters by port: %s's packets arrive from a port %s never sent to", sn, cn, sn, cn)
+	}
+	return Success, fmt.Sprintf("%s's filter (%s) admits %s's new mapping; %s answers it peer-reflexive", cn, cone.Filtering, sn, cn)
+}
+
+// predictSequential: port prediction needs one sequential side and an EIM
+// peer, whose single srflx is the destination the sequential side opens
+// exactly one new mapping toward.
+func predictSequential(a, b Summary) (Outcome, string) {
+	seqA := !eim(a) && a.Allocation == Sequential
+	seqB := !eim(b) && b.Allocation == Sequential
+	switch {
+	case !seqA && !seqB:
+		return Skipped, "no side has a destination-dependent sequential allocator"
+	case seqA && seqB:
+		return Fail, "both sides are sequential symmetric NATs: each probe toward a predicted port burns a port of its own"
+	}
+	seq, other, sn, on := a, b, "A", "B"
+	if seqB {
+		seq, other, sn, on = b, a, "B", "A"
+	}
+	if !eim(other) {
+		return Fail, fmt.Sprintf("%s's mapping also depends on the destination: no fixed target for %s's predicted ports", on, sn)
+	}
+	return Success, fmt.Sprintf("%s allocates ports sequentially (step %d): %s probes the next ports after its srflx", sn, seq.Step, on)
+}
+
+// predictBirthday: birthday probing needs one random symmetric side and an
+// EIM peer that scans the random side's ports.
+func predictBirthday(a, b Summary) (Outcome, string) {
+	rndA := !eim(a) && a.Allocation == Random
+	rndB := !eim(b) && b.Allocation == Random
+	switch {
+	case !rndA && !rndB:
+		return Skipped, "no side has a destination-dependent random allocator"
+	case rndA && rndB:
+		return Fail, "both sides allocate random ports per destination: nothing to meet"
+	}
+	rn, on, other := "A", "B", b
+	if rndB {
+		rn, on, other = "B", "A", a
+	}
+	if !eim(other) {
+		return Fail, fmt.Sprintf("%s's mapping also depends on the destination: %s's many mappings have no fixed target", on, rn)
+	}
+	return Success, fmt.Sprintf("%s opens many mappings toward %s, which scans %s's ports until two meet", rn, on, rn)
+}
+
+// predictTCP: simultaneous open needs both sides to know the other's
+// external port, so both mappings must be endpoint-independent. A site
+// whose UDP is blocked tells nothing about its TCP NAT; its TCP srflx,
+// learned over STUN-over-TCP, is then taken as endpoint-independent.
+func predictTCP(a, b Summary) (Outcome, string) {
+	if !a.TCP || !b.TCP {
+		return Skipped, "TCP is not available on both sides (the in-process lab is UDP only)"
+	}
+	for _, s := range []struct {
+		name string
+		Summary
+	}{{"A", a}, {"B", b}} {
+		if blocked(s.Summary) {
+			continue
+		}
+		if !known(s.Summary) {
+			return Fail, fmt.Sprintf("%s's NAT behaviour is unknown", s.name)
+		}
+		if !eim(s.Summary) {
+			return Fail, fmt.Sprintf("%s's mapping depends on the destination: its SYN leaves from a port the other side cannot know", s.name)
+		}
+	}
+	return Success, "both mappings are endpoint-independent: simultaneous SYNs meet at known ports"
+}

@@ -103,6 +103,9 @@ type kernelLab struct {
 	namespaces []string // in creation order
 	wires      []*delayLine
 	closed     bool
+	// stops ends processes the lab runs in its namespaces (miniupnpd,
+	// kernel_upnp.go), first thing at teardown.
+	stops []func() error
 }
 
 func (k *kernelLab) ns(role string) string { return nsPrefix + k.id + "-" + role }
@@ -117,6 +120,11 @@ func (k *kernelLab) teardown() error {
 	}
 	k.closed = true
 	var errs []error
+	for _, stop := range slices.Backward(k.stops) {
+		if err := stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, w := range k.wires {
 		if err := w.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, fmt.Errorf("close delay line: %w", err))
@@ -378,6 +386,9 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 			return nil, fmt.Errorf("site %q: %w", s.Name, err)
 		}
 	}
+	if err := checkKernelPortMapping(t); err != nil {
+		return nil, err
+	}
 	if l := t.ServerLink; l.Loss < 0 || l.Loss >= 1 || l.Delay < 0 {
 		return nil, fmt.Errorf("server link: delay must be >= 0 and loss in [0,1)")
 	}
@@ -575,6 +586,12 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string) (*Site, error) {
 		if err := b.router(outer, routerSpec{NAT: outerNAT, WAN: "wan", LAN: "lan", Public: pub}); err != nil {
 			return nil, err
 		}
+	}
+
+	// Port mapping (kernel_upnp.go): miniupnpd on the router whose LAN
+	// the host is on, when the NAT asks for it.
+	if err := b.startPortMapping(i, s); err != nil {
+		return nil, err
 	}
 
 	var err2 error

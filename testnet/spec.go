@@ -7,6 +7,7 @@ package testnet
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/natlab/natlab/natclass"
@@ -35,7 +36,16 @@ type NAT struct {
 	// Inner, if set, is a second NAT between the host and this one: this
 	// NAT is then a carrier-grade NAT whose inside is 100.64.0.0/10.
 	Inner *NAT `json:"inner,omitempty"`
+	// PortMapping runs a UPnP-IGD / NAT-PMP / PCP server (miniupnpd) on
+	// this router's LAN side. Kernel backend only, and only on the NAT the
+	// host's LAN hangs off (the inner one of a double NAT); the
+	// in-process backend ignores it.
+	PortMapping bool `json:"port_mapping,omitempty"`
 }
+
+// PortMappingSuffix, appended to a preset name ("symmetric+upnp"), turns on
+// NAT.PortMapping for the router in front of the host.
+const PortMappingSuffix = "+upnp"
 
 // DefaultMappingLifetime is the idle timeout of a UDP mapping when a preset
 // does not say otherwise: 30 s, Linux conntrack's default for unreplied UDP
@@ -93,15 +103,25 @@ func Presets() []string {
 	return names
 }
 
-// Preset returns the named NAT profile.
+// Preset returns the named NAT profile. A name ending in
+// PortMappingSuffix is the preset with port mapping on the router in front
+// of the host.
 func Preset(name string) (NAT, error) {
-	n, ok := presets[name]
+	base, upnp := strings.CutSuffix(name, PortMappingSuffix)
+	n, ok := presets[base]
 	if !ok {
-		return NAT{}, fmt.Errorf("unknown NAT preset %q (known: %v)", name, Presets())
+		return NAT{}, fmt.Errorf("unknown NAT preset %q (known: %v, each with an optional %q)", name, Presets(), PortMappingSuffix)
 	}
 	if n.Inner != nil {
 		inner := *n.Inner
 		n.Inner = &inner
+	}
+	if upnp {
+		if n.Inner != nil {
+			n.Inner.PortMapping = true
+		} else {
+			n.PortMapping = true
+		}
 	}
 	return n, nil
 }

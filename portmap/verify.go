@@ -1,0 +1,228 @@
+package portmap
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+const (
+	// VerifyTimeout bounds VerifyInbound when ctx has no earlier deadline:
+	// silence means "the mapping does not admit traffic", and five
+	// transmissions with doubling intervals from verifyRTO tell that from
+	// a lost datagram.
+	VerifyTimeout = 2 * time.Second
+	// verifyRTO is the first retransmission interval, natclass's 100 ms.
+	verifyRTO = 100 * time.Millisecond
+	// changeIPPort is CHANGE-REQUEST's "change IP" and "change port" flags
+	// (RFC 5780 §7.2).
+	changeIPPort = 0x06
+)
+
+// rawAttr adds one attribute with a raw value to a STUN message.
+type rawAttr struct {
+	t stun.AttrType
+	v []byte
+}
+
+func (a rawAttr) AddTo(m *stun.Message) error {
+	m.Add(a.t, a.v)
+	return nil
+}
+
+// VerifyInbound checks that the mapping m really admits traffic from the
+// internet: from conn (the mapped socket) it sends an RFC 5780 Binding
+// request asking the STUN server to answer from its other IP and port
+// (CHANGE-REQUEST) to the mapping's external port (RESPONSE-PORT). The
+// answer arrives only through the mapping, since it comes from an address
+// conn never sent to, to a port that is not conn's ordinary NAT binding:
+// Yes when it does, No after VerifyTimeout of silence, NotChecked (with
+// the error) when the server cannot make the test (no alternate address,
+// RESPONSE-PORT unsupported) or sees us at another public address than
+// the mapping's. conn must not be read by anyone else meanwhile.
+func VerifyInbound(ctx context.Context, conn net.PacketConn, m Mapping, server netip.AddrPort) (natclass.Tri, error) {
+	ctx, cancel := context.WithTimeout(ctx, VerifyTimeout)
+	defer cancel()
+	port := make([]byte, 4)
+	binary.BigEndian.PutUint16(port, m.External.Port())
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest,
+		rawAttr{stun.AttrChangeRequest, []byte{0, 0, 0, changeIPPort}},
+		rawAttr{stun.AttrResponsePort, port},
+		stun.Fingerprint)
+	if err != nil {
+		return natclass.NotChecked, fmt.Errorf("build binding request: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
+	dst := net.UDPAddrFromAddrPort(server)
+	buf := make([]byte, 1500)
+	for rto := verifyRTO; ; rto *= 2 {
+		if _, err := conn.WriteTo(req.Raw, dst); err != nil {
+			return natclass.NotChecked, fmt.Errorf("send to %v: %w", server, err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(rto))
+		for {
+			n, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				if ctx.Err() != nil {
+					return natclass.No, nil
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					break
+				}
+				return natclass.NotChecked, fmt.Errorf("read: %w", err)
+			}
+			if !stun.IsMessage(buf[:n]) {
+				continue
+			}
+			msg := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if msg.Decode() != nil || msg.TransactionID != req.TransactionID {
+				continue
+			}
+			if msg.Type.Class == stun.ClassErrorResponse {
+				var code stun.ErrorCodeAttribute
+				_ = code.GetFrom(msg)
+				return natclass.NotChecked, fmt.Errorf("server %v cannot run the test: %v", server, code)
+			}
+			var xor stun.XORMappedAddress
+			if err := xor.GetFrom(msg); err == nil {
+				if ip, ok := netip.AddrFromSlice(xor.IP); ok && ip.Unmap() != m.External.Addr() {
+					return natclass.NotChecked, fmt.Errorf("server sees us at %v, the mapping is at %v", ip.Unmap(), m.External.Addr())
+				}
+			}
+			if ua, ok := from.(*net.UDPAddr); ok && ua.AddrPort() == server {
+				// Came straight back from where we sent: the server
+				// ignored CHANGE-REQUEST, which proves nothing.
+				return natclass.NotChecked, fmt.Errorf("server %v answered from its own address", server)
+			}
+			return natclass.Yes, nil
+		}
+	}
+}
+
+// routeFile is the kernel's IPv4 routing table of this process's network
+// namespace.
+const routeFile = "/proc/net/route"
+
+// rtfGateway is RTF_GATEWAY: the route goes through a gateway.
+const rtfGateway = 0x2
+
+// DefaultGateway reads the default IPv4 gateway of this process's network
+// namespace from the kernel's routing table (Linux only). A lab host is in
+// another namespace: pass its router's LAN address instead.
+func DefaultGateway() (netip.Addr, error) {
+	f, err := os.Open(routeFile)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("default gateway: %w", err)
+	}
+	defer f.Close()
+	return parseRoutes(bufio.NewScanner(f))
+}
+
+func parseRoutes(sc *bufio.Scanner) (netip.Addr, error) {
+	sc.Scan() // header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 8 || f[1] != "00000000" || f[7] != "00000000" {
+			continue
+		}
+		flags, err := strconv.ParseUint(f[3], 16, 32)
+		if err != nil || flags&rtfGateway == 0 {
+			continue
+		}
+		b, err := hex.DecodeString(f[2])
+		if err != nil || len(b) != 4 {
+			continue
+		}
+		// The kernel prints the address in host (little-endian) order.
+		return netip.AddrFrom4([4]byte{b[3], b[2], b[1], b[0]}), nil
+	}
+	if err := sc.Err(); err != nil {
+		return netip.Addr{}, fmt.Errorf("default gateway: %w", err)
+	}
+	return netip.Addr{}, fmt.Errorf("default gateway: %w", ErrNoGateway)
+}
+
+// Inbound is the result of Check's test mapping: did traffic from the
+// internet get through it.
+type Inbound struct {
+	Protocol Protocol       `json:"protocol"`
+	External netip.AddrPort `json:"external"`
+	// Admitted is true when the STUN server's answer came in through the
+	// mapping, false when it did not, null when the test could not run.
+	Admitted natclass.Tri `json:"admitted"`
+	// Error says why the test could not run, or why nothing came in.
+	Error string `json:"error,omitempty"`
+}
+
+// Check is Probe plus, when a protocol answers and server (natlab serve's
+// STUN address, with an alternate IP and port) is valid, one test mapping
+// of a fresh socket that VerifyInbound checks from the server, deleted
+// again before Check returns. It is bounded by Probe's bound plus
+// DefaultMapTimeout twice (map, unmap) and VerifyTimeout.
+func Check(ctx context.Context, o Options, server netip.AddrPort) Report {
+	c, err := NewClient(o)
+	if err != nil {
+		return Probe(ctx, o) // reports the same error, per protocol
+	}
+	start := time.Now()
+	r := c.Probe(ctx)
+	if !r.Any() || !server.IsValid() {
+		return r
+	}
+	r.Inbound = c.checkInbound(ctx, server)
+	r.DurationMillis = ms(time.Since(start))
+	return r
+}
+
+func (c *Client) checkInbound(ctx context.Context, server netip.AddrPort) *Inbound {
+	conn, err := c.net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		return &Inbound{Error: "open socket: " + err.Error()}
+	}
+	defer conn.Close()
+	m, err := c.MapAny(ctx, localPort(conn), time.Minute)
+	if err != nil {
+		return &Inbound{Error: err.Error()}
+	}
+	in := &Inbound{Protocol: m.Protocol, External: m.External}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := c.Unmap(uctx, m); err != nil && in.Error == "" {
+			in.Error = "delete test mapping: " + err.Error()
+		}
+	}()
+	if a := m.External.Addr(); slices.ContainsFunc(privateV4, func(p netip.Prefix) bool { return p.Contains(a) }) {
+		// A home router behind a carrier-grade NAT (or another router)
+		// maps on its own WAN address, which the internet cannot reach.
+		in.Admitted = natclass.No
+		in.Error = fmt.Sprintf("the gateway's external address %v is private: another NAT is in front of it, so the mapping does not reach the internet", a)
+		return in
+	}
+	got, err := VerifyInbound(ctx, conn, m, server)
+	in.Admitted = got
+	switch {
+	case err != nil:
+		in.Error = err.Error()
+	case got == natclass.No:
+		in.Error = fmt.Sprintf("nothing from %v's other address reached %v within %v", server, m.External, VerifyTimeout)
+	}
+	return in
+}

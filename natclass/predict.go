@@ -15,11 +15,12 @@ const (
 	DirectUDP  Technique = "udp"          // simultaneous punching to srflx, answering peer-reflexive
 	PredictUDP Technique = "udp-predict"  // port prediction for a sequential allocator
 	Birthday   Technique = "udp-birthday" // birthday probing against a random allocator
+	MappedUDP  Technique = "udp-portmap"  // a port mapped on the gateway (UPnP-IGD, NAT-PMP, PCP)
 	DirectTCP  Technique = "tcp"          // TCP simultaneous open
 )
 
 // Techniques lists the direct techniques in order of preference.
-var Techniques = []Technique{SameLAN, DirectUDP, PredictUDP, Birthday, DirectTCP}
+var Techniques = []Technique{SameLAN, DirectUDP, PredictUDP, Birthday, MappedUDP, DirectTCP}
 
 // Outcome of a technique, predicted or measured.
 type Outcome string
@@ -44,6 +45,9 @@ type Summary struct {
 	// TCP says whether the peer can try TCP at all (its network stack
 	// supports it).
 	TCP bool `json:"tcp"`
+	// PortMapping says the peer's gateway maps ports on request (and, when
+	// it was checked, that a mapping let traffic in).
+	PortMapping bool `json:"port_mapping,omitempty"`
 }
 
 // Summary returns the profile's summary; tcp is whether the host can try
@@ -119,6 +123,8 @@ func predict(t Technique, a, b Summary) (Outcome, string) {
 		return predictSequential(a, b)
 	case Birthday:
 		return predictBirthday(a, b)
+	case MappedUDP:
+		return predictMapped(a, b)
 	}
 	return Skipped, "unknown technique"
 }
@@ -204,27 +210,43 @@ func predictBirthday(a, b Summary) (Outcome, string) {
 	return Success, fmt.Sprintf("%s opens many mappings toward %s, which scans %s's ports until two meet", rn, on, rn)
 }
 
-// predictTCP: simultaneous open needs both sides to know the other's
-// external port, so both mappings must be endpoint-independent. A site
-// whose UDP is blocked tells nothing about its TCP NAT; its TCP srflx,
-// learned over STUN-over-TCP, is then taken as endpoint-independent.
+// predictTCP: simultaneous open follows the same rule as UDP punching
+// (Linux NATs map and filter TCP as they do UDP): two EIM sides meet at
+// their srflx; a destination-dependent side gets in only through a filter
+// that ignores the port. A site whose UDP is blocked tells nothing about
+// its TCP NAT, so it is taken to be the common case, a port-restricted
+// cone (EIM, APDF); its TCP srflx is learned over STUN-over-TCP.
 func predictTCP(a, b Summary) (Outcome, string) {
 	if !a.TCP || !b.TCP {
 		return Skipped, "TCP is not available on both sides (the in-process lab is UDP only)"
+	}
+	for _, s := range []*Summary{&a, &b} {
+		if blocked(*s) {
+			s.Mapping, s.Filtering = EndpointIndependent, AddressAndPortDependent
+		}
 	}
 	for _, s := range []struct {
 		name string
 		Summary
 	}{{"A", a}, {"B", b}} {
-		if blocked(s.Summary) {
-			continue
-		}
 		if !known(s.Summary) {
 			return Fail, fmt.Sprintf("%s's NAT behaviour is unknown", s.name)
 		}
-		if !eim(s.Summary) {
-			return Fail, fmt.Sprintf("%s's mapping depends on the destination: its SYN leaves from a port the other side cannot know", s.name)
-		}
 	}
-	return Success, "both mappings are endpoint-independent: simultaneous SYNs meet at known ports"
+	o, why := predictUDP(a, b)
+	return o, "TCP as UDP: " + why
+}
+
+// predictMapped: a mapped port is reachable at a known address with
+// endpoint-independent filtering, so the other side's packets get in from
+// whatever port its NAT picks, and the mapped side answers them
+// peer-reflexive. One mapped side is enough, even for symmetric NATs.
+func predictMapped(a, b Summary) (Outcome, string) {
+	switch {
+	case a.PortMapping:
+		return Success, "A maps a port on its gateway: B's packets reach it from any port and A answers peer-reflexive"
+	case b.PortMapping:
+		return Success, "B maps a port on its gateway: A's packets reach it from any port and B answers peer-reflexive"
+	}
+	return Skipped, "no gateway maps ports (UPnP-IGD, NAT-PMP, PCP)"
 }

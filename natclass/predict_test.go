@@ -30,12 +30,12 @@ func TestPredict(t *testing.T) {
 	}{
 		{"cone pair", fullCone, portRestr, S, K, K, S},
 		{"port-restricted pair", portRestr, portRestr, S, K, K, S},
-		{"symmetric x full cone", symRandom, fullCone, S, K, S, F},
-		{"symmetric x restricted cone", symRandom, restricted, S, K, S, F},
+		{"symmetric x full cone", symRandom, fullCone, S, K, S, S},
+		{"symmetric x restricted cone", symRandom, restricted, S, K, S, S},
 		{"symmetric x port-restricted", symRandom, portRestr, F, K, S, F},
 		{"symmetric x symmetric", symRandom, symRandom, F, K, F, F},
 		{"sequential x port-restricted", symSeq, portRestr, F, S, K, F},
-		{"sequential x full cone", symSeq, fullCone, S, S, K, F},
+		{"sequential x full cone", symSeq, fullCone, S, S, K, S},
 		{"sequential x sequential", symSeq, symSeq, F, F, K, F},
 		{"sequential x random", symSeq, symRandom, F, F, F, F},
 		{"udp blocked x cone", udpBlocked, fullCone, F, F, F, S},
@@ -53,7 +53,10 @@ func TestPredict(t *testing.T) {
 				}
 				want := map[natclass.Technique]natclass.Outcome{
 					natclass.SameLAN: K, natclass.DirectUDP: tt.udp, natclass.PredictUDP: tt.predict,
-					natclass.Birthday: tt.birthday, natclass.DirectTCP: tt.tcpOut,
+					natclass.Birthday: tt.birthday, natclass.MappedUDP: K, natclass.DirectTCP: tt.tcpOut,
+				}
+				if blocked := order[0].NATType == natclass.UDPBlocked || order[1].NATType == natclass.UDPBlocked; blocked {
+					want[natclass.MappedUDP] = F
 				}
 				for tech, w := range want {
 					if got[tech].Outcome != w {
@@ -79,6 +82,24 @@ func TestPredictSameLANAndNoTCP(t *testing.T) {
 	for _, p := range natclass.Predict(a, b) {
 		if p.Technique == natclass.DirectTCP && p.Outcome != natclass.Skipped {
 			t.Errorf("tcp without TCP support: %+v", p)
+		}
+	}
+}
+
+func TestPredictPortMapping(t *testing.T) {
+	a, b := symRandom, symRandom
+	a.PortMapping = true
+	for _, order := range [][2]natclass.Summary{{a, b}, {b, a}} {
+		ps := natclass.Predict(order[0], order[1])
+		if natclass.Best(ps) != natclass.MappedUDP {
+			t.Errorf("symmetric x symmetric with a mapping: best %q, want %q", natclass.Best(ps), natclass.MappedUDP)
+		}
+	}
+	blockedMapped := udpBlocked
+	blockedMapped.PortMapping = true
+	for _, p := range natclass.Predict(blockedMapped, symRandom) {
+		if p.Technique == natclass.MappedUDP && p.Outcome != natclass.Fail {
+			t.Errorf("mapping behind blocked UDP: %+v", p)
 		}
 	}
 }

@@ -116,6 +116,11 @@ func Start(ctx context.Context, t Topology, b Backend) (*Lab, error) {
 	}
 	switch b {
 	case InProcess, "":
+		for _, s := range t.Sites {
+			if s.NAT.HasPortMapping() {
+				return nil, fmt.Errorf("site %s: port mapping (%s) runs miniupnpd and needs the kernel backend: %w", s.Name, PortMappingSuffix, ErrNotSupported)
+			}
+		}
 		return startInProcess(ctx, t)
 	case Kernel:
 		return startKernel(ctx, t)

@@ -216,3 +216,9 @@ func PairTopology(presetA, presetB string) (Topology, error) {
 	}
 	return t, nil
 }
+
+// HasPortMapping reports whether any layer of n answers port-mapping
+// requests (UPnP-IGD, NAT-PMP, PCP).
+func (n NAT) HasPortMapping() bool {
+	return n.PortMapping || (n.Inner != nil && n.Inner.PortMapping)
+}

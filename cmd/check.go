@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/portmap"
 )
 
 func init() { subcommandFns = append(subcommandFns, newCmdCheck) }
@@ -27,6 +29,7 @@ type CheckOptions struct {
 	Output   outputFlags
 	Servers  []string
 	Lifetime bool
+	PortMap  bool
 	Timeout  time.Duration
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
@@ -36,6 +39,9 @@ type CheckOptions struct {
 type checkDocument struct {
 	Schema  string            `json:"schema"`  // CheckSchema
 	Profile *natclass.Profile `json:"profile"` // the NAT profile
+	// PortMapping is what the gateway answers over UPnP-IGD, NAT-PMP and
+	// PCP, and whether a test mapping let traffic in; null with --portmap=false.
+	PortMapping *portmap.Report `json:"port_mapping"`
 }
 
 func newCmdCheck(s IOStreams) *cobra.Command { return NewCmdCheck(s, nil) }
@@ -72,6 +78,7 @@ add evidence. Tests a server cannot support are listed as not run.`,
 	}
 	c.Flags().StringArrayVar(&o.Servers, "server", nil, "STUN server HOST:PORT (repeatable; the first that answers is the primary)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure the binding lifetime (slow: waits for mappings to expire, up to 2 minutes)")
+	c.Flags().BoolVar(&o.PortMap, "portmap", true, "also ask the gateway for a test port mapping (UPnP-IGD, NAT-PMP, PCP), concurrently with the STUN tests")
 	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
 	addOutputFlags(c, &o.Output)
 	return c
@@ -85,16 +92,20 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 			return fmt.Errorf("network stack: %w", err)
 		}
 	}
+	pmc := startPortMapCheck(ctx, o, n)
 	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime})
+	pm := <-pmc
 	if err != nil {
 		return err
 	}
 	if o.Output.JSON {
-		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p}); err != nil {
+		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm}); err != nil {
 			return err
 		}
-	} else if err := writeProfile(o.IO.Out, p); err != nil {
-		return err
+	} else {
+		if err := writeProfile(o.IO.Out, p, pm); err != nil {
+			return err
+		}
 	}
 	if p.NATType == natclass.UDPBlocked {
 		return &ExitError{Code: ExitInternal, Err: errors.New(blockedMessage(p))}
@@ -111,7 +122,7 @@ func blockedMessage(p *natclass.Profile) string {
 }
 
 // writeProfile prints the profile as aligned "name  value" lines.
-func writeProfile(w io.Writer, p *natclass.Profile) error {
+func writeProfile(w io.Writer, p *natclass.Profile, pm *portmap.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	line := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	or := func(s, def string) string {
@@ -152,9 +163,48 @@ func writeProfile(w io.Writer, p *natclass.Profile) error {
 			line("not run", fmt.Sprintf("%s: %s", n.Test, n.Reason))
 		}
 	}
+	if pm != nil {
+		line("port mapping", portMapLine(pm))
+	}
 	line("took", fmt.Sprintf("%.0f ms", p.DurationMillis))
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write profile: %w", err)
 	}
 	return nil
+}
+
+// startPortMapCheck runs the port-mapping probe next to the STUN tests (it
+// talks to the gateway, they to the server) and delivers its report, or
+// nil when it does not run.
+func startPortMapCheck(ctx context.Context, o *CheckOptions, n transport.Net) <-chan *portmap.Report {
+	out := make(chan *portmap.Report, 1)
+	ua, err := n.ResolveUDPAddr("udp4", o.Servers[0])
+	if !o.PortMap || err != nil {
+		out <- nil // Discover reports the bad server
+		return out
+	}
+	var gw netip.Addr
+	if o.Net == nil {
+		// The host's own routing table knows its gateway; an injected
+		// Net (a lab host) is left to guess from its interfaces.
+		gw, _ = portmap.DefaultGateway()
+	}
+	ap := ua.AddrPort()
+	go func() {
+		r := portmap.Check(ctx, portmap.Options{Net: n, Gateway: gw}, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		out <- &r
+	}()
+	return out
+}
+
+// portMapLine is the port-mapping line of the human summary.
+func portMapLine(pm *portmap.Report) string {
+	line := pm.Summary()
+	if in := pm.Inbound; in != nil {
+		line += fmt.Sprintf("; test mapping %s via %s: inbound %s", in.External, in.Protocol, in.Admitted)
+		if in.Error != "" {
+			line += " (" + in.Error + ")"
+		}
+	}
+	return line
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 
 	"github.com/natlab/natlab/internal/interop"
+	"github.com/natlab/natlab/portmap"
 	"github.com/natlab/natlab/server"
 )
 
@@ -87,6 +88,11 @@ func asFlagError(err error, fe **FlagError) bool {
 	return false
 }
 
+// pmBound bounds a check that also probes the gateway for port mapping,
+// which waits up to portmap.DefaultProbeTimeout for a gateway that is not
+// there (a bound against hangs, not a speed target).
+const pmBound = portmap.DefaultProbeTimeout + time.Second
+
 // TestCheckMain runs `natlab check` end to end through Main, as a user
 // would, on loopback.
 func TestCheckMain(t *testing.T) {
@@ -106,13 +112,15 @@ func TestCheckMain(t *testing.T) {
 		wantType   string
 	}{
 		{"full", []string{"check", "--server", full.String()}, ExitOK,
-			[]string{"NAT type         open", "filtering        endpoint-independent"}, "", time.Second, nil, ""},
-		{"hostname", []string{"check", "--server", strings.Replace(full.String(), "127.0.0.1", "localhost", 1)}, ExitOK,
+			[]string{"NAT type         open", "filtering        endpoint-independent", "port mapping     "}, "", pmBound, nil, ""},
+		{"no portmap", []string{"check", "--portmap=false", "--server", full.String()}, ExitOK,
 			[]string{"NAT type         open"}, "", time.Second, nil, ""},
+		{"hostname", []string{"check", "--server", strings.Replace(full.String(), "127.0.0.1", "localhost", 1)}, ExitOK,
+			[]string{"NAT type         open"}, "", pmBound, nil, ""},
 		{"ipv6 server", []string{"check", "--server", "[::1]:3478"}, ExitInternal, nil, "only IPv4", time.Second, nil, ""},
-		{"full json", []string{"check", "--json", "--server", full.String()}, ExitOK, nil, "", time.Second,
+		{"full json", []string{"check", "--json", "--server", full.String()}, ExitOK, []string{`"port_mapping": {`}, "", pmBound,
 			[]string{"hairpinning"}, "open"},
-		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", time.Second,
+		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", pmBound,
 			[]string{"filtering", "hairpinning"}, "unknown"},
 		{"unreachable", []string{"check", "--server", silent.String()}, ExitInternal, nil,
 			"no STUN server answered over UDP", 4 * time.Second, nil, ""},

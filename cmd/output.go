@@ -27,3 +27,11 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	return nil
 }
+
+// writeJSONLine prints v as one line of JSON (for event streams).
+func writeJSONLine(w io.Writer, v any) error {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/testnet"
+)
+
+func init() { subcommandFns = append(subcommandFns, newCmdLab) }
+
+// Default presets of `natlab lab`: a typical home router against the
+// hardest common case, so a newcomer sees two different answers.
+const (
+	defaultNATA = "port-restricted-cone"
+	defaultNATB = "symmetric"
+)
+
+// LabOptions are the flags and dependencies of `natlab lab`.
+type LabOptions struct {
+	IO       IOStreams
+	Output   outputFlags
+	NATA     string
+	NATB     string
+	Kernel   bool
+	Lifetime bool
+	Matrix   bool
+}
+
+func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
+
+// NewCmdLab builds `natlab lab`; runF replaces the run function in tests
+// that only check flag parsing.
+func NewCmdLab(s IOStreams, runF func(context.Context, *LabOptions) error) *cobra.Command {
+	o := &LabOptions{IO: s}
+	c := &cobra.Command{
+		Use:   "lab [--nat-a PRESET] [--nat-b PRESET] [--kernel] [--matrix]",
+		Short: "Build a lab network on this machine and profile NATs of known behaviour",
+		Long: `Start a lab: a STUN server with two public addresses on an emulated internet
+and two sites, each a NAT router with a preset behaviour and a host behind it.
+natlab profiles each host as 'natlab check' would and compares the profile
+with the preset. With --matrix, every pair of presets is probed as two
+'natlab probe' hosts would: each technique predicted and measured. In-process by default (no privileges, UDP); --kernel builds
+Linux network namespaces with real nftables NAT (root or CAP_NET_ADMIN).
+
+Presets: ` + strings.Join(testnet.Presets(), ", ") + `.
+Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniupnpd (UPnP-IGD, NAT-PMP, PCP) on its router.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			for _, p := range []struct{ flag, v string }{{"--nat-a", o.NATA}, {"--nat-b", o.NATB}} {
+				if p.v == "" && p.flag == "--nat-b" {
+					continue
+				}
+				if _, err := testnet.Preset(p.v); err != nil {
+					return flagErrorf("%s: %v", p.flag, err)
+				}
+			}
+			if runF != nil {
+				return runF(c.Context(), o)
+			}
+			return runLab(c.Context(), o)
+		},
+	}
+	c.Flags().StringVar(&o.NATA, "nat-a", defaultNATA, "NAT preset of site A")
+	c.Flags().StringVar(&o.NATB, "nat-b", defaultNATB, "NAT preset of site B (\"\" for one site only)")
+	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
+	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
+	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
+	addOutputFlags(c, &o.Output)
+	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s))
+	return c
+}
+
+func runLab(ctx context.Context, o *LabOptions) error {
+	backend := testnet.InProcess
+	if o.Kernel {
+		backend = testnet.Kernel
+	}
+	if o.Matrix {
+		return runMatrix(ctx, o, backend)
+	}
+	rep, err := probe.RunLab(ctx, probe.LabOptions{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime})
+	if err != nil {
+		return err
+	}
+	if o.Output.JSON {
+		err = writeJSON(o.IO.Out, rep)
+	} else {
+		err = writeLabReport(o.IO.Out, rep)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.Match {
+		// A lab whose profiles differ from their presets means natlab (or
+		// the emulation) is wrong: say so through the exit code too.
+		return &ExitError{Code: ExitInternal, Err: errors.New("lab: a measured profile differs from its preset (see mismatches above)")}
+	}
+	return nil
+}
+
+// abbrev shortens RFC 4787 behaviours to the letters engineers use.
+func abbrev(b natclass.Behavior, suffix string) string {
+	switch b {
+	case natclass.EndpointIndependent:
+		return "EI" + suffix
+	case natclass.AddressDependent:
+		return "AD" + suffix
+	case natclass.AddressAndPortDependent:
+		return "APD" + suffix
+	}
+	return "?"
+}
+
+func writeLabReport(w io.Writer, r *probe.LabReport) error {
+	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\tok")
+	for _, s := range r.Sites {
+		if s.Profile == nil {
+			fmt.Fprintf(tw, "%s\t%s\terror: %s\t\t\t\t\t\t✗\n", s.Name, s.Preset, s.Error)
+			continue
+		}
+		p := s.Profile
+		ports := "-"
+		if pa := p.PortAllocation; pa != nil {
+			ports = string(pa.Pattern)
+			if pa.Pattern == natclass.Sequential {
+				ports += fmt.Sprintf("%+d", pa.Step)
+			}
+		}
+		ok := "✓"
+		if len(s.Mismatches) > 0 {
+			ok = "✗"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
+			abbrev(p.Mapping, "M"), abbrev(p.Filtering, "F"), ports, p.Hairpinning, orDash(p.MappedAddress), ok)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write lab report: %w", err)
+	}
+	for _, s := range r.Sites {
+		for _, m := range s.Mismatches {
+			fmt.Fprintf(w, "  site %s: %s\n", s.Name, m)
+		}
+		if s.Profile != nil {
+			for _, n := range s.Profile.NotRun {
+				fmt.Fprintf(w, "  site %s: not run: %s: %s\n", s.Name, n.Test, n.Reason)
+			}
+		}
+	}
+	verdict := "every profile matches its preset"
+	if !r.Match {
+		verdict = "MISMATCH: natlab's profile differs from the preset"
+	}
+	fmt.Fprintf(w, "\n%s (%.0f ms)\n", verdict, r.DurationMillis)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newCmdLabClean(s IOStreams) *cobra.Command {
+	var out outputFlags
+	c := &cobra.Command{
+		Use:   "clean",
+		Short: "Remove network namespaces left behind by a crashed kernel lab",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			removed, err := testnet.Clean(c.Context())
+			if err != nil {
+				return err
+			}
+			if out.JSON {
+				return writeJSON(s.Out, struct {
+					Schema  string   `json:"schema"`
+					Removed []string `json:"removed"`
+				}{"natlab.lab-clean/v1", append([]string{}, removed...)})
+			}
+			if len(removed) == 0 {
+				fmt.Fprintln(s.Out, "nothing to clean")
+				return nil
+			}
+			for _, r := range removed {
+				fmt.Fprintln(s.Out, "removed", r)
+			}
+			return nil
+		},
+	}
+	addOutputFlags(c, &out)
+	return c
+}
+
+func newCmdLabPresets(s IOStreams) *cobra.Command {
+	var out outputFlags
+	c := &cobra.Command{
+		Use:   "presets",
+		Short: "List the lab's NAT presets and the profile each should produce",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			type preset struct {
+				Name     string           `json:"name"`
+				NAT      testnet.NAT      `json:"nat"`
+				Expected testnet.Expected `json:"expected"`
+			}
+			var ps []preset
+			for _, name := range testnet.Presets() {
+				n, err := testnet.Preset(name)
+				if err != nil {
+					return err
+				}
+				ps = append(ps, preset{name, n, n.Expect()})
+			}
+			if out.JSON {
+				return writeJSON(s.Out, struct {
+					Schema  string   `json:"schema"`
+					Presets []preset `json:"presets"`
+				}{"natlab.lab-presets/v1", ps})
+			}
+			tw := tabwriter.NewWriter(s.Out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "preset\tnat_type\tmapping\tfiltering\tports\thairpin")
+			for _, p := range ps {
+				e := p.Expected
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)), e.Hairpinning)
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlags(c, &out)
+	return c
+}

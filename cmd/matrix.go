@@ -1,0 +1,102 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/testnet"
+)
+
+func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) error {
+	opts := probe.MatrixOptions{Backend: backend}
+	if !o.Output.JSON {
+		opts.Events = func(e probe.Event) { fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message) }
+	}
+	rep, err := probe.RunMatrix(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if o.Output.JSON {
+		err = writeJSON(o.IO.Out, rep)
+	} else {
+		err = writeMatrix(o.IO.Out, rep)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.Match {
+		return &ExitError{Code: ExitInternal, Err: errors.New("lab matrix: a measured outcome differs from its prediction (see above)")}
+	}
+	return nil
+}
+
+// cellNames are the short forms of techniques in the matrix grid.
+var cellNames = map[natclass.Technique]string{
+	natclass.SameLAN: "lan", natclass.DirectUDP: "udp", natclass.PredictUDP: "predict",
+	natclass.Birthday: "birthday", natclass.DirectTCP: "tcp",
+}
+
+func writeMatrix(w io.Writer, r *probe.MatrixReport) error {
+	fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", r.Backend)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "\t")
+	for i := range r.Presets {
+		fmt.Fprintf(tw, "%c\t", 'A'+i)
+	}
+	fmt.Fprintln(tw)
+	for i, a := range r.Presets {
+		fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
+		for _, b := range r.Presets {
+			c := r.Cell(a, b)
+			cell := "?"
+			switch {
+			case c == nil:
+			case c.Error != "":
+				cell = "error"
+			case c.Best() == "":
+				cell = "relay"
+			default:
+				cell = cellNames[c.Best()]
+			}
+			if c != nil && len(c.Mismatches) > 0 {
+				cell += "!"
+			}
+			fmt.Fprintf(tw, "%s\t", cell)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write matrix: %w", err)
+	}
+	fmt.Fprintln(w, "\nudp: hole punch; predict: port prediction; birthday: birthday probing; tcp: TCP simultaneous open;")
+	fmt.Fprintln(w, "relay: no direct technique works; !: a measurement differs from its prediction")
+	var ex []string
+	for p, why := range r.Excluded {
+		ex = append(ex, fmt.Sprintf("  %s: %s", p, why))
+	}
+	sort.Strings(ex)
+	if len(ex) > 0 {
+		fmt.Fprintf(w, "\nnot in this matrix:\n%s\n", strings.Join(ex, "\n"))
+	}
+	for _, p := range r.Pairs {
+		for _, m := range p.Mismatches {
+			fmt.Fprintf(w, "  %s × %s: %s\n", p.A, p.B, m)
+		}
+		if p.Error != "" {
+			fmt.Fprintf(w, "  %s × %s: error: %s\n", p.A, p.B, p.Error)
+		}
+	}
+	verdict := "every measured outcome equals its prediction"
+	if !r.Match {
+		verdict = "MISMATCH: some measured outcomes differ from their predictions"
+	}
+	fmt.Fprintf(w, "\n%s (%d pairs, %.1f s)\n", verdict, len(r.Pairs), r.DurationMillis/1000)
+	return nil
+}

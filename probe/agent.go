@@ -1,0 +1,509 @@
+package probe
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/portmap"
+	"github.com/natlab/natlab/rendezvous"
+)
+
+// ProbeSchema versions the JSON document of `natlab probe`.
+const ProbeSchema = "natlab.probe/v1"
+
+// Probe timing, each with why.
+const (
+	// DefaultPairTimeout is how long a probe waits for its peer: a person
+	// has to carry the code to the second host and start it there.
+	DefaultPairTimeout = 5 * time.Minute
+	// stepTimeout bounds one barrier step once both peers are paired: a
+	// technique takes at most DefaultBirthdayTimeout plus set-up, and a
+	// peer that has not reached the barrier by then has vanished.
+	stepTimeout = holepunch.DefaultBirthdayTimeout + 10*time.Second
+	// punchTimeout bounds a UDP or TCP punch: cone pairs meet within a few
+	// round trips, and a pair that cannot be punched must fail fast.
+	punchTimeout = 3 * time.Second
+)
+
+// Options configure Run.
+type Options struct {
+	// Net opens every socket: the host's stack or a lab host's Net.
+	Net transport.Net
+	// Server is natlab serve's host:port (STUN and rendezvous).
+	Server string
+	// Mode and Code: Create with an empty code makes a new one; Join and
+	// Meet need the code.
+	Mode rendezvous.Mode
+	Code string
+	// PairTimeout bounds the wait for the peer (DefaultPairTimeout).
+	PairTimeout time.Duration
+	// OnCode is called with the code once the server has registered it,
+	// for the first peer to show it.
+	OnCode func(code string)
+	// Events, if set, receives progress as it happens; it must not block
+	// for long (views buffer).
+	Events func(Event)
+	// Gateway is the router to ask for a port mapping; when invalid it is
+	// guessed from the interfaces (portmap.DefaultGateway reads the host's
+	// routing table).
+	Gateway netip.Addr
+	// NoPortMap skips the port-mapping probe.
+	NoPortMap bool
+	Logger    *slog.Logger
+}
+
+// Event is one step of progress, for live views and --events.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Stage   string    `json:"stage"`             // profile, pair, technique, verdict
+	Message string    `json:"message"`           // one line for people
+	Data    any       `json:"data,omitempty"`    // the stage's result
+	Elapsed float64   `json:"elapsed_ms"`        // since the probe started
+	Side    string    `json:"side,omitempty"`    // A or B, once paired
+	Step    int       `json:"step,omitempty"`    // technique number
+	Outcome string    `json:"outcome,omitempty"` // for technique events
+}
+
+// TechniqueResult is one technique for this pair: predicted and measured.
+type TechniqueResult struct {
+	Technique natclass.Technique `json:"technique"`
+	Predicted natclass.Outcome   `json:"predicted"`
+	Reason    string             `json:"reason"`
+	Measured  natclass.Outcome   `json:"measured"`
+	// Attempts is the number of probe packets or connects this side sent.
+	Attempts int `json:"attempts"`
+	// TimeToFirstPacketMillis is from the synchronised start to the first
+	// authenticated packet from the peer.
+	TimeToFirstPacketMillis float64 `json:"time_to_first_packet_ms,omitempty"`
+	// RTTMillis is the round trip on the direct path.
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	// Remote is the peer's address on the path.
+	Remote string `json:"remote,omitempty"`
+	// Error says why it failed or was skipped.
+	Error string `json:"error,omitempty"`
+}
+
+// Verdict is the line a person reads first.
+type Verdict struct {
+	Direct    bool               `json:"direct"`              // a direct path works
+	Technique natclass.Technique `json:"technique,omitempty"` // the one an application should use
+	Summary   string             `json:"summary"`             // in words
+}
+
+// Report is the result of a paired probe, from one side.
+type Report struct {
+	Schema         string            `json:"schema"`      // ProbeSchema
+	Side           string            `json:"side"`        // "A" or "B"
+	Server         string            `json:"server"`      // natlab serve's address
+	Self           *natclass.Profile `json:"self"`        // this host's NAT profile
+	PortMapping    *portmap.Report   `json:"port_mapping"` // what this host's gateway maps (null when not probed)
+	Peer           natclass.Summary  `json:"peer"`        // the peer's, as it sent it
+	Techniques     []TechniqueResult `json:"techniques"`  // in order of preference
+	Verdict        Verdict           `json:"verdict"`     // what to use
+	DurationMillis float64           `json:"duration_ms"` // wall time
+}
+
+// peerInfo is what a peer sends through the rendezvous when pairing.
+type peerInfo struct {
+	Summary natclass.Summary `json:"summary"`
+}
+
+// stepData is what a peer sends at each barrier: its fresh candidates for
+// the technique about to start, and the outcome of the previous one.
+type stepData struct {
+	Candidates []holepunch.Candidate `json:"c,omitempty"`
+	// Predict is the step of this side's sequential allocator: the peer
+	// expands srflx+step·k itself, which keeps the datagram small.
+	Predict  int              `json:"p,omitempty"`
+	Previous natclass.Outcome `json:"prev,omitempty"`
+	// Err says why this side could not prepare the technique.
+	Err string `json:"err,omitempty"`
+}
+
+// ErrNoPath means this host cannot reach the server at all, so no peer can
+// be met: neither UDP nor TCP gets through.
+var ErrNoPath = errors.New("no path to the server")
+
+// Run profiles this host, pairs with the peer through the server, tries
+// every direct technique in order with the peer, and returns the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	if o.Net == nil {
+		return nil, errors.New("probe: Options.Net is nil")
+	}
+	if o.PairTimeout <= 0 {
+		o.PairTimeout = DefaultPairTimeout
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &agent{o: o, log: log, start: start}
+	return a.run(ctx)
+}
+
+type agent struct {
+	o     Options
+	log   *slog.Logger
+	start time.Time
+	side  holepunch.Side
+	sess  holepunch.Session
+	srv   netip.AddrPort
+	tcp   bool
+	rz    *rendezvous.Client
+	self  *natclass.Profile
+	pm    *portmap.Report
+	peer  natclass.Summary
+	// held is the last confirmed path, kept answering the peer's pings
+	// until the next barrier shows the peer has finished too.
+	held *holepunch.Path
+	// heldConn is the same for a TCP connection.
+	heldConn net.Conn
+	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
+	peerOutcomes []natclass.Outcome
+	// cleanups undo what a technique set up outside the socket (a port
+	// mapping), once its path is released.
+	cleanups []func()
+}
+
+// release closes the held path once the peer is past the barrier, then
+// removes any port mapping made for it.
+func (a *agent) release() {
+	if a.held != nil {
+		_ = a.held.Close()
+		a.held = nil
+	}
+	if a.heldConn != nil {
+		_ = a.heldConn.Close()
+		a.heldConn = nil
+	}
+	for _, c := range a.cleanups {
+		c()
+	}
+	a.cleanups = nil
+}
+
+func (a *agent) emit(e Event) {
+	if a.o.Events == nil {
+		return
+	}
+	e.Time = time.Now()
+	e.Elapsed = float64(time.Since(a.start).Microseconds()) / 1000
+	if a.side != 0 {
+		e.Side = a.side.String()
+	}
+	a.o.Events(e)
+}
+
+func (a *agent) run(ctx context.Context) (*Report, error) {
+	ua, err := a.o.Net.ResolveUDPAddr("udp4", a.o.Server)
+	if err != nil {
+		return nil, fmt.Errorf("server %s: %w", a.o.Server, err)
+	}
+	ap := ua.AddrPort()
+	a.srv = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	a.tcp = supportsTCP(a.o.Net)
+
+	a.emit(Event{Stage: "profile", Message: "profiling this host's NAT against " + a.o.Server})
+	// The port-mapping probe talks to the gateway, the profile to the
+	// server: run them together, so the probe costs no extra time.
+	var pmDone chan struct{}
+	if !a.o.NoPortMap {
+		pmDone = make(chan struct{})
+		go func() {
+			defer close(pmDone)
+			r := portmap.Check(ctx, portmap.Options{Net: a.o.Net, Gateway: a.o.Gateway, Logger: a.log}, a.srv)
+			a.pm = &r
+		}()
+	}
+	a.self, err = natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server}, Logger: a.log})
+	if pmDone != nil {
+		<-pmDone
+	}
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	a.emit(Event{Stage: "profile", Message: "this host: " + string(a.self.NATType), Data: a.self})
+	if a.pm != nil {
+		a.emit(Event{Stage: "profile", Message: "port mapping: " + a.pm.Summary(), Data: a.pm})
+	}
+	if a.self.NATType == natclass.UDPBlocked && !a.tcp {
+		return nil, fmt.Errorf("%w: no UDP answer from %s, and this network stack has no TCP to fall back on", ErrNoPath, a.o.Server)
+	}
+
+	if err := a.pair(ctx); err != nil {
+		return nil, err
+	}
+	defer a.rz.Close()
+
+	// Both sides compute the same predictions: A's summary always first.
+	sa, sb := a.summary(), a.peer
+	if a.side == holepunch.SideB {
+		sa, sb = sb, sa
+	}
+	preds := natclass.Predict(sa, sb)
+	rep := &Report{Schema: ProbeSchema, Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer}
+	var prev natclass.Outcome
+	for i, p := range preds {
+		tr := a.technique(ctx, i+1, p, &prev)
+		rep.Techniques = append(rep.Techniques, tr)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("probe: %w", ctx.Err())
+		}
+	}
+	// A last barrier: both sides learn the other's last outcome, so they
+	// agree on every technique.
+	defer a.release()
+	if err := a.agree(ctx, len(preds)+1, rep, prev); err != nil {
+		return nil, err
+	}
+	rep.Verdict = verdict(rep.Techniques)
+	a.emit(Event{Stage: "verdict", Message: rep.Verdict.Summary, Data: rep.Verdict})
+	rep.DurationMillis = float64(time.Since(a.start).Microseconds()) / 1000
+	return rep, nil
+}
+
+// summary is what the peer learns of this host.
+func (a *agent) summary() natclass.Summary {
+	s := a.self.Summary(a.tcp)
+	s.PortMapping = a.mapped()
+	return s
+}
+
+// mapped reports whether this host's gateway maps ports: a verified test
+// mapping when the check could run, any answering protocol otherwise.
+func (a *agent) mapped() bool {
+	if a.pm == nil || !a.pm.Any() {
+		return false
+	}
+	if in := a.pm.Inbound; in != nil && in.Admitted != natclass.NotChecked {
+		return in.Admitted == natclass.Yes
+	}
+	return true
+}
+
+// supportsTCP reports whether n can open TCP sockets (the in-process lab
+// cannot).
+func supportsTCP(n transport.Net) bool {
+	l, err := n.ListenTCP("tcp4", &net.TCPAddr{})
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+func (a *agent) pair(ctx context.Context) error {
+	var rz *rendezvous.Client
+	var err error
+	if a.self.NATType == natclass.UDPBlocked {
+		// UDP cannot reach the server: pair over TCP to the same port.
+		rz, err = rendezvous.DialTCP(ctx, a.o.Net, a.o.Server)
+	} else {
+		rz, err = rendezvous.Dial(a.o.Net, a.o.Server)
+	}
+	if err != nil {
+		return err
+	}
+	a.rz = rz
+	mode, code := a.o.Mode, a.o.Code
+	if mode == "" {
+		mode = rendezvous.Create
+	}
+	if code == "" {
+		if mode != rendezvous.Create {
+			rz.Close()
+			return errors.New("a pairing code is needed to join")
+		}
+		if code, err = rendezvous.NewCode(); err != nil {
+			rz.Close()
+			return err
+		}
+	}
+	info, err := json.Marshal(peerInfo{Summary: a.summary()})
+	if err != nil {
+		rz.Close()
+		return fmt.Errorf("peer info: %w", err)
+	}
+	a.emit(Event{Stage: "pair", Message: "waiting for the peer"})
+	pctx, cancel := context.WithTimeout(ctx, a.o.PairTimeout)
+	defer cancel()
+	peer, err := rz.Pair(pctx, mode, code, info, func() {
+		if a.o.OnCode != nil {
+			a.o.OnCode(code)
+		}
+	})
+	if err != nil {
+		rz.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("no peer joined within %v", a.o.PairTimeout)
+		}
+		return fmt.Errorf("pairing: %w", err)
+	}
+	var pi peerInfo
+	if err := json.Unmarshal(peer.Info, &pi); err != nil {
+		rz.Close()
+		return fmt.Errorf("peer info: %w", err)
+	}
+	a.peer = pi.Summary
+	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token)
+	a.emit(Event{Stage: "pair", Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
+	return nil
+}
+
+// sessionFor derives the shared session from what both peers know: the
+// code and both tokens. The lower token is side A, so both agree without
+// a further message. Anyone without the code cannot forge probes.
+func sessionFor(code, mine, theirs string) (holepunch.Side, holepunch.Session) {
+	side := holepunch.SideA
+	ta, tb := mine, theirs
+	if mine > theirs {
+		side, ta, tb = holepunch.SideB, theirs, mine
+	}
+	key := sha256.Sum256([]byte("natlab session key\x00" + code + "\x00" + ta + "\x00" + tb))
+	id := sha256.Sum256(append([]byte("natlab session id\x00"), key[:]...))
+	s := holepunch.Session{Key: key, Side: side}
+	copy(s.ID[:], id[:])
+	return side, s
+}
+
+// technique runs step k of the plan with the peer.
+func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, prev *natclass.Outcome) TechniqueResult {
+	tr := TechniqueResult{Technique: p.Technique, Predicted: p.Outcome, Reason: p.Reason, Measured: natclass.Skipped}
+	a.emit(Event{Stage: "technique", Step: k, Message: fmt.Sprintf("%s: predicted %s (%s)", p.Technique, p.Outcome, p.Reason)})
+	defer func() {
+		*prev = tr.Measured
+		a.emit(Event{Stage: "technique", Step: k, Outcome: string(tr.Measured), Data: tr,
+			Message: fmt.Sprintf("%s: %s", p.Technique, tr.Measured)})
+	}()
+
+	var sock *socket
+	my := stepData{Previous: *prev}
+	if p.Outcome != natclass.Skipped {
+		s, err := a.prepare(ctx, p.Technique)
+		if err != nil {
+			tr.Measured, tr.Error = natclass.Fail, err.Error()
+			my.Err = err.Error()
+		} else {
+			sock = s
+			my.Candidates, my.Predict = s.candidates, s.predict
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	raw, err := a.rz.Step(sctx, k, my)
+	a.release()
+	if err != nil {
+		sock.close()
+		tr.Measured, tr.Error = natclass.Fail, "peer lost: "+err.Error()
+		return tr
+	}
+	var theirs stepData
+	if err := json.Unmarshal(raw, &theirs); err != nil {
+		sock.close()
+		tr.Measured, tr.Error = natclass.Fail, "peer sent malformed step data"
+		return tr
+	}
+	if k > 1 {
+		a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
+	}
+	if sock == nil {
+		return tr
+	}
+	if len(theirs.Candidates) == 0 {
+		sock.close()
+		tr.Measured, tr.Error = natclass.Fail, "the peer could not try: "+theirs.Err
+		return tr
+	}
+	path, res := a.punch(ctx, p, sock, theirs)
+	a.held = path
+	if sock.cleanup != nil {
+		// The socket now belongs to the path (or is closed): undo the
+		// mapping when the path is released.
+		a.cleanups = append(a.cleanups, sock.cleanup)
+	}
+	tr.Attempts = res.Attempts
+	if res.Success {
+		tr.Measured = natclass.Success
+		tr.TimeToFirstPacketMillis = ms(res.TimeToFirstPacket)
+		tr.RTTMillis = ms(res.RTT)
+		tr.Remote = res.Remote.String()
+	} else {
+		tr.Measured = natclass.Fail
+		if res.Err != nil {
+			tr.Error = res.Err.Error()
+		}
+	}
+	return tr
+}
+
+// agree exchanges the last outcome and merges the peer's view: a path
+// counts only if both sides confirmed it.
+func (a *agent) agree(ctx context.Context, k int, rep *Report, last natclass.Outcome) error {
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	raw, err := a.rz.Step(sctx, k, stepData{Previous: last})
+	a.release()
+	if err != nil {
+		return fmt.Errorf("final exchange with the peer: %w", err)
+	}
+	var theirs stepData
+	if err := json.Unmarshal(raw, &theirs); err != nil {
+		return fmt.Errorf("final exchange: malformed peer data: %w", err)
+	}
+	a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
+	for i := range rep.Techniques {
+		t := &rep.Techniques[i]
+		if i < len(a.peerOutcomes) && t.Measured == natclass.Success && a.peerOutcomes[i] != natclass.Success {
+			// Both directions are confirmed by the punch itself, so this
+			// means the peer timed out just as we succeeded: not usable.
+			t.Measured, t.Error = natclass.Fail, "the peer did not confirm the path"
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// socket is what a side prepared for one technique.
+type socket struct {
+	conn       net.PacketConn
+	ln         net.Listener // TCP simultaneous open's listener
+	srflx      netip.AddrPort
+	candidates []holepunch.Candidate
+	predict    int
+	role       holepunch.BirthdayRole
+	// cleanup undoes what was set up outside the socket (a port mapping);
+	// it runs once the technique's path is released.
+	cleanup   func()
+	closeOnce sync.Once
+}
+
+func (s *socket) close() {
+	if s == nil {
+		return
+	}
+	s.closeOnce.Do(func() {
+		if s.conn != nil {
+			_ = s.conn.Close()
+		}
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		if s.cleanup != nil {
+			s.cleanup()
+		}
+	})
+}

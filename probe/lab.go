@@ -1,0 +1,183 @@
+// Package probe runs natlab's stages (profile, pair, punch, relay) and owns
+// the reports and events that every view renders.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/server"
+	"github.com/natlab/natlab/testnet"
+)
+
+// LabSchema versions the JSON document of `natlab lab`.
+const LabSchema = "natlab.lab/v1"
+
+// Lab STUN ports: the standard port and the next one as RFC 5780's
+// alternate port.
+const (
+	LabSTUNPort    = 3478
+	LabSTUNAltPort = 3479
+)
+
+// LabOptions configure RunLab.
+type LabOptions struct {
+	Backend testnet.Backend
+	// NATA and NATB are preset names; an empty NATB runs one site only.
+	NATA, NATB string
+	// Topology, if it has sites, is used instead of NATA/NATB.
+	Topology testnet.Topology
+	// Lifetime also measures binding lifetimes (slow).
+	Lifetime bool
+	Logger   *slog.Logger
+}
+
+// LabReport is the result of one lab run: each site's profile next to what
+// its preset should produce.
+type LabReport struct {
+	Schema         string    `json:"schema"`      // LabSchema
+	Backend        string    `json:"backend"`     // "in-process" or "kernel"
+	Server         []string  `json:"server"`      // the lab server's STUN addresses
+	Sites          []LabSite `json:"sites"`       // one per NAT site
+	Match          bool      `json:"match"`       // every profile equals its preset
+	DurationMillis float64   `json:"duration_ms"` // wall time, lab start to teardown
+}
+
+// LabSite is one site's result.
+type LabSite struct {
+	Name       string            `json:"name"`                 // "a", "b"
+	Preset     string            `json:"preset,omitempty"`     // preset name, if any
+	Public     string            `json:"public"`               // the site's public address
+	Expected   testnet.Expected  `json:"expected"`             // what the preset should look like
+	Profile    *natclass.Profile `json:"profile,omitempty"`    // what natlab measured
+	Mismatches []string          `json:"mismatches,omitempty"` // expected vs measured, in words
+	Error      string            `json:"error,omitempty"`      // why there is no profile
+}
+
+// StartLabServer starts natlab's server (STUN and rendezvous) on the lab's
+// server host with both public addresses and both ports.
+func StartLabServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+	addrs := server.Addrs{
+		Primary: netip.AddrPortFrom(lab.Server.Addrs[0], LabSTUNPort),
+		AltIP:   lab.Server.Addrs[1],
+		AltPort: LabSTUNAltPort,
+	}
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil)})
+	if err != nil {
+		return nil, fmt.Errorf("start lab STUN server: %w", err)
+	}
+	return srv, nil
+}
+
+// RunLab builds the lab, profiles every site against the lab's STUN server,
+// compares each profile with its preset and tears the lab down.
+func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
+	start := time.Now()
+	topo := o.Topology
+	if len(topo.Sites) == 0 {
+		var err error
+		if topo, err = testnet.PairTopology(o.NATA, o.NATB); err != nil {
+			return nil, err
+		}
+	}
+	if len(topo.Sites) == 0 {
+		return nil, errors.New("lab: no sites: give at least one NAT preset")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lab, err := testnet.Start(ctx, topo, o.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("start %s lab: %w", o.Backend, err)
+	}
+	defer lab.Close()
+	srv, err := StartLabServer(lab, log)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+
+	primary := netip.AddrPortFrom(lab.Server.Addrs[0], LabSTUNPort).String()
+	rep := &LabReport{
+		Schema:  LabSchema,
+		Backend: string(lab.Backend),
+		Match:   true,
+	}
+	for _, s := range srv.Addrs().Sockets() {
+		rep.Server = append(rep.Server, s.String())
+	}
+	rep.Sites = make([]LabSite, len(lab.Sites))
+	var wg sync.WaitGroup
+	for i, site := range lab.Sites {
+		rep.Sites[i] = LabSite{
+			Name:     site.Spec.Name,
+			Preset:   site.Spec.Preset,
+			Public:   site.Public.String(),
+			Expected: site.Spec.NAT.Expect(),
+		}
+		wg.Add(1)
+		go func(ls *LabSite, h *testnet.Host) {
+			defer wg.Done()
+			p, err := natclass.Discover(ctx, natclass.Options{
+				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,
+				Logger: log.With("site", ls.Name),
+			})
+			if err != nil {
+				ls.Error = err.Error()
+				return
+			}
+			ls.Profile = p
+			ls.Mismatches = Compare(ls.Expected, p)
+		}(&rep.Sites[i], site.Host)
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	for _, s := range rep.Sites {
+		if s.Error != "" || len(s.Mismatches) > 0 {
+			rep.Match = false
+		}
+	}
+	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	return rep, nil
+}
+
+// Compare lists, in words, where a measured profile differs from what a
+// preset should produce. Fields the preset leaves open are not compared.
+func Compare(e testnet.Expected, p *natclass.Profile) []string {
+	var out []string
+	diff := func(field, want, got string) {
+		if want != got {
+			if got == "" {
+				got = "undetermined"
+			}
+			out = append(out, fmt.Sprintf("%s: want %s, measured %s", field, want, got))
+		}
+	}
+	diff("nat_type", string(e.NATType), string(p.NATType))
+	if e.NATType == natclass.UDPBlocked {
+		return out
+	}
+	diff("mapping", string(e.Mapping), string(p.Mapping))
+	diff("filtering", string(e.Filtering), string(p.Filtering))
+	if e.Allocation != "" {
+		got := ""
+		if p.PortAllocation != nil {
+			got = string(p.PortAllocation.Pattern)
+		}
+		diff("port_allocation", string(e.Allocation), got)
+	}
+	if e.Hairpinning != natclass.NotChecked {
+		diff("hairpinning", e.Hairpinning.String(), p.Hairpinning.String())
+	}
+	return out
+}

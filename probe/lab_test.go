@@ -1,0 +1,90 @@
+package probe_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/testnet"
+)
+
+// labBound bounds one lab run in tests: a profile takes well under a second
+// in-process; the kernel lab adds namespace set-up.
+const labBound = 30 * time.Second
+
+// TestLabProfilesMatchPresets is issue #3's core promise: for every preset,
+// on every backend this machine can run, natlab's profile of the host
+// equals the preset (mapping, filtering, nat_type, port allocation,
+// hairpinning).
+func TestLabProfilesMatchPresets(t *testing.T) {
+	for _, backend := range []testnet.Backend{testnet.InProcess, testnet.Kernel} {
+		t.Run(string(backend), func(t *testing.T) {
+			for _, preset := range testnet.Presets() {
+				t.Run(preset, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), labBound)
+					defer cancel()
+					rep, err := probe.RunLab(ctx, probe.LabOptions{Backend: backend, NATA: preset})
+					if errors.Is(err, testnet.ErrNeedPrivileges) {
+						t.Skipf("kernel lab: %v", err)
+					}
+					if err != nil {
+						t.Fatalf("RunLab: %v", err)
+					}
+					if len(rep.Sites) != 1 {
+						t.Fatalf("got %d sites, want 1", len(rep.Sites))
+					}
+					s := rep.Sites[0]
+					if s.Error != "" {
+						t.Fatalf("site a: %s", s.Error)
+					}
+					for _, m := range s.Mismatches {
+						t.Errorf("%s on %s: %s", preset, backend, m)
+					}
+					if !rep.Match && len(s.Mismatches) == 0 {
+						t.Errorf("report says mismatch without naming one")
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestLabPairReport checks the two-site default run a newcomer sees.
+func TestLabPairReport(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), labBound)
+	defer cancel()
+	rep, err := probe.RunLab(ctx, probe.LabOptions{NATA: "full-cone", NATB: "symmetric-sequential"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Schema != probe.LabSchema || rep.Backend != string(testnet.InProcess) || !rep.Match {
+		t.Fatalf("report %+v", rep)
+	}
+	if len(rep.Server) != 4 {
+		t.Errorf("server sockets %v, want 4 (two IPs x two ports)", rep.Server)
+	}
+	if a, b := rep.Sites[0].Profile, rep.Sites[1].Profile; a.MappedAddress == b.MappedAddress {
+		t.Errorf("two sites share a mapped address %s", a.MappedAddress)
+	}
+	if pa := rep.Sites[1].Profile.PortAllocation; pa == nil || pa.Step != 1 {
+		t.Errorf("symmetric-sequential: port allocation %+v, want step 1", pa)
+	}
+}
+
+func TestLabBadInput(t *testing.T) {
+	ctx := context.Background()
+	if _, err := probe.RunLab(ctx, probe.LabOptions{NATA: "carrier-pigeon"}); err == nil {
+		t.Error("unknown preset: no error")
+	}
+	if _, err := probe.RunLab(ctx, probe.LabOptions{Backend: "vmware", NATA: "open"}); err == nil {
+		t.Error("unknown backend: no error")
+	}
+	if _, err := probe.RunLab(ctx, probe.LabOptions{}); err == nil {
+		t.Error("no sites: no error")
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }

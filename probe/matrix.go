@@ -1,0 +1,213 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/testnet"
+)
+
+// MatrixSchema versions the JSON document of `natlab lab --matrix`.
+const MatrixSchema = "natlab.matrix/v1"
+
+// matrixParallel is how many preset pairs run at once: each pair is a few
+// sockets and goroutines in-process, a handful of namespaces on the
+// kernel; more than this only contends for the machine's cores and skews
+// the timings.
+var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kernel: 2}
+
+// MatrixOptions configure RunMatrix.
+type MatrixOptions struct {
+	Backend testnet.Backend
+	// Presets to pair (every unordered pair, each with itself too);
+	// testnet.Presets() when empty.
+	Presets []string
+	// Events, if set, receives one event per finished pair.
+	Events func(Event)
+	Logger *slog.Logger
+}
+
+// MatrixReport is the P2P feasibility matrix of the lab.
+type MatrixReport struct {
+	Schema         string       `json:"schema"`      // MatrixSchema
+	Backend        string       `json:"backend"`     // in-process or kernel
+	Presets        []string     `json:"presets"`     // rows and columns
+	// Excluded names presets this backend cannot pair, with why.
+	Excluded map[string]string `json:"excluded,omitempty"`
+	Pairs          []MatrixPair `json:"pairs"`       // one per unordered pair
+	Match          bool         `json:"match"`       // every measured outcome equals its prediction
+	DurationMillis float64      `json:"duration_ms"` // wall time
+}
+
+// MatrixPair is one cell: preset A × preset B.
+type MatrixPair struct {
+	A          string            `json:"a"`
+	B          string            `json:"b"`
+	Techniques []TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
+	Verdict    Verdict           `json:"verdict"`
+	Mismatches []string          `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
+	Error      string            `json:"error,omitempty"`
+}
+
+// RunMatrix probes every pair of presets in its own lab.
+func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
+	start := time.Now()
+	presets := o.Presets
+	if len(presets) == 0 {
+		presets = testnet.Presets()
+	}
+	backend := o.Backend
+	if backend == "" {
+		backend = testnet.InProcess
+	}
+	rep := &MatrixReport{Schema: MatrixSchema, Backend: string(backend), Match: true}
+	for _, p := range presets {
+		n, err := testnet.Preset(p)
+		if err != nil {
+			return nil, err
+		}
+		if n.BlockUDP && backend == testnet.InProcess {
+			// Without UDP a host reaches the rendezvous only over TCP,
+			// which the in-process lab does not have.
+			if rep.Excluded == nil {
+				rep.Excluded = map[string]string{}
+			}
+			rep.Excluded[p] = "UDP is blocked and the in-process lab has no TCP: use --kernel"
+			continue
+		}
+		rep.Presets = append(rep.Presets, p)
+	}
+	presets = rep.Presets
+	for i := range presets {
+		for j := i; j < len(presets); j++ {
+			rep.Pairs = append(rep.Pairs, MatrixPair{A: presets[i], B: presets[j]})
+		}
+	}
+	sem := make(chan struct{}, max(matrixParallel[backend], 1))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var fatal error
+	for i := range rep.Pairs {
+		wg.Add(1)
+		go func(mp *MatrixPair) {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			err := runPair(ctx, backend, mp, o.Logger)
+			if errors.Is(err, testnet.ErrNeedPrivileges) {
+				mu.Lock()
+				fatal = err
+				mu.Unlock()
+			}
+			if o.Events != nil {
+				o.Events(Event{Time: time.Now(), Stage: "pair", Message: fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), Data: mp,
+					Elapsed: float64(time.Since(start).Microseconds()) / 1000})
+			}
+		}(&rep.Pairs[i])
+	}
+	wg.Wait()
+	if fatal != nil {
+		return nil, fatal
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("matrix: %w", err)
+	}
+	for _, p := range rep.Pairs {
+		if p.Error != "" || len(p.Mismatches) > 0 {
+			rep.Match = false
+		}
+	}
+	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	return rep, nil
+}
+
+// runPair builds a lab for one pair and runs both probes in it.
+func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *slog.Logger) error {
+	fail := func(err error) error {
+		mp.Error = err.Error()
+		mp.Verdict = Verdict{Summary: "error: " + err.Error()}
+		return err
+	}
+	topo, err := testnet.PairTopology(mp.A, mp.B)
+	if err != nil {
+		return fail(err)
+	}
+	lab, err := testnet.Start(ctx, topo, backend)
+	if err != nil {
+		return fail(err)
+	}
+	defer lab.Close()
+	srv, err := StartLabServer(lab, log)
+	if err != nil {
+		return fail(err)
+	}
+	defer srv.Close()
+	server := netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String()
+	code, err := rendezvous.NewCode()
+	if err != nil {
+		return fail(err)
+	}
+	reps := make([]*Report, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, site := range lab.Sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], errs[i] = Run(ctx, Options{
+				Net: site.Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Logger: log,
+				Gateway: site.Gateway(),
+				// The lab knows which routers run a port-mapping daemon;
+				// asking the others would only wait out the probe's bound.
+				NoPortMap: !site.Spec.NAT.HasPortMapping(),
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fail(err)
+	}
+	// Report from site a's point of view, whichever side it drew.
+	a := reps[0]
+	mp.Techniques, mp.Verdict = a.Techniques, a.Verdict
+	mp.Mismatches = mismatches(a.Techniques)
+	return nil
+}
+
+func mismatches(ts []TechniqueResult) []string {
+	var out []string
+	for _, t := range ts {
+		if t.Predicted != t.Measured {
+			m := fmt.Sprintf("%s: predicted %s, measured %s", t.Technique, t.Predicted, t.Measured)
+			if t.Error != "" {
+				m += " (" + t.Error + ")"
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Cell returns the pair for presets a and b in either order, or nil.
+func (r *MatrixReport) Cell(a, b string) *MatrixPair {
+	for i, p := range r.Pairs {
+		if (p.A == a && p.B == b) || (p.A == b && p.B == a) {
+			return &r.Pairs[i]
+		}
+	}
+	return nil
+}
+
+// Best is the technique a cell's verdict chose, or "" when none worked.
+func (p *MatrixPair) Best() natclass.Technique { return p.Verdict.Technique }

@@ -1,0 +1,61 @@
+package probe_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/testnet"
+)
+
+// matrixBound bounds a whole matrix: 36 pairs, a few in parallel, the
+// slowest (unpunchable) ones a few seconds per technique.
+const matrixBound = 4 * time.Minute
+
+// TestMatrix is issue #4's core promise: for every preset pair, predicted
+// equals measured, and every punchable pair is punched.
+func TestMatrix(t *testing.T) {
+	for _, backend := range []testnet.Backend{testnet.InProcess, testnet.Kernel} {
+		t.Run(string(backend), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), matrixBound)
+			defer cancel()
+			rep, err := probe.RunMatrix(ctx, probe.MatrixOptions{Backend: backend})
+			if errors.Is(err, testnet.ErrNeedPrivileges) {
+				t.Skipf("kernel lab: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range rep.Pairs {
+				if p.Error != "" {
+					t.Errorf("%s × %s: %s", p.A, p.B, p.Error)
+				}
+				for _, m := range p.Mismatches {
+					t.Errorf("%s × %s: %s", p.A, p.B, m)
+				}
+				t.Logf("%-22s × %-22s %s", p.A, p.B, p.Verdict.Summary)
+			}
+			// The pairs the issue names explicitly.
+			want := map[[2]string]natclass.Technique{
+				{"port-restricted-cone", "port-restricted-cone"}: natclass.DirectUDP,
+				{"symmetric-sequential", "port-restricted-cone"}: natclass.PredictUDP,
+				{"symmetric", "port-restricted-cone"}:            natclass.Birthday,
+				{"symmetric", "full-cone"}:                       natclass.DirectUDP,
+				{"symmetric", "restricted-cone"}:                 natclass.DirectUDP,
+				{"symmetric", "symmetric"}:                       "",
+			}
+			for pair, tech := range want {
+				c := rep.Cell(pair[0], pair[1])
+				if c == nil {
+					t.Fatalf("no cell %v", pair)
+				}
+				if c.Best() != tech {
+					t.Errorf("%s × %s: best %q, want %q", pair[0], pair[1], c.Best(), tech)
+				}
+			}
+		})
+	}
+}

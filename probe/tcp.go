@@ -1,0 +1,106 @@
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/natclass"
+)
+
+// tcpReflexiveTimeout bounds the STUN-over-TCP binding that learns the
+// TCP mapping: a connect plus one round trip to the server.
+const tcpReflexiveTimeout = 3 * time.Second
+
+// prepareTCP listens on a port shared with the connect attempts and
+// learns, with a STUN binding over TCP from that same port, the address
+// the peer must connect to.
+func (a *agent) prepareTCP(ctx context.Context) (*socket, error) {
+	ln, err := holepunch.ListenTCP(ctx, a.o.Net, 0)
+	if err != nil {
+		return nil, err
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	srflx, err := a.tcpReflexive(ctx, port)
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("learn the TCP mapping: %w", err)
+	}
+	return &socket{ln: ln, srflx: srflx, candidates: []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}}, nil
+}
+
+// tcpReflexive sends one STUN Binding request over a TCP connection from
+// local port port to the server and returns the mapped address.
+func (a *agent) tcpReflexive(ctx context.Context, port uint16) (netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, tcpReflexiveTimeout)
+	defer cancel()
+	d := a.o.Net.CreateDialer(&net.Dialer{
+		LocalAddr: &net.TCPAddr{Port: int(port)},
+		Control:   holepunch.ReuseControl,
+		Deadline:  time.Now().Add(tcpReflexiveTimeout),
+	})
+	c, err := d.Dial("tcp4", a.srv.String())
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("connect to %s: %w", a.srv, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("build binding request: %w", err)
+	}
+	if _, err := c.Write(req.Raw); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("send binding request: %w", err)
+	}
+	hdr := make([]byte, 20)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("read binding response: %w", err)
+	}
+	body := make([]byte, binary.BigEndian.Uint16(hdr[2:4]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("read binding response: %w", err)
+	}
+	res := &stun.Message{Raw: append(hdr, body...)}
+	if err := res.Decode(); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("decode binding response: %w", err)
+	}
+	if res.TransactionID != req.TransactionID {
+		return netip.AddrPort{}, errors.New("binding response for another transaction")
+	}
+	var xa stun.XORMappedAddress
+	if err := xa.GetFrom(res); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("binding response: %w", err)
+	}
+	ip, ok := netip.AddrFromSlice(xa.IP)
+	if !ok {
+		return netip.AddrPort{}, errors.New("binding response: bad address")
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port)), nil
+}
+
+// punchTCP runs the simultaneous open; the connection is held like a UDP
+// path until the peer is past the next barrier.
+func (a *agent) punchTCP(ctx context.Context, p natclass.Prediction, s *socket, theirs stepData) (*holepunch.Path, holepunch.Result) {
+	timeout := holepunch.DefaultTCPTimeout
+	if p.Outcome != natclass.Success {
+		timeout = punchTimeout // confirming a predicted failure
+	}
+	ln := s.ln
+	s.ln = nil // PunchTCP owns it now
+	conn, res, _ := holepunch.PunchTCP(ctx, holepunch.TCPConfig{
+		Net: a.o.Net, Session: a.sess, Listener: ln, Remote: theirs.Candidates, Timeout: timeout, Logger: a.log,
+	})
+	if conn != nil {
+		a.heldConn = conn
+	}
+	return nil, res
+}

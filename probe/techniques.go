@@ -1,0 +1,149 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/portmap"
+)
+
+// prepare opens this side's socket for a technique and learns what the
+// peer needs to reach it; the result travels in the step's data.
+func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, error) {
+	switch t {
+	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.Birthday:
+	case natclass.MappedUDP:
+		if a.mapped() {
+			return a.prepareMapped(ctx)
+		}
+	default:
+		return a.prepareTCP(ctx)
+	}
+	if a.self.NATType == natclass.UDPBlocked {
+		return nil, fmt.Errorf("this host's UDP is blocked")
+	}
+	conn, err := a.o.Net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		return nil, fmt.Errorf("open UDP socket: %w", err)
+	}
+	s := &socket{conn: conn}
+	srflx, err := holepunch.Reflexive(ctx, conn, a.srv)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("learn server-reflexive address: %w", err)
+	}
+	s.srflx = srflx
+	switch t {
+	case natclass.SameLAN:
+		s.candidates = a.hostCandidates(conn.LocalAddr())
+	case natclass.PredictUDP:
+		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
+		if pa := a.self.PortAllocation; pa != nil && pa.Pattern == natclass.Sequential && a.self.Mapping != natclass.EndpointIndependent {
+			s.predict = max(pa.Step, 1)
+		}
+	case natclass.Birthday:
+		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
+		s.role = holepunch.Scan
+		if pa := a.self.PortAllocation; pa != nil && pa.Pattern == natclass.Random && a.self.Mapping != natclass.EndpointIndependent {
+			// The spreading side opens fresh sockets; this one only
+			// told the peer which public address to scan.
+			s.role = holepunch.Spread
+			s.close()
+		}
+	default:
+		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
+	}
+	return s, nil
+}
+
+// hostCandidates are this host's own addresses with the socket's port.
+func (a *agent) hostCandidates(local interface{ String() string }) []holepunch.Candidate {
+	lp, err := netip.ParseAddrPort(local.String())
+	if err != nil {
+		return nil
+	}
+	ifs, err := a.o.Net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []holepunch.Candidate
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			p, err := netip.ParsePrefix(ad.String())
+			if err != nil || !p.Addr().Is4() || p.Addr().IsLoopback() {
+				continue
+			}
+			out = append(out, holepunch.Candidate{Kind: holepunch.Host, Addr: netip.AddrPortFrom(p.Addr(), lp.Port())})
+		}
+	}
+	return out
+}
+
+// punch runs the technique with the peer's step data. The returned path,
+// if any, is held until the peer has passed the next barrier.
+func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, theirs stepData) (*holepunch.Path, holepunch.Result) {
+	t := p.Technique
+	var (
+		path *holepunch.Path
+		res  holepunch.Result
+	)
+	switch t {
+	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.MappedUDP:
+		remote := theirs.Candidates
+		tech := holepunch.DirectUDP
+		ttl := holepunch.DefaultOpeningTTL
+		switch t {
+		case natclass.SameLAN:
+			tech, ttl = holepunch.SameLAN, 0 // on a LAN there is no NAT to open
+		case natclass.PredictUDP:
+			tech = holepunch.PredictUDP
+			if theirs.Predict > 0 && len(remote) > 0 {
+				remote = append(remote, holepunch.PredictPorts(remote[0].Addr, theirs.Predict, holepunch.DefaultPredicted)...)
+			}
+		}
+		path, res, _ = holepunch.PunchUDP(ctx, holepunch.Config{
+			Conn: s.conn, Session: a.sess, Remote: remote, Timeout: punchTimeout,
+			OpeningTTL: ttl, Technique: tech, Logger: a.log,
+		})
+	case natclass.Birthday:
+		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, Logger: a.log}
+		if p.Outcome != natclass.Success {
+			// Confirming a predicted failure needs no full birthday run.
+			cfg.Timeout = punchTimeout
+		}
+		if s.role == holepunch.Scan {
+			cfg.Conn = s.conn
+		}
+		path, res, _ = holepunch.PunchBirthday(ctx, cfg)
+	default:
+		path, res = a.punchTCP(ctx, p, s, theirs)
+	}
+	return path, res
+}
+
+// prepareMapped maps a port on this host's gateway and offers the mapping's
+// external address; the mapping is removed when the technique's path is
+// released.
+func (a *agent) prepareMapped(ctx context.Context) (*socket, error) {
+	conn, m, cleanup, err := portmap.OpenMapped(ctx, a.o.Net, a.gateway(), portmap.DefaultLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("map a port on the gateway: %w", err)
+	}
+	return &socket{conn: conn, srflx: m.External, cleanup: cleanup, candidates: []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: m.External}}}, nil
+}
+
+// gateway is the router that answered the port-mapping probe, else the
+// configured one.
+func (a *agent) gateway() netip.Addr {
+	if a.pm != nil && a.pm.Gateway.IsValid() {
+		return a.pm.Gateway
+	}
+	return a.o.Gateway
+}

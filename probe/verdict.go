@@ -1,0 +1,40 @@
+package probe
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+// techniqueNames are the words a verdict uses.
+var techniqueNames = map[natclass.Technique]string{
+	natclass.SameLAN:    "same-LAN direct",
+	natclass.DirectUDP:  "UDP hole punch",
+	natclass.PredictUDP: "UDP hole punch with port prediction",
+	natclass.Birthday:   "UDP birthday probing",
+	natclass.DirectTCP:  "TCP simultaneous open",
+}
+
+// verdict picks the most preferred technique that worked, or explains why
+// none did, from the predictions' reasons.
+func verdict(ts []TechniqueResult) Verdict {
+	for _, t := range ts {
+		if t.Measured != natclass.Success {
+			continue
+		}
+		s := fmt.Sprintf("Direct P2P works: %s", techniqueNames[t.Technique])
+		if t.RTTMillis > 0 {
+			s += fmt.Sprintf(", first packet after %.0f ms (%.1f RTT), direct RTT %.1f ms",
+				t.TimeToFirstPacketMillis, t.TimeToFirstPacketMillis/t.RTTMillis, t.RTTMillis)
+		}
+		return Verdict{Direct: true, Technique: t.Technique, Summary: s}
+	}
+	var why []string
+	for _, t := range ts {
+		if t.Technique == natclass.DirectUDP || (t.Predicted == natclass.Fail && len(why) == 0) {
+			why = append(why, t.Reason)
+		}
+	}
+	return Verdict{Summary: "Relay required: no direct technique worked (" + strings.Join(why, "; ") + ")"}
+}

@@ -130,6 +130,9 @@ type stepData struct {
 	Previous natclass.Outcome `json:"prev,omitempty"`
 	// Err says why this side could not prepare the technique.
 	Err string `json:"err,omitempty"`
+	// RTT is this side's round trip to the server, in ms: with the
+	// peer's, it estimates the one-way time between the two.
+	RTT float64 `json:"rtt,omitempty"`
 }
 
 // ErrNoPath means this host cannot reach the server at all, so no peer can
@@ -390,7 +393,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 	}()
 
 	var sock *socket
-	my := stepData{Previous: *prev}
+	my := stepData{Previous: *prev, RTT: ms(a.rz.RTT())}
 	if p.Outcome != natclass.Skipped {
 		s, err := a.prepare(ctx, p.Technique)
 		if err != nil {

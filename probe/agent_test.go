@@ -3,14 +3,11 @@ package probe_test
 import (
 	"context"
 	"errors"
-	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
-	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -39,32 +36,11 @@ func runPair(t *testing.T, backend testnet.Backend, natA, natB string) (a, b *pr
 
 func runPairIn(ctx context.Context, t *testing.T, lab *testnet.Lab) (a, b *probe.Report) {
 	t.Helper()
-	srv, err := probe.StartLabServer(lab, nil)
+	reps, err := probe.RunPairInLab(ctx, lab, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("probe pair: %v", err)
 	}
-	defer srv.Close()
-	server := netip.AddrPortFrom(lab.Server.Addr(), probe.LabSTUNPort).String()
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var errA, errB error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		a, errA = probe.Run(ctx, probe.Options{Net: lab.Site("a").Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Gateway: lab.Site("a").Gateway()})
-	}()
-	go func() {
-		defer wg.Done()
-		b, errB = probe.Run(ctx, probe.Options{Net: lab.Site("b").Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Gateway: lab.Site("b").Gateway()})
-	}()
-	wg.Wait()
-	if errA != nil || errB != nil {
-		t.Fatalf("probe: a=%v b=%v", errA, errB)
-	}
-	return a, b
+	return reps[0], reps[1]
 }
 
 func TestProbePairInProcess(t *testing.T) {

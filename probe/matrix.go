@@ -148,34 +148,8 @@ func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *
 		return fail(err)
 	}
 	defer lab.Close()
-	srv, err := StartLabServer(lab, log)
+	reps, err := RunPairInLab(ctx, lab, log)
 	if err != nil {
-		return fail(err)
-	}
-	defer srv.Close()
-	server := netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String()
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		return fail(err)
-	}
-	reps := make([]*Report, 2)
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, site := range lab.Sites {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reps[i], errs[i] = Run(ctx, Options{
-				Net: site.Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Logger: log,
-				Gateway: site.Gateway(),
-				// The lab knows which routers run a port-mapping daemon;
-				// asking the others would only wait out the probe's bound.
-				NoPortMap: !site.Spec.NAT.HasPortMapping(),
-			})
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
 		return fail(err)
 	}
 	// Report from site a's point of view, whichever side it drew.
@@ -211,3 +185,43 @@ func (r *MatrixReport) Cell(a, b string) *MatrixPair {
 
 // Best is the technique a cell's verdict chose, or "" when none worked.
 func (p *MatrixPair) Best() natclass.Technique { return p.Verdict.Technique }
+
+// RunPairInLab starts natlab's server in a running two-site lab and runs a
+// probe on each site's host, paired with a fresh code; it returns both
+// reports, site a's first.
+func RunPairInLab(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*Report, error) {
+	if len(lab.Sites) != 2 {
+		return nil, fmt.Errorf("a probe pair needs two sites, the lab has %d", len(lab.Sites))
+	}
+	srv, err := StartLabServer(lab, log)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	server := netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String()
+	code, err := rendezvous.NewCode()
+	if err != nil {
+		return nil, err
+	}
+	reps := make([]*Report, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, site := range lab.Sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], errs[i] = Run(ctx, Options{
+				Net: site.Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Logger: log,
+				Gateway: site.Gateway(),
+				// The lab knows which routers run a port-mapping daemon;
+				// asking the others would only wait out the probe's bound.
+				NoPortMap: !site.Spec.NAT.HasPortMapping(),
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return reps, nil
+}

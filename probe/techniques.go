@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/natlab/natlab/holepunch"
 	"github.com/natlab/natlab/natclass"
@@ -108,8 +109,11 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 				remote = append(remote, holepunch.PredictPorts(remote[0].Addr, theirs.Predict, holepunch.DefaultPredicted)...)
 			}
 		}
+		sch := holepunch.DefaultSchedule()
+		sch.Opening = openingWindow(a.rz.RTT(), theirs.RTT)
+		sch.Total = punchTimeout
 		path, res, _ = holepunch.PunchUDP(ctx, holepunch.Config{
-			Conn: s.conn, Session: a.sess, Remote: remote, Timeout: punchTimeout,
+			Conn: s.conn, Session: a.sess, Remote: remote, Timeout: punchTimeout, Schedule: sch,
 			OpeningTTL: ttl, Technique: tech, Logger: a.log,
 		})
 	case natclass.Birthday:
@@ -146,4 +150,27 @@ func (a *agent) gateway() netip.Addr {
 		return a.pm.Gateway
 	}
 	return a.o.Gateway
+}
+
+// Opening window bounds, each with why.
+const (
+	// startSkew is how far apart the two peers may start a technique
+	// although the server aligns their "go": scheduling on a loaded host
+	// and the error of the RTT estimates. A peer packet that reaches our
+	// router before our own opening packet left would hit the conntrack
+	// trap (DESIGN.md), so the window must outlast the skew minus the
+	// peer's packet's travel time.
+	startSkew = 75 * time.Millisecond
+	// minOpening keeps a few opening packets even on long paths, where a
+	// lost one would otherwise leave no mapping before the peer's arrive.
+	minOpening = 20 * time.Millisecond
+)
+
+// openingWindow is how long the punch only opens our own mappings (low-TTL
+// packets) before probing the peer: long enough to cover the start skew,
+// less the estimated one-way time between the peers (a quarter of the two
+// server round trips), so long paths do not pay for it twice.
+func openingWindow(mine time.Duration, theirsMillis float64) time.Duration {
+	owd := (mine + time.Duration(theirsMillis*float64(time.Millisecond))) / 4
+	return min(max(startSkew-owd, minOpening), holepunch.DefaultOpening)
 }

@@ -104,15 +104,15 @@ type Verdict struct {
 
 // Report is the result of a paired probe, from one side.
 type Report struct {
-	Schema         string            `json:"schema"`      // ProbeSchema
-	Side           string            `json:"side"`        // "A" or "B"
-	Server         string            `json:"server"`      // natlab serve's address
-	Self           *natclass.Profile `json:"self"`        // this host's NAT profile
+	Schema         string            `json:"schema"`       // ProbeSchema
+	Side           string            `json:"side"`         // "A" or "B"
+	Server         string            `json:"server"`       // natlab serve's address
+	Self           *natclass.Profile `json:"self"`         // this host's NAT profile
 	PortMapping    *portmap.Report   `json:"port_mapping"` // what this host's gateway maps (null when not probed)
-	Peer           natclass.Summary  `json:"peer"`        // the peer's, as it sent it
-	Techniques     []TechniqueResult `json:"techniques"`  // in order of preference
-	Verdict        Verdict           `json:"verdict"`     // what to use
-	DurationMillis float64           `json:"duration_ms"` // wall time
+	Peer           natclass.Summary  `json:"peer"`         // the peer's, as it sent it
+	Techniques     []TechniqueResult `json:"techniques"`   // in order of preference
+	Verdict        Verdict           `json:"verdict"`      // what to use
+	DurationMillis float64           `json:"duration_ms"`  // wall time
 }
 
 // peerInfo is what a peer sends through the rendezvous when pairing.

@@ -36,14 +36,14 @@ type MatrixOptions struct {
 
 // MatrixReport is the P2P feasibility matrix of the lab.
 type MatrixReport struct {
-	Schema         string       `json:"schema"`      // MatrixSchema
-	Backend        string       `json:"backend"`     // in-process or kernel
-	Presets        []string     `json:"presets"`     // rows and columns
+	Schema  string   `json:"schema"`  // MatrixSchema
+	Backend string   `json:"backend"` // in-process or kernel
+	Presets []string `json:"presets"` // rows and columns
 	// Excluded names presets this backend cannot pair, with why.
-	Excluded map[string]string `json:"excluded,omitempty"`
-	Pairs          []MatrixPair `json:"pairs"`       // one per unordered pair
-	Match          bool         `json:"match"`       // every measured outcome equals its prediction
-	DurationMillis float64      `json:"duration_ms"` // wall time
+	Excluded       map[string]string `json:"excluded,omitempty"`
+	Pairs          []MatrixPair      `json:"pairs"`       // one per unordered pair
+	Match          bool              `json:"match"`       // every measured outcome equals its prediction
+	DurationMillis float64           `json:"duration_ms"` // wall time
 }
 
 // MatrixPair is one cell: preset A × preset B.

@@ -84,4 +84,3 @@ func TestPairOverTCPWithUDPPeer(t *testing.T) {
 		t.Fatalf("tcp got %s, udp got %s", da, db)
 	}
 }
-

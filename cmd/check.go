@@ -148,6 +148,9 @@ func writeProfile(w io.Writer, p *natclass.Profile, pm *portmap.Report) error {
 		if p.BindingLifetimeS != nil {
 			line("binding lifetime", fmt.Sprintf("%.0f s", *p.BindingLifetimeS))
 		}
+		if p.NATDepth != nil {
+			line("NAT depth", fmt.Sprintf("%d (path %s)", *p.NATDepth, strings.Join(p.Hops, " → ")))
+		}
 		line("server", fmt.Sprintf("%s (rtt %.1f ms)", p.Server, p.RTTMillis))
 	}
 	for _, s := range p.Servers {

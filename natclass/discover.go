@@ -108,6 +108,8 @@ type Profile struct {
 	Server           string          `json:"server"`                       // the primary server (the first that answered)
 	OtherAddress     string          `json:"other_address,omitempty"`      // the primary's OTHER-ADDRESS
 	RTTMillis        float64         `json:"rtt_ms"`                       // round trip to the primary
+	NATDepth         *int            `json:"nat_depth,omitempty"`          // NATs in front of this host (hops in private space before the first public one), when measured
+	Hops             []string        `json:"hops,omitempty"`               // routers towards the primary ("*": silent), then the primary if reached
 	Hints            []string        `json:"hints"`                        // extra findings, e.g. "cgnat"
 	NotRun           []NotRun        `json:"not_run"`                      // tests that could not run, with why
 	Servers          []ServerResult  `json:"servers"`                      // test I against every given server
@@ -370,7 +372,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	}
 	if primary < 0 {
 		p.NATType = UDPBlocked
-		for _, t := range []string{TestMapping, TestFiltering, TestHairpinning, TestPortAllocation} {
+		for _, t := range []string{TestMapping, TestFiltering, TestHairpinning, TestPortAllocation, TestNATDepth} {
 			p.NotRun = append(p.NotRun, NotRun{Test: t, Reason: "no STUN server answered over UDP"})
 		}
 		return p, nil
@@ -393,9 +395,12 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		}
 	}
 
-	// Round 2: the plan, all sockets at once.
+	// Round 2: the plan, all sockets at once, beside the NAT depth trace
+	// (whose requests go out first, so its mappings precede the port
+	// allocation samples').
 	plan, notRun := BuildPlan(PlanInput{OtherAddress: d.other.IsValid(), NAT: nat, AllocSamples: d.opts.AllocSamples})
 	p.NotRun = append(p.NotRun, notRun...)
+	hops := d.startHops(ctx, nat, m1.Addr())
 	res := d.runPlan(ctx, plan, m1)
 
 	// Mapping.
@@ -470,6 +475,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		}
 	}
 
+	p.addHops(hops())
 	p.NATType = ClassicName(nat, p.Mapping, p.Filtering)
 	if symmetricByServers {
 		p.NATType = Symmetric

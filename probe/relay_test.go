@@ -3,6 +3,7 @@ package probe_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -151,6 +152,94 @@ func TestRelayUDPBlockedKernel(t *testing.T) {
 	for i, r := range reps {
 		if len(r.Attempts) != 2 || r.Attempts[0].Transport != relay.UDP || r.Attempts[0].Error == "" {
 			t.Errorf("side %d attempts %+v, want a failed UDP attempt first", i, r.Attempts)
+		}
+	}
+}
+
+// The relay's cost against the direct path: a full-cone pair punches a
+// direct UDP path, then both sides measure it and the relay with the same
+// code, and the report states what going direct saves.
+func TestRelayCostInProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), relayLabBound)
+	defer cancel()
+	lab, srv := startRelayLab(t, ctx, testnet.InProcess, "full-cone", "port-restricted-cone")
+	sess, err := holepunch.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := [2]holepunch.Session{sess, sess.Peer()}
+	var (
+		conns   [2]net.PacketConn
+		srflx   [2]netip.AddrPort
+		paths   [2]*holepunch.Path
+		sides   [2]*probe.RelaySide
+		offers  [2]probe.RelayOffer
+		reports [2]probe.RelayReport
+		wg      sync.WaitGroup
+	)
+	for i, name := range []string{"a", "b"} {
+		c, err := lab.Site(name).Host.Net.ListenPacket("udp4", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		if srflx[i], err = holepunch.Reflexive(ctx, c, srv.Addrs().Primary); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, _, err := holepunch.PunchUDP(ctx, holepunch.Config{Conn: conns[i], Session: sessions[i],
+				Remote: []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx[1-i]}}})
+			if err != nil {
+				t.Errorf("punch %d: %v", i, err)
+				return
+			}
+			paths[i] = p
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	cfg := probe.RelayConfig{Server: srv.Addrs().Primary.String(), Username: probe.LabTURNUser, Password: probe.LabTURNPass,
+		Measure: relay.MeasureOptions{BurstBytes: 1 << 20}}
+	for i, name := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sides[i] = probe.PrepareRelay(ctx, lab.Site(name).Host.Net, cfg, paths[i], natclass.DirectUDP)
+			offers[i] = sides[i].Offer()
+		}()
+	}
+	wg.Wait() // the relay step
+	for i := range sides {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sides[i].MeasureDirect(ctx, offers[1-i], probe.RelayTag(sess))
+		}()
+	}
+	wg.Wait() // the barrier between the two measurements
+	for i := range sides {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer sides[i].Close()
+			sides[i].MeasureRelay(ctx, offers[1-i], probe.RelayTag(sess))
+			reports[i] = sides[i].Report()
+		}()
+	}
+	wg.Wait()
+	for i, r := range reports {
+		if r.Direct == nil || r.Relay == nil || r.Cost == nil || r.DirectTechnique != natclass.DirectUDP {
+			t.Fatalf("side %d: %+v", i, r)
+		}
+		t.Logf("side %d: %s", i, probe.RelaySummary(true, r))
+		if r.Direct.Echoes < relay.DefaultEchoes || r.Direct.ThroughputMbps <= 0 {
+			t.Errorf("side %d direct figures %+v", i, r.Direct)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.MappedUDP:
 		remote := theirs.Candidates
 		tech := holepunch.DirectUDP
-		ttl := holepunch.DefaultOpeningTTL
+		ttl := a.openingTTL()
 		switch t {
 		case natclass.SameLAN:
 			tech, ttl = holepunch.SameLAN, 0 // on a LAN there is no NAT to open
@@ -117,7 +117,7 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 			OpeningTTL: ttl, Technique: tech, Logger: a.log,
 		})
 	case natclass.Birthday:
-		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, Logger: a.log}
+		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, OpeningTTL: a.openingTTL(), Logger: a.log}
 		if p.Outcome != natclass.Success {
 			// Confirming a predicted failure needs no full birthday run.
 			cfg.Timeout = punchTimeout
@@ -173,4 +173,14 @@ const (
 func openingWindow(mine time.Duration, theirsMillis float64) time.Duration {
 	owd := (mine + time.Duration(theirsMillis*float64(time.Millisecond))) / 4
 	return min(max(startSkew-owd, minOpening), holepunch.DefaultOpening)
+}
+
+// openingTTL passes this host's own NATs and expires before the peer's:
+// one more than the measured NAT depth, or holepunch's default for one NAT
+// when the depth is unknown.
+func (a *agent) openingTTL() int {
+	if ttl := a.self.OpeningTTL(); ttl > 0 {
+		return ttl
+	}
+	return holepunch.DefaultOpeningTTL
 }

@@ -2,15 +2,19 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/server"
 )
 
@@ -28,6 +32,20 @@ type ServeOptions struct {
 	// Ready, if set, is called once the server listens (tests use it to
 	// learn the chosen ports).
 	Ready func(*server.Server)
+
+	// TURN flags; TURN is served when Users or AuthSecret(File) is set.
+	Users          string
+	AuthSecret     string
+	AuthSecretFile string
+	Realm          string
+	UserQuota      int
+	AllowPeers     []string
+	RelayIP        string
+	TLSListen      string
+	TLSCert        string
+	TLSKey         string
+	// Metrics is the host:port to serve Prometheus metrics on; "" for none.
+	Metrics string
 }
 
 func newCmdServe(s IOStreams) *cobra.Command {
@@ -39,14 +57,22 @@ func newCmdServe(s IOStreams) *cobra.Command {
 func NewCmdServe(s IOStreams, runF func(context.Context, *ServeOptions) error) *cobra.Command {
 	o := &ServeOptions{IO: s}
 	c := &cobra.Command{
-		Use:   "serve --listen IP:PORT [--alt-ip IP] [--alt-port N]",
-		Short: "Run the RFC 5780 STUN server (the public side of natlab)",
+		Use:   "serve --listen IP:PORT [--alt-ip IP] [--alt-port N] [--users FILE | --auth-secret-file FILE]",
+		Short: "Run the RFC 5780 STUN server and TURN relay (the public side of natlab)",
 		Long: `Serve STUN Binding requests with RFC 5780 NAT behaviour discovery.
 
 With a second address (--alt-ip) and port (--alt-port) the server listens on
 four sockets and supports every RFC 5780 test; with fewer it still answers
 Binding requests and says which tests clients cannot run. Binding over TCP is
-served on the primary address as well. Runs until interrupted.`,
+served on the primary address as well. Runs until interrupted.
+
+With --users (user:password lines) or --auth-secret(-file) (TURN REST API
+ephemeral credentials, as coturn's use-auth-secret) the same UDP sockets and
+TCP port also serve a TURN relay: Binding requests stay with the RFC 5780
+server, other STUN methods and ChannelData go to TURN. --tls-listen adds TURN
+over TLS (with --tls-cert/--tls-key, or a generated self-signed certificate).
+Relaying to loopback, private, link-local, CGNAT, multicast, documentation
+and the server's own addresses is refused; --allow-peer opens a range.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if o.Listen == "" {
@@ -61,18 +87,152 @@ served on the primary address as well. Runs until interrupted.`,
 	c.Flags().StringVar(&o.Listen, "listen", "", "primary address IP1:P1 to serve on (port 0 picks one)")
 	c.Flags().StringVar(&o.AltIP, "alt-ip", "", "alternate IP address IP2 of this host (RFC 5780 needs one)")
 	c.Flags().Uint16Var(&o.AltPort, "alt-port", 0, "alternate port P2 (default: the primary port + 1 when --alt-ip is set)")
+	f := c.Flags()
+	f.StringVar(&o.Users, "users", "", "TURN long-term credentials file, one user:password per line")
+	f.StringVar(&o.AuthSecret, "auth-secret", "", "TURN REST API shared secret (coturn's static-auth-secret; visible in ps, prefer --auth-secret-file)")
+	f.StringVar(&o.AuthSecretFile, "auth-secret-file", "", "file whose first line is the TURN REST API shared secret")
+	f.StringVar(&o.Realm, "realm", server.DefaultRealm, "TURN realm")
+	f.IntVar(&o.UserQuota, "user-quota", server.DefaultUserQuota, "concurrent TURN allocations per user (0: unlimited)")
+	f.StringArrayVar(&o.AllowPeers, "allow-peer", nil, "CIDR the relay may reach although refused by default (repeatable; the lab uses 198.51.100.0/24 and 203.0.113.0/24)")
+	f.StringVar(&o.RelayIP, "relay-ip", "", "relayed address given to TURN clients (default: the --listen IP)")
+	f.StringVar(&o.TLSListen, "tls-listen", "", "also serve TURN over TLS on IP:PORT (5349 is the standard port, 443 passes most firewalls)")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate for --tls-listen (default: a generated self-signed one)")
+	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics on HOST:PORT at /metrics")
 	addOutputFlags(c, &o.Output)
 	return c
 }
 
+// turnEnabled reports whether any credential source was given.
+func (o *ServeOptions) turnEnabled() bool {
+	return o.Users != "" || o.AuthSecret != "" || o.AuthSecretFile != ""
+}
+
+// parseTURN turns the TURN flags into a configuration; nil without
+// credentials. primary is the --listen IP.
+func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) {
+	if !o.turnEnabled() {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"--tls-listen", o.TLSListen != ""}, {"--tls-cert", o.TLSCert != ""}, {"--tls-key", o.TLSKey != ""},
+			{"--relay-ip", o.RelayIP != ""}, {"--allow-peer", len(o.AllowPeers) > 0},
+		} {
+			if f.set {
+				return nil, flagErrorf("%s needs TURN credentials (--users or --auth-secret-file)", f.name)
+			}
+		}
+		return nil, nil
+	}
+	tc := &server.TURNConfig{Realm: o.Realm, UserQuota: o.UserQuota}
+	switch {
+	case o.UserQuota == 0:
+		tc.UserQuota = -1
+	case o.UserQuota < 0:
+		return nil, flagErrorf("--user-quota %d: want 0 (unlimited) or more", o.UserQuota)
+	}
+	if o.Realm == "" {
+		return nil, flagErrorf("--realm must not be empty")
+	}
+	if o.Users != "" {
+		f, err := os.Open(o.Users)
+		if err != nil {
+			return nil, flagErrorf("--users: %v", err)
+		}
+		users, err := server.ParseUsers(f)
+		_ = f.Close()
+		if err != nil {
+			return nil, flagErrorf("--users %s: %v", o.Users, err)
+		}
+		if len(users) == 0 {
+			return nil, flagErrorf("--users %s: no user:password lines", o.Users)
+		}
+		tc.Users = users
+	}
+	switch {
+	case o.AuthSecret != "" && o.AuthSecretFile != "":
+		return nil, flagErrorf("--auth-secret and --auth-secret-file: give one")
+	case o.AuthSecret != "":
+		tc.Secret = o.AuthSecret
+	case o.AuthSecretFile != "":
+		b, err := os.ReadFile(o.AuthSecretFile)
+		if err != nil {
+			return nil, flagErrorf("--auth-secret-file: %v", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		if tc.Secret = strings.TrimSpace(line); tc.Secret == "" {
+			return nil, flagErrorf("--auth-secret-file %s: empty secret", o.AuthSecretFile)
+		}
+	}
+	for _, cidr := range o.AllowPeers {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			ip, ierr := netip.ParseAddr(cidr)
+			if ierr != nil {
+				return nil, flagErrorf("--allow-peer %q: want a CIDR such as 203.0.113.0/24", cidr)
+			}
+			p = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
+		}
+		tc.Peers.Allow = append(tc.Peers.Allow, p.Masked())
+	}
+	if o.RelayIP != "" {
+		ip, err := netip.ParseAddr(o.RelayIP)
+		if err != nil || ip.IsUnspecified() {
+			return nil, flagErrorf("--relay-ip %q: want a specific IP address", o.RelayIP)
+		}
+		tc.RelayIP = ip.Unmap()
+	} else if primary.IsUnspecified() {
+		return nil, flagErrorf("--relay-ip is needed when --listen is %s: TURN clients must be told a reachable relayed address", primary)
+	}
+	if o.TLSListen == "" {
+		if o.TLSCert != "" || o.TLSKey != "" {
+			return nil, flagErrorf("--tls-cert and --tls-key need --tls-listen")
+		}
+		return tc, nil
+	}
+	ap, err := netip.ParseAddrPort(o.TLSListen)
+	if err != nil {
+		return nil, flagErrorf("--tls-listen %q: want IP:PORT with a literal IP: %v", o.TLSListen, err)
+	}
+	tc.TLSAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	var cert tls.Certificate
+	switch {
+	case (o.TLSCert == "") != (o.TLSKey == ""):
+		return nil, flagErrorf("--tls-cert and --tls-key go together")
+	case o.TLSCert != "":
+		if cert, err = tls.LoadX509KeyPair(o.TLSCert, o.TLSKey); err != nil {
+			return nil, flagErrorf("--tls-cert/--tls-key: %v", err)
+		}
+	default:
+		if cert, err = server.SelfSignedCert("natlab", []netip.Addr{primary, tc.RelayIP, tc.TLSAddr.Addr()}); err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+	}
+	tc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	return tc, nil
+}
+
 // serveStatus is the --json start-up line of `natlab serve`.
 type serveStatus struct {
-	Schema      string   `json:"schema"`                // "natlab.serve/v1"
-	Listening   []string `json:"listening"`             // UDP sockets served
-	TCP         string   `json:"tcp,omitempty"`         // TCP address served, if any
-	TCPError    string   `json:"tcp_error,omitempty"`   // why TCP is not served
-	RFC5780     bool     `json:"rfc5780"`               // every RFC 5780 test is supported
-	Unsupported []string `json:"unsupported,omitempty"` // tests clients cannot run here
+	Schema      string      `json:"schema"`                // "natlab.serve/v1"
+	Listening   []string    `json:"listening"`             // UDP sockets served
+	TCP         string      `json:"tcp,omitempty"`         // TCP address served, if any
+	TCPError    string      `json:"tcp_error,omitempty"`   // why TCP is not served
+	RFC5780     bool        `json:"rfc5780"`               // every RFC 5780 test is supported
+	Unsupported []string    `json:"unsupported,omitempty"` // tests clients cannot run here
+	TURN        *turnStatus `json:"turn,omitempty"`        // the relay, when served
+}
+
+// turnStatus describes the TURN relay in the start-up line.
+type turnStatus struct {
+	Realm         string   `json:"realm"`
+	Listening     []string `json:"listening"`               // "udp IP:PORT", "tcp IP:PORT", "tls IP:PORT"
+	LongTerm      bool     `json:"long_term"`               // a users file is loaded
+	Ephemeral     bool     `json:"ephemeral"`               // TURN REST API secret accepted
+	UserQuota     int      `json:"user_quota"`              // 0: unlimited
+	AllowedPeers  []string `json:"allowed_peers,omitempty"` // ranges opened with --allow-peer
+	TLSSelfSigned bool     `json:"tls_self_signed,omitempty"`
 }
 
 // parseServeAddrs turns the flags into an address plan.
@@ -111,6 +271,10 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	tc, err := parseTURN(o, addrs.Primary.Addr())
+	if err != nil {
+		return err
+	}
 	n := o.Net
 	if n == nil {
 		if n, err = stdnet.NewNet(); err != nil {
@@ -120,10 +284,17 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	// Start-up notes (unsupported tests, no TCP) are printed below from
 	// the same facts; the log only adds runtime errors.
 	logger := slog.New(slog.NewTextHandler(o.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger})
+	rz := rendezvous.NewRegistry(nil)
+	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc})
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := startServeMetrics(o.IO, o.Metrics, srv, rz)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	defer stopMetrics()
 	a := srv.Addrs()
 	st := serveStatus{Schema: "natlab.serve/v1", RFC5780: a.Full(), Unsupported: a.Unsupported()}
 	for _, s := range a.Sockets() {
@@ -133,6 +304,23 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 		st.TCPError = err.Error()
 	} else {
 		st.TCP = a.Primary.String()
+	}
+	if tc != nil {
+		ts := &turnStatus{Realm: o.Realm, LongTerm: tc.Users != nil, Ephemeral: tc.Secret != "", UserQuota: max(o.UserQuota, 0),
+			TLSSelfSigned: tc.TLS != nil && o.TLSCert == ""}
+		for _, s := range a.Sockets() {
+			ts.Listening = append(ts.Listening, "udp "+s.String())
+		}
+		if st.TCP != "" {
+			ts.Listening = append(ts.Listening, "tcp "+st.TCP)
+		}
+		if ap, ok := srv.TURNTLSAddr(); ok {
+			ts.Listening = append(ts.Listening, "tls "+ap.String())
+		}
+		for _, p := range tc.Peers.Allow {
+			ts.AllowedPeers = append(ts.AllowedPeers, p.String())
+		}
+		st.TURN = ts
 	}
 	if o.Output.JSON {
 		b, err := json.Marshal(st)
@@ -154,6 +342,17 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 		}
 		for _, u := range st.Unsupported {
 			fmt.Fprintf(o.IO.Out, "RFC 5780: cannot support %s\n", u)
+		}
+		if t := st.TURN; t != nil {
+			for _, l := range t.Listening {
+				fmt.Fprintf(o.IO.Out, "serving TURN on %s (realm %q)\n", l, t.Realm)
+			}
+			if t.TLSSelfSigned {
+				fmt.Fprintln(o.IO.Out, "TURN over TLS uses a generated self-signed certificate")
+			}
+			if len(t.AllowedPeers) > 0 {
+				fmt.Fprintf(o.IO.Out, "TURN may relay to %s (opened with --allow-peer)\n", strings.Join(t.AllowedPeers, ", "))
+			}
 		}
 	}
 	if o.Ready != nil {

@@ -5,6 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +136,129 @@ func TestServeFlags(t *testing.T) {
 		if tt.wantErr == "" {
 			if err != nil || got != tt.want {
 				t.Errorf("%v: %v %+v, want %+v", tt.args, err, got, tt.want)
+			}
+			continue
+		}
+		var fe *FlagError
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !asFlagError(err, &fe) {
+			t.Errorf("%v: err %v, want a flag error containing %q", tt.args, err, tt.wantErr)
+		}
+	}
+}
+
+// uclientLoss is uclient's summary of what came back.
+var uclientLoss = regexp.MustCompile(`Total lost packets \d+ \(([\d.]+)%\)`)
+
+// maxUclientLoss is the loss tolerated from uclient's start-up race (see
+// TestServeTURNWithUclient); without -race it loses nothing.
+const maxUclientLoss = 30
+
+// uclientTimeout bounds one turnutils_uclient run: 20 messages at its
+// 20 ms interval, plus its own start-up and teardown.
+const uclientTimeout = 30 * time.Second
+
+// coturn's turnutils_uclient allocates and relays through `natlab serve`
+// (two clients relaying to each other's relayed address, -y): long-term
+// credentials over UDP, TCP and TLS, and TURN REST API credentials.
+func TestServeTURNWithUclient(t *testing.T) {
+	bin, err := exec.LookPath("turnutils_uclient")
+	if err != nil {
+		t.Skip("turnutils_uclient not installed (Debian package coturn)")
+	}
+	dir := t.TempDir()
+	users, secret := filepath.Join(dir, "users"), filepath.Join(dir, "secret")
+	if err := os.WriteFile(users, []byte("# test\nalice:wonderland\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := interop.FreePortPair(t)
+	_, out := runServeInProcess(t, "--listen", fmt.Sprintf("127.0.0.1:%d", p), "--users", users,
+		"--auth-secret-file", secret, "--tls-listen", fmt.Sprintf("127.0.0.1:%d", p+1))
+	if !strings.Contains(out, "serving TURN on tls") {
+		t.Fatalf("serve output:\n%s", out)
+	}
+	run := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), uclientTimeout)
+		defer cancel()
+		args = append([]string{"-y", "-n", "20", "-l", "200"}, append(args, "127.0.0.1")...)
+		b, _ := exec.CommandContext(ctx, bin, args...).CombinedOutput() // its exit code says nothing reliable
+		return string(b)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"udp", []string{"-u", "alice", "-w", "wonderland", "-p", fmt.Sprint(p)}},
+		{"tcp", []string{"-t", "-u", "alice", "-w", "wonderland", "-p", fmt.Sprint(p)}},
+		{"tls", []string{"-t", "-S", "-u", "alice", "-w", "wonderland", "-p", fmt.Sprint(p + 1)}},
+		{"rest", []string{"-W", "s3cret", "-u", "bob", "-p", fmt.Sprint(p)}},
+	} {
+		// uclient's two clients start sending as soon as their own
+		// permission is in place, so under -race on a busy machine the
+		// first packets can reach the other relay before its permission:
+		// a few lost packets are TURN, most lost would be a bug.
+		out := run(c.args...)
+		m := uclientLoss.FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("%s: uclient did not relay:\n%s", c.name, out)
+			continue
+		}
+		if pct, _ := strconv.ParseFloat(m[1], 64); pct > maxUclientLoss {
+			t.Errorf("%s: uclient lost %s%% of its packets:\n%s", c.name, m[1], out)
+		}
+		t.Logf("%s: %s", c.name, m[0])
+	}
+	if out := run("-u", "alice", "-w", "wrong", "-p", fmt.Sprint(p)); !strings.Contains(out, "Cannot complete Allocation") {
+		t.Errorf("wrong password: uclient got an allocation:\n%s", out)
+	}
+}
+
+func TestServeTURNFlags(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("alice:wonderland\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("alice\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := []string{"--listen", "127.0.0.1:3478"}
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{append(l, "--users", users), ""},
+		{append(l, "--users", users, "--allow-peer", "203.0.113.0/24", "--allow-peer", "198.51.100.7", "--tls-listen", "127.0.0.1:5349"), ""},
+		{append(l, "--users", filepath.Join(dir, "missing")), "--users"},
+		{append(l, "--users", bad), "line 1"},
+		{append(l, "--users", users, "--allow-peer", "10.0.0.0/33"), "--allow-peer"},
+		{append(l, "--users", users, "--tls-listen", "127.0.0.1:5349", "--tls-cert", users, "--tls-key", users), "--tls-cert"},
+		{append(l, "--users", users, "--tls-cert", users), "need --tls-listen"},
+		{append(l, "--tls-listen", "127.0.0.1:5349"), "needs TURN credentials"},
+		{append(l, "--users", users, "--user-quota", "-1"), "--user-quota"},
+		{[]string{"--listen", "0.0.0.0:3478", "--users", users}, "--relay-ip is needed"},
+		{append(l, "--auth-secret", "x", "--auth-secret-file", users), "give one"},
+	}
+	for _, tt := range tests {
+		s, _, _ := testStreams()
+		c := NewCmdServe(s, func(_ context.Context, o *ServeOptions) error {
+			a, err := parseServeAddrs(o)
+			if err != nil {
+				return err
+			}
+			_, err = parseTURN(o, a.Primary.Addr())
+			return err
+		})
+		c.SetArgs(tt.args)
+		c.SetOut(s.Out)
+		c.SetErr(s.ErrOut)
+		err := c.Execute()
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tt.args, err)
 			}
 			continue
 		}

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/transport/v4"
+	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/rendezvous"
 )
@@ -29,9 +31,10 @@ const tcpIdleTimeout = 30 * time.Second
 // cannot hold a goroutine.
 const tcpWriteTimeout = 5 * time.Second
 
-// readBufferSize fits any UDP datagram a path MTU allows; larger STUN
+// readBufferSize fits any UDP datagram a path MTU allows, and TURN's
+// ChannelData up to pion/turn's inbound MTU of 1600 bytes; larger STUN
 // requests are not legitimate Binding requests.
-const readBufferSize = 1500
+const readBufferSize = 1600
 
 // Config configures a Server.
 type Config struct {
@@ -45,6 +48,10 @@ type Config struct {
 	// Rendezvous, if set, answers natlab's pairing datagrams on the same
 	// UDP sockets (they start with '{', which STUN never does).
 	Rendezvous *rendezvous.Registry
+	// TURN, if set, also serves a TURN relay (pion/turn) on the same UDP
+	// sockets and TCP listener: Binding requests stay with the RFC 5780
+	// handler, every other STUN method and ChannelData go to TURN.
+	TURN *TURNConfig
 }
 
 // Stats are the server's counters since start; a metrics exporter reads them.
@@ -71,6 +78,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	tcpConns map[net.Conn]struct{}
+	turn     *turnRelay // nil without TURN
+	jobs     chan bindingJob
 
 	requests, responses, errors, dropped, sendFailures atomic.Uint64
 }
@@ -133,6 +142,20 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		s.tcpErr = fmt.Errorf("tcp %s: %w", a.Primary, s.tcpErr)
 		log.Warn("serving STUN over UDP only", "reason", s.tcpErr)
 	}
+	if cfg.TURN != nil {
+		if err := s.startTURN(n, *cfg.TURN); err != nil {
+			s.closeConns()
+			if s.tcp != nil {
+				_ = s.tcp.Close()
+			}
+			return nil, err
+		}
+	}
+	s.jobs = make(chan bindingJob, bindingQueue)
+	for range bindingWorkers() {
+		s.wg.Add(1)
+		go s.answerBindings()
+	}
 	for ap, c := range s.conns {
 		s.wg.Add(1)
 		go s.serveUDP(ap, c)
@@ -157,6 +180,22 @@ func (s *Server) Handler() *Handler { return s.h }
 // TCPError is nil when Binding over TCP is served, else why not.
 func (s *Server) TCPError() error { return s.tcpErr }
 
+// TURNStats returns the relay's counters; ok is false without TURN.
+func (s *Server) TURNStats() (st TURNStats, ok bool) {
+	if s.turn == nil {
+		return TURNStats{}, false
+	}
+	return s.turn.stats(), true
+}
+
+// TURNTLSAddr is the TLS listener's address, if TURN over TLS is served.
+func (s *Server) TURNTLSAddr() (netip.AddrPort, bool) {
+	if s.turn == nil || s.turn.tls == nil {
+		return netip.AddrPort{}, false
+	}
+	return toAddrPort(s.turn.tls.Addr()), true
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -171,7 +210,10 @@ func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.closing)
-		err = s.closeConns()
+		if s.turn != nil {
+			err = s.turn.close()
+		}
+		err = errors.Join(err, s.closeConns())
 		if s.tcp != nil {
 			if e := s.tcp.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
 				err = errors.Join(err, e)
@@ -194,6 +236,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-s.closing:
 	}
 	return s.Close()
+}
+
+func (s *Server) turnDemux(local netip.AddrPort) *demuxSet {
+	if s.turn == nil {
+		return nil
+	}
+	return s.turn.demux[local]
 }
 
 func (s *Server) closeConns() error {
@@ -230,8 +279,14 @@ func (s *Server) count(rep Reply) {
 
 func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 	defer s.wg.Done()
-	buf := make([]byte, readBufferSize)
+	if uc, ok := c.(*net.UDPConn); ok && local.Addr().Is4() {
+		s.serveUDPBatch(local, uc)
+		return
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer func() { bufPool.Put(bp) }()
 	for {
+		buf := *bp
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			if s.isClosing() || errors.Is(err, net.ErrClosed) {
@@ -241,21 +296,74 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 			continue
 		}
 		if s.rz != nil && rendezvous.IsRendezvous(buf[:n]) {
-			rendezvous.Send(c, s.rz.Handle(buf[:n], toAddrPort(from)))
+			s.rz.Send(c, s.rz.Handle(buf[:n], toAddrPort(from)))
 			continue
 		}
-		rep := s.h.Handle(buf[:n], toAddrPort(from), local)
-		s.count(rep)
-		if rep.Raw == nil {
+		if d := s.turnDemux(local); d != nil && isTURN(buf[:n]) {
+			if reply, pass := s.turn.inspect(buf[:n]); pass {
+				d.push(buf[:n], from)
+			} else if reply != nil {
+				_, _ = c.WriteTo(reply, from)
+			}
 			continue
 		}
-		out := s.conns[rep.From]
-		if out == nil { // the handler only names sockets of the plan
-			out = c
+		select {
+		case s.jobs <- bindingJob{buf: bp, n: n, from: from, local: local, c: c}:
+			bp = bufPool.Get().(*[]byte)
+		default:
+			s.answer(buf[:n], from, local, c)
 		}
-		if _, err := out.WriteTo(rep.Raw, net.UDPAddrFromAddrPort(rep.To)); err != nil {
-			s.sendFailures.Add(1)
-			s.log.Debug("udp write", "from", rep.From, "to", rep.To, "err", err)
+	}
+}
+
+// readBatch is how many datagrams one recvmmsg call may return.
+const readBatch = 32
+
+// serveUDPBatch is serveUDP for a kernel socket: it reads up to readBatch
+// datagrams per system call.
+func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
+	pc := ipv4.NewPacketConn(uc)
+	msgs := make([]ipv4.Message, readBatch)
+	bufs := make([]*[]byte, readBatch)
+	for i := range msgs {
+		bufs[i] = bufPool.Get().(*[]byte)
+		msgs[i].Buffers = [][]byte{*bufs[i]}
+	}
+	defer func() {
+		for _, b := range bufs {
+			bufPool.Put(b)
+		}
+	}()
+	for {
+		n, err := pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Debug("udp read", "socket", local, "err", err)
+			continue
+		}
+		for i := range n {
+			b, from := (*bufs[i])[:msgs[i].N], msgs[i].Addr
+			if s.rz != nil && rendezvous.IsRendezvous(b) {
+				s.rz.Send(uc, s.rz.Handle(b, toAddrPort(from)))
+				continue
+			}
+			if d := s.turnDemux(local); d != nil && isTURN(b) {
+				if reply, pass := s.turn.inspect(b); pass {
+					d.push(b, from)
+				} else if reply != nil {
+					_, _ = uc.WriteTo(reply, from)
+				}
+				continue
+			}
+			select {
+			case s.jobs <- bindingJob{buf: bufs[i], n: len(b), from: from, local: local, c: uc}:
+				bufs[i] = bufPool.Get().(*[]byte)
+				msgs[i].Buffers[0] = *bufs[i]
+			default:
+				s.answer(b, from, local, uc)
+			}
 		}
 	}
 }
@@ -294,11 +402,14 @@ func (s *Server) acceptTCP() {
 // client closes it, goes idle, or sends something that is not STUN.
 func (s *Server) serveTCP(c net.Conn) {
 	defer s.wg.Done()
+	handedOff := false
 	defer func() {
 		s.mu.Lock()
 		delete(s.tcpConns, c)
 		s.mu.Unlock()
-		_ = c.Close()
+		if !handedOff {
+			_ = c.Close()
+		}
 	}()
 	from, local := toAddrPort(c.RemoteAddr()), s.addrs.Primary
 	buf := make([]byte, maxMessageSize)
@@ -309,12 +420,24 @@ func (s *Server) serveTCP(c net.Conn) {
 		if _, err := io.ReadFull(c, buf[:headerSize]); err != nil {
 			return
 		}
+		if s.rz != nil && rendezvous.IsRendezvous(buf[:headerSize]) {
+			// A pairing peer whose UDP is blocked: the connection is
+			// the rendezvous's from here on.
+			s.rz.ServeStream(c, buf[:headerSize])
+			return
+		}
 		size := headerSize + int(binary.BigEndian.Uint16(buf[2:4]))
 		if size > len(buf) {
 			s.dropped.Add(1)
 			return
 		}
 		if _, err := io.ReadFull(c, buf[headerSize:size]); err != nil {
+			return
+		}
+		if s.turn != nil && isTURN(buf[:size]) {
+			// From here on the connection is TURN's: pion/turn reads it
+			// (through the peer policy) and closes it.
+			handedOff = s.turn.handoff(c, buf[:size])
 			return
 		}
 		rep := s.h.HandleStream(buf[:size], from, local)
@@ -329,6 +452,57 @@ func (s *Server) serveTCP(c net.Conn) {
 			s.sendFailures.Add(1)
 			return
 		}
+	}
+}
+
+// bindingWorkers is how many goroutines answer Binding requests: one per
+// CPU, so the answers use every core, as coturn's threads do. Each socket
+// keeps a single reader, so TURN datagrams are relayed in the order they
+// came.
+func bindingWorkers() int { return runtime.GOMAXPROCS(0) }
+
+// bindingQueue is how many Binding requests wait for a worker; when it is
+// full the reader answers itself.
+const bindingQueue = 256
+
+// bindingJob is one Binding request for a worker.
+type bindingJob struct {
+	buf   *[]byte
+	n     int
+	from  net.Addr
+	local netip.AddrPort
+	c     net.PacketConn
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+func (s *Server) answerBindings() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case j := <-s.jobs:
+			s.answer((*j.buf)[:j.n], j.from, j.local, j.c)
+			bufPool.Put(j.buf)
+		}
+	}
+}
+
+// answer handles one request read from c and sends the reply, if any.
+func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.PacketConn) {
+	rep := s.h.Handle(b, toAddrPort(from), local)
+	s.count(rep)
+	if rep.Raw == nil {
+		return
+	}
+	out := s.conns[rep.From]
+	if out == nil { // the handler only names sockets of the plan
+		out = c
+	}
+	if _, err := out.WriteTo(rep.Raw, net.UDPAddrFromAddrPort(rep.To)); err != nil {
+		s.sendFailures.Add(1)
+		s.log.Debug("udp write", "from", rep.From, "to", rep.To, "err", err)
 	}
 }
 

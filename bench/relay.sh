@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench/relay.sh: natlab serve against coturn's turnserver on this machine
+# (loopback), with one client for both (bench/relaybench, natlab's own
+# relay.Measure and a Binding load generator):
+#   - TURN relay throughput and RTT (two allocations relaying to each other)
+#     over UDP and TCP; goal: natlab >= 0.8x coturn's throughput
+#   - STUN Binding responses per second; goal: natlab >= 1.0x coturn
+#
+#   bench/relay.sh                      (defaults)
+#   TIME=5s BYTES=134217728 RUNS=3 bench/relay.sh
+#   NATLAB=/path/to/natlab bench/relay.sh   (use a built binary)
+#
+# Needs: go, python3, turnserver (Debian package coturn).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dur=${TIME:-3s}
+bytes=${BYTES:-67108864}
+runs=${RUNS:-3}
+
+if ! command -v turnserver >/dev/null; then
+	echo "bench/relay.sh: turnserver not found (Debian package coturn)" >&2
+	exit 1
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+if [[ -n ${NATLAB:-} ]]; then
+	cp "$NATLAB" "$work/natlab"
+else
+	go build -o "$work/natlab" ./cmd/natlab
+fi
+go build -o "$work/relaybench" ./bench/relaybench
+
+free_port() {
+	python3 -c 'import socket
+for _ in range(100):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        t.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass
+    finally: u.close(); t.close()'
+}
+
+# Wait until something answers STUN on 127.0.0.1:$1.
+wait_stun() {
+	for _ in $(seq 50); do
+		if "$work/relaybench" -mode stun -server "127.0.0.1:$1" -sockets 1 -window 1 -time 100ms 2>/dev/null | grep -q '"answered":[1-9]'; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "bench/relay.sh: nothing answers on 127.0.0.1:$1" >&2
+	exit 1
+}
+
+echo "alice:wonderland" >"$work/users"
+np=$(free_port)
+"$work/natlab" serve --listen "127.0.0.1:$np" --users "$work/users" --user-quota 0 >"$work/natlab.log" 2>&1 &
+pids+=($!)
+cp=$(free_port)
+turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$cp" \
+	--realm natlab --lt-cred-mech --user alice:wonderland --allow-loopback-peers \
+	--no-tls --no-dtls --no-cli --log-file "$work/coturn.log" >/dev/null 2>&1 &
+pids+=($!)
+wait_stun "$np"
+wait_stun "$cp"
+
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+echo "# natlab serve 127.0.0.1:$np vs coturn $(turnserver --version 2>/dev/null | head -1) 127.0.0.1:$cp; $(nproc) CPUs"
+echo "# TURN: 2 allocations relaying to each other, bursts of <= $bytes bytes / $dur each way, best of $runs"
+printf '%-10s %-8s %10s %10s %12s %8s\n' transport server rtt_ms p95_ms mbit_s lost_%
+for tr in udp tcp; do
+	declare -A thr=()
+	for who in natlab coturn; do
+		port=$np; [[ $who == coturn ]] && port=$cp
+		out=$("$work/relaybench" -mode turn -server "127.0.0.1:$port" -transport "$tr" -bytes "$bytes" -time "$dur" -runs "$runs")
+		thr[$who]=$(field "$out" throughput_mbps)
+		printf '%-10s %-8s %10s %10s %12s %8s\n' "$tr" "$who" "$(field "$out" rtt_median_ms)" "$(field "$out" rtt_p95_ms)" "${thr[$who]}" "$(field "$out" lost_pct)"
+	done
+	echo "TURN over $tr: natlab/coturn throughput = $(ratio "${thr[natlab]}" "${thr[coturn]}") (goal >= 0.8)"
+done
+
+echo "# STUN: Binding requests, 8 sockets x 32 outstanding, $dur"
+declare -A rps=()
+for who in natlab coturn; do
+	port=$np; [[ $who == coturn ]] && port=$cp
+	out=$("$work/relaybench" -mode stun -server "127.0.0.1:$port" -time "$dur")
+	rps[$who]=$(field "$out" responses_per_s)
+	printf '%-8s %12s responses/s\n' "$who" "${rps[$who]}"
+done
+echo "STUN: natlab/coturn responses per second = $(ratio "${rps[natlab]}" "${rps[coturn]}") (goal >= 1.0)"

@@ -1,0 +1,431 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4"
+	"github.com/pion/turn/v4"
+)
+
+// DefaultRealm is the TURN realm when none is configured.
+const DefaultRealm = "natlab"
+
+// DefaultUserQuota is the number of concurrent allocations one user may
+// hold by default: a probe needs one or two, a WebRTC call a handful.
+const DefaultUserQuota = 10
+
+// TURN timing, each with why.
+const (
+	// turnIdleTimeout closes a TURN-over-TCP/TLS connection that sends
+	// nothing: a client holding an allocation must refresh it within its
+	// lifetime, at most one hour (pion/turn's cap), so this only drops the
+	// dead.
+	turnIdleTimeout = time.Hour + time.Minute
+	// turnFirstFrameTimeout bounds the TLS handshake and first request of
+	// a new connection: both take one or two round trips.
+	turnFirstFrameTimeout = 10 * time.Second
+	// turnQueue is how many datagrams wait for the TURN goroutine of one
+	// UDP socket before more are dropped, as a kernel socket buffer would.
+	turnQueue = 1024
+)
+
+// TURNConfig enables the TURN relay of a Server. Relaying needs at least
+// one credential source (Users or Secret).
+type TURNConfig struct {
+	// Realm of the long-term credentials; "" means DefaultRealm.
+	Realm string
+	// Users are long-term credentials, user → password.
+	Users map[string]string
+	// Secret, if set, also accepts TURN REST API ephemeral credentials
+	// (coturn's use-auth-secret): username "expiry:user", password
+	// base64(HMAC-SHA1(Secret, username)).
+	Secret string
+	// UserQuota is the maximum of concurrent allocations per username
+	// (486 Allocation Quota Reached beyond it); 0 means DefaultUserQuota,
+	// negative means unlimited.
+	UserQuota int
+	// RelayIP is the relayed address given to clients; invalid means the
+	// primary listen IP (which must then be specific).
+	RelayIP netip.Addr
+	// Peers decides which peer addresses may be relayed to; its Self is
+	// filled in with the server's own addresses.
+	Peers PeerPolicy
+	// TLS, if set, serves TURN over TLS on TLSAddr.
+	TLS     *tls.Config
+	TLSAddr netip.AddrPort
+	// Now is the clock for ephemeral credential expiry (nil: time.Now).
+	Now func() time.Time
+}
+
+// TURNStats are the relay's counters since start.
+type TURNStats struct {
+	Allocations      int64  `json:"allocations"`       // allocations alive now
+	AllocationsTotal uint64 `json:"allocations_total"` // allocations created
+	AuthFailures     uint64 `json:"auth_failures"`     // requests with bad or expired credentials
+	QuotaRejections  uint64 `json:"quota_rejections"`  // 486 sent
+	PeersRefused     uint64 `json:"peers_refused"`     // permissions, channels and sends refused by the peer policy
+	TCPConnections   uint64 `json:"tcp_connections"`   // TURN connections over TCP and TLS accepted
+}
+
+// turnRelay is the TURN side of a Server.
+type turnRelay struct {
+	cfg    TURNConfig
+	realm  string
+	log    *slog.Logger
+	srv    *turn.Server
+	policy PeerPolicy
+
+	demux  map[netip.AddrPort]*demuxSet
+	tcp    *chanListener // TCP connections handed over by the STUN server
+	tls    net.Listener  // nil without TLS
+	tlsErr error
+
+	mu      sync.Mutex
+	perUser map[string]int              // live allocations by username
+	allocs  map[string]allocInfo        // by 5-tuple key
+	relays  map[netip.AddrPort]int      // live relayed addresses
+	conns   map[net.Conn]struct{}       // TCP/TLS connections, closed on shutdown
+	sockets map[net.PacketConn]struct{} // relay sockets, closed on shutdown
+	closed  bool
+
+	allocations                                                   atomic.Int64
+	allocationsTotal, authFailures, quotaRejections, peersRefused atomic.Uint64
+	tcpConns                                                      atomic.Uint64
+}
+
+type allocInfo struct {
+	user  string
+	relay netip.AddrPort
+}
+
+func tupleKey(src, dst net.Addr, proto string) string {
+	return proto + " " + src.String() + " " + dst.String()
+}
+
+// startTURN starts pion/turn behind the server's UDP sockets (through
+// demultiplexers), its TCP listener (through hand-over) and, if
+// configured, a TLS listener of its own.
+func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
+	if len(cfg.Users) == 0 && cfg.Secret == "" {
+		return errors.New("turn: no credentials (want users or a shared secret)")
+	}
+	t := &turnRelay{
+		cfg: cfg, realm: cfg.Realm, log: s.log,
+		demux: map[netip.AddrPort]*demuxSet{}, perUser: map[string]int{}, allocs: map[string]allocInfo{},
+		relays: map[netip.AddrPort]int{}, conns: map[net.Conn]struct{}{}, sockets: map[net.PacketConn]struct{}{},
+	}
+	if t.realm == "" {
+		t.realm = DefaultRealm
+	}
+	if t.cfg.Now == nil {
+		t.cfg.Now = time.Now
+	}
+	if t.cfg.UserQuota == 0 {
+		t.cfg.UserQuota = DefaultUserQuota
+	}
+	relayIP := cfg.RelayIP
+	if !relayIP.IsValid() {
+		relayIP = s.addrs.Primary.Addr()
+	}
+	if relayIP.IsUnspecified() {
+		return errors.New("turn: a relay IP is needed when listening on an unspecified address")
+	}
+	bind := s.addrs.Primary.Addr()
+	t.policy = cfg.Peers
+	t.policy.Self = append(append([]netip.Addr(nil), cfg.Peers.Self...), relayIP, s.addrs.Primary.Addr())
+	if s.addrs.AltIP.IsValid() {
+		t.policy.Self = append(t.policy.Self, s.addrs.AltIP)
+	}
+	gen := &trackingGenerator{t: t, RelayAddressGeneratorStatic: turn.RelayAddressGeneratorStatic{
+		RelayAddress: relayIP.AsSlice(), Address: bind.String(), Net: n,
+	}}
+	perm := func(_ net.Addr, ip net.IP) bool {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok || t.policy.CheckIP(a) != nil {
+			t.peersRefused.Add(1)
+			return false
+		}
+		return true
+	}
+	var pcs []turn.PacketConnConfig
+	for ap, c := range s.conns {
+		set := &demuxSet{}
+		for range turnShards() {
+			d := newDemuxConn(c)
+			set.shards = append(set.shards, d)
+			pcs = append(pcs, turn.PacketConnConfig{PacketConn: d, RelayAddressGenerator: gen, PermissionHandler: perm})
+		}
+		t.demux[ap] = set
+	}
+	var lcs []turn.ListenerConfig
+	if s.tcp != nil {
+		t.tcp = newChanListener(s.tcp.Addr())
+		lcs = append(lcs, turn.ListenerConfig{Listener: t.tcp, RelayAddressGenerator: gen, PermissionHandler: perm})
+	}
+	if cfg.TLS != nil {
+		l, err := n.ListenTCP("tcp4", net.TCPAddrFromAddrPort(cfg.TLSAddr))
+		if err != nil {
+			t.closeDemux()
+			return fmt.Errorf("turn: listen tls %s: %w", cfg.TLSAddr, err)
+		}
+		t.tls = &guardListener{Listener: tls.NewListener(l, cfg.TLS), t: t}
+		lcs = append(lcs, turn.ListenerConfig{Listener: t.tls, RelayAddressGenerator: gen, PermissionHandler: perm})
+	}
+	logs := logging.NewDefaultLoggerFactory()
+	logs.DefaultLogLevel = logging.LogLevelDisabled
+	srv, err := turn.NewServer(turn.ServerConfig{
+		PacketConnConfigs: pcs,
+		ListenerConfigs:   lcs,
+		LoggerFactory:     logs,
+		Realm:             t.realm,
+		AuthHandler:       t.auth,
+		QuotaHandler:      t.quota,
+		EventHandler: turn.EventHandler{
+			OnAuth:              t.onAuth,
+			OnAllocationCreated: t.onCreated,
+			OnAllocationDeleted: t.onDeleted,
+		},
+	})
+	if err != nil {
+		t.closeDemux()
+		if t.tls != nil {
+			_ = t.tls.Close()
+		}
+		return fmt.Errorf("turn: %w", err)
+	}
+	t.srv = srv
+	s.turn = t
+	return nil
+}
+
+// key returns the long-term credential key (MD5 of user:realm:password)
+// for a username, or false.
+func (t *turnRelay) key(username, realm string) ([]byte, bool) {
+	if realm != t.realm {
+		return nil, false
+	}
+	if pw, ok := t.cfg.Users[username]; ok {
+		return turn.GenerateAuthKey(username, realm, pw), true
+	}
+	if t.cfg.Secret == "" {
+		return nil, false
+	}
+	exp, ok := ephemeralExpiry(username)
+	if !ok || !t.cfg.Now().Before(exp) {
+		return nil, false
+	}
+	return turn.GenerateAuthKey(username, realm, EphemeralPassword(t.cfg.Secret, username)), true
+}
+
+func (t *turnRelay) auth(username, realm string, _ net.Addr) ([]byte, bool) {
+	k, ok := t.key(username, realm)
+	if !ok {
+		t.authFailures.Add(1)
+	}
+	return k, ok
+}
+
+func (t *turnRelay) onAuth(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
+	if !verdict {
+		t.authFailures.Add(1) // a known user with the wrong password
+	}
+}
+
+func (t *turnRelay) quota(username, _ string, _ net.Addr) bool {
+	if t.cfg.UserQuota < 0 {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// Concurrent allocations of one user on several connections can pass
+	// this check together before either is counted; the overshoot is
+	// bounded by the number of connections racing.
+	if t.perUser[username] >= t.cfg.UserQuota {
+		t.quotaRejections.Add(1)
+		return false
+	}
+	return true
+}
+
+func (t *turnRelay) onCreated(src, dst net.Addr, proto, username, _ string, relay net.Addr, _ int) {
+	ra := toAddrPort(relay)
+	t.mu.Lock()
+	t.perUser[username]++
+	t.allocs[tupleKey(src, dst, proto)] = allocInfo{user: username, relay: ra}
+	t.relays[ra]++
+	t.mu.Unlock()
+	t.allocations.Add(1)
+	t.allocationsTotal.Add(1)
+}
+
+func (t *turnRelay) onDeleted(src, dst net.Addr, proto, _, _ string) {
+	k := tupleKey(src, dst, proto)
+	t.mu.Lock()
+	a, ok := t.allocs[k]
+	if ok {
+		delete(t.allocs, k)
+		if t.perUser[a.user]--; t.perUser[a.user] <= 0 {
+			delete(t.perUser, a.user)
+		}
+		if t.relays[a.relay]--; t.relays[a.relay] <= 0 {
+			delete(t.relays, a.relay)
+		}
+	}
+	t.mu.Unlock()
+	if ok {
+		t.allocations.Add(-1)
+	}
+}
+
+// isRelay reports whether ap is a live relayed address of this server.
+func (t *turnRelay) isRelay(ap netip.AddrPort) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.relays[ap] > 0
+}
+
+func (t *turnRelay) stats() TURNStats {
+	return TURNStats{
+		Allocations: t.allocations.Load(), AllocationsTotal: t.allocationsTotal.Load(),
+		AuthFailures: t.authFailures.Load(), QuotaRejections: t.quotaRejections.Load(),
+		PeersRefused: t.peersRefused.Load(), TCPConnections: t.tcpConns.Load(),
+	}
+}
+
+// track registers a TCP or TLS connection so shutdown can close it;
+// false means the relay is closing and the caller must close c.
+func (t *turnRelay) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	t.tcpConns.Add(1)
+	return true
+}
+
+func (t *turnRelay) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+// handoff gives a TCP connection whose first frame (already read) is a
+// TURN request to pion/turn.
+func (t *turnRelay) handoff(c net.Conn, first []byte) bool {
+	if t.tcp == nil {
+		return false
+	}
+	g := newGuardConn(c, t, first)
+	if !t.track(g) {
+		return false
+	}
+	if !t.tcp.push(g) {
+		t.untrack(g)
+		return false
+	}
+	return true
+}
+
+func (t *turnRelay) closeDemux() {
+	for _, set := range t.demux {
+		for _, d := range set.shards {
+			_ = d.Close()
+		}
+	}
+}
+
+// close stops pion/turn and closes every socket it was given or made.
+func (t *turnRelay) close() error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	err := t.srv.Close() // closes the demultiplexers and listeners
+	t.mu.Lock()
+	conns := make([]net.Conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	socks := make([]net.PacketConn, 0, len(t.sockets))
+	for c := range t.sockets {
+		socks = append(socks, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	// pion closes relay sockets from its own goroutines after its read
+	// loops end; closing them here makes shutdown complete on return.
+	for _, c := range socks {
+		_ = c.Close()
+	}
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// trackingGenerator records relay sockets so shutdown can close them.
+type trackingGenerator struct {
+	turn.RelayAddressGeneratorStatic
+	t *turnRelay
+}
+
+func (g *trackingGenerator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	c, a, err := g.RelayAddressGeneratorStatic.AllocatePacketConn(network, port)
+	if err != nil {
+		return nil, nil, err
+	}
+	g.t.mu.Lock()
+	if g.t.closed {
+		g.t.mu.Unlock()
+		_ = c.Close()
+		return nil, nil, net.ErrClosed
+	}
+	tc := &trackedPacketConn{PacketConn: c, t: g.t}
+	g.t.sockets[tc] = struct{}{}
+	g.t.mu.Unlock()
+	return tc, a, nil
+}
+
+type trackedPacketConn struct {
+	net.PacketConn
+	t    *turnRelay
+	once sync.Once
+	err  error
+}
+
+func (c *trackedPacketConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.sockets, c)
+		c.t.mu.Unlock()
+		c.err = c.PacketConn.Close()
+	})
+	return c.err
+}
+
+// isTURN reports whether a datagram on a shared port belongs to TURN:
+// ChannelData (first byte 0x40–0x7F) or a STUN message with the magic
+// cookie whose method is not Binding.
+func isTURN(b []byte) bool {
+	if len(b) >= 4 && b[0] >= 0x40 && b[0] <= 0x7F {
+		return true
+	}
+	if len(b) < headerSize || b[0]&0xC0 != 0 || !stun.IsMessage(b) {
+		return false
+	}
+	typ := uint16(b[0])<<8 | uint16(b[1])
+	return typ&^0x0110 != uint16(stun.MethodBinding)
+}

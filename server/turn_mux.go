@@ -1,0 +1,489 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// inspect checks a TURN frame before pion/turn sees it.
+//
+// Authenticated requests whose user is unknown, whose ephemeral
+// credentials expired or whose MESSAGE-INTEGRITY does not check are
+// answered 401 here, as RFC 5389 §10.2.2 asks (pion/turn answers 400).
+// CreatePermission and ChannelBind requests naming a refused peer are
+// answered 403 Forbidden, signed with the requester's key (pion/turn
+// would answer without an error code); refused Send indications are
+// dropped. pass is false when the frame must not reach pion/turn; reply,
+// if set, goes back to the sender.
+func (t *turnRelay) inspect(b []byte) (reply []byte, pass bool) {
+	if len(b) < headerSize || b[0]&0xC0 != 0 {
+		return nil, true // ChannelData: its channel was vetted when bound
+	}
+	typ := binary.BigEndian.Uint16(b[0:2])
+	method, class := stun.Method(typ&^0x0110), typ&0x0110
+	isReq := class == 0
+	authMethod := isReq && (method == stun.MethodAllocate || method == stun.MethodRefresh ||
+		method == stun.MethodCreatePermission || method == stun.MethodChannelBind)
+	peerMethod := (isReq && (method == stun.MethodCreatePermission || method == stun.MethodChannelBind)) ||
+		(class == 0x0010 && method == stun.MethodSend)
+	if !authMethod && !peerMethod {
+		return nil, true
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return nil, true // malformed: pion/turn rejects it
+	}
+	var key []byte
+	if authMethod && m.Contains(stun.AttrMessageIntegrity) {
+		var user stun.Username
+		var realm stun.Realm
+		if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
+			return nil, true // pion/turn answers 400
+		}
+		k, ok := t.key(user.String(), realm.String())
+		if !ok || stun.MessageIntegrity(k).Check(m) != nil {
+			t.authFailures.Add(1)
+			return t.unauthorized(m, method), false
+		}
+		key = k
+	}
+	if !peerMethod {
+		return nil, true
+	}
+	refused := t.refusedPeer(m, method)
+	if refused == nil {
+		return nil, true
+	}
+	t.peersRefused.Add(1)
+	if !isReq {
+		return nil, false
+	}
+	if key == nil {
+		return nil, true // unauthenticated: pion/turn answers 401
+	}
+	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID),
+		stun.NewType(method, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeForbidden, Reason: []byte("Forbidden: " + refused.Error())},
+		stun.NewSoftware(DefaultSoftware), stun.MessageIntegrity(key), stun.Fingerprint)
+	if err != nil {
+		return nil, false
+	}
+	t.log.Debug("turn peer refused", "err", refused)
+	return res.Raw, false
+}
+
+// refusedPeer says why a peer named in m is refused, or nil.
+func (t *turnRelay) refusedPeer(m *stun.Message, method stun.Method) error {
+	for _, a := range m.Attributes {
+		if a.Type != stun.AttrXORPeerAddress {
+			continue
+		}
+		tmp := &stun.Message{TransactionID: m.TransactionID}
+		tmp.Add(stun.AttrXORPeerAddress, a.Value)
+		var pa stun.XORMappedAddress
+		if err := pa.GetFromAs(tmp, stun.AttrXORPeerAddress); err != nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(pa.IP)
+		if !ok {
+			continue
+		}
+		ap := netip.AddrPortFrom(ip.Unmap(), uint16(pa.Port))
+		var err error
+		if method == stun.MethodCreatePermission {
+			// A permission is per IP; ports are checked when data flows.
+			err = t.policy.CheckIP(ap.Addr())
+		} else {
+			err = t.policy.CheckPeer(ap, t.isRelay)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unauthorized is the 401 for bad credentials: REALM, and the request's
+// NONCE back (pion/turn issued it; the credentials, not the nonce, are
+// wrong).
+func (t *turnRelay) unauthorized(m *stun.Message, method stun.Method) []byte {
+	setters := []stun.Setter{stun.NewTransactionIDSetter(m.TransactionID),
+		stun.NewType(method, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte("Unauthorized")},
+		stun.NewRealm(t.realm)}
+	var nonce stun.Nonce
+	if nonce.GetFrom(m) == nil {
+		setters = append(setters, nonce)
+	}
+	setters = append(setters, stun.NewSoftware(DefaultSoftware), stun.Fingerprint)
+	res, err := stun.Build(setters...)
+	if err != nil {
+		return nil
+	}
+	return res.Raw
+}
+
+// turnShards is how many pion/turn read loops serve one UDP socket: pion
+// handles a socket's client datagrams in one goroutine, so a busy relay
+// would use one core; clients are spread over the shards by source
+// address, which keeps each client's datagrams in order and its
+// allocation in one shard.
+func turnShards() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// demuxSet is the shards of one socket.
+type demuxSet struct{ shards []*demuxConn }
+
+// push hands a datagram to its source's shard.
+func (s *demuxSet) push(b []byte, from net.Addr) {
+	var h uint32 = 2166136261 // FNV-1a over the source address
+	if ua, ok := from.(*net.UDPAddr); ok {
+		for _, x := range ua.IP {
+			h = (h ^ uint32(x)) * 16777619
+		}
+		h = (h ^ uint32(ua.Port)) * 16777619
+		h = (h ^ uint32(ua.Port>>8)) * 16777619
+	} else {
+		for _, x := range []byte(from.String()) {
+			h = (h ^ uint32(x)) * 16777619
+		}
+	}
+	s.shards[h%uint32(len(s.shards))].push(b, from)
+}
+
+// demuxConn is the view pion/turn has of a UDP socket shared with the
+// STUN server: it reads the datagrams the STUN read loop hands it and
+// writes straight to the socket. Closing it leaves the socket open.
+type demuxConn struct {
+	net.PacketConn
+	in   chan datagram
+	done chan struct{}
+	once sync.Once
+
+	mu       sync.Mutex
+	deadline time.Time
+	dlChange chan struct{}
+}
+
+type datagram struct {
+	b    []byte
+	from net.Addr
+}
+
+func newDemuxConn(c net.PacketConn) *demuxConn {
+	return &demuxConn{PacketConn: c, in: make(chan datagram, turnQueue), done: make(chan struct{}), dlChange: make(chan struct{})}
+}
+
+// push queues a copy of b; it drops the datagram when the queue is full.
+func (d *demuxConn) push(b []byte, from net.Addr) {
+	select {
+	case d.in <- datagram{b: append([]byte(nil), b...), from: from}:
+	default:
+	}
+}
+
+func (d *demuxConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		d.mu.Lock()
+		dl, changed := d.deadline, d.dlChange
+		d.mu.Unlock()
+		var (
+			timeout <-chan time.Time
+			tm      *time.Timer
+		)
+		if !dl.IsZero() {
+			wait := time.Until(dl)
+			if wait <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			tm = time.NewTimer(wait)
+			timeout = tm.C
+		}
+		n, from, err, again := 0, net.Addr(nil), error(nil), false
+		select {
+		case dg := <-d.in:
+			n, from = copy(p, dg.b), dg.from
+		case <-d.done:
+			err = net.ErrClosed
+		case <-timeout:
+			err = os.ErrDeadlineExceeded
+		case <-changed:
+			again = true
+		}
+		if tm != nil {
+			tm.Stop()
+		}
+		if !again {
+			return n, from, err
+		}
+	}
+}
+
+func (d *demuxConn) WriteTo(p []byte, to net.Addr) (int, error) {
+	select {
+	case <-d.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	return d.PacketConn.WriteTo(p, to)
+}
+
+func (d *demuxConn) Close() error {
+	d.once.Do(func() { close(d.done) })
+	return nil
+}
+
+func (d *demuxConn) SetDeadline(t time.Time) error { return d.SetReadDeadline(t) }
+
+func (d *demuxConn) SetReadDeadline(t time.Time) error {
+	d.mu.Lock()
+	d.deadline = t
+	close(d.dlChange)
+	d.dlChange = make(chan struct{})
+	d.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline does nothing: the socket is shared, and UDP writes do
+// not block.
+func (d *demuxConn) SetWriteDeadline(time.Time) error { return nil }
+
+// chanListener is a net.Listener fed with connections the STUN server's
+// TCP listener accepted and found to carry TURN.
+type chanListener struct {
+	addr net.Addr
+	in   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, in: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.in <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.in:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// guardListener wraps the TLS listener so its connections pass the peer
+// policy and are closed on shutdown.
+type guardListener struct {
+	net.Listener
+	t *turnRelay
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	g := newGuardConn(c, l.t, nil)
+	if !l.t.track(g) {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	return g, nil
+}
+
+// guardConn reads a TURN stream frame by frame (RFC 6544 framing: STUN
+// messages and ChannelData padded to 4 bytes), applies inspect to each,
+// and hands pion/turn the frames that pass. It also bounds idle time.
+type guardConn struct {
+	net.Conn
+	t       *turnRelay
+	src     io.Reader
+	first   bool
+	pending []byte
+	buf     []byte
+	once    sync.Once
+
+	// Writes are coalesced: Write queues a frame and a flusher writes
+	// whatever has queued in one system call, so a busy relay stream costs
+	// a fraction of a syscall per frame and an idle one adds no delay.
+	wmu      sync.Mutex
+	wbuf     []byte
+	wspare   []byte
+	werr     error
+	wclosed  bool
+	wkick    chan struct{}
+	wdone    chan struct{}
+	wstarted bool
+}
+
+func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
+	// Buffered: a relayed stream is many small frames, and two read
+	// calls per frame would cost two system calls each.
+	var src io.Reader = bufio.NewReaderSize(c, guardReadBuffer)
+	if len(prefix) > 0 {
+		src = io.MultiReader(bytes.NewReader(append([]byte(nil), prefix...)), src)
+	}
+	return &guardConn{Conn: c, t: t, src: src, first: true, buf: make([]byte, 4+0xFFFF+headerSize),
+		wkick: make(chan struct{}, 1), wdone: make(chan struct{})}
+}
+
+// maxQueuedWrite bounds the bytes queued for the flusher; beyond it Write
+// reports the stream as stuck, as a full socket buffer past the write
+// timeout would.
+const maxQueuedWrite = 4 << 20
+
+// Write queues p for the flusher goroutine.
+func (g *guardConn) Write(p []byte) (int, error) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	if g.werr != nil {
+		return 0, g.werr
+	}
+	if g.wclosed {
+		return 0, net.ErrClosed
+	}
+	if len(g.wbuf)+len(p) > maxQueuedWrite {
+		return 0, errors.New("turn stream: peer not reading")
+	}
+	if !g.wstarted {
+		g.wstarted = true
+		go g.flush()
+	}
+	g.wbuf = append(g.wbuf, p...)
+	select {
+	case g.wkick <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (g *guardConn) flush() {
+	defer close(g.wdone)
+	for range g.wkick {
+		g.wmu.Lock()
+		out := g.wbuf
+		g.wbuf, g.wspare = g.wspare[:0], nil
+		closed := g.wclosed
+		g.wmu.Unlock()
+		if len(out) > 0 {
+			err := g.Conn.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+			if err == nil {
+				_, err = g.Conn.Write(out)
+			}
+			g.wmu.Lock()
+			g.wspare = out[:0]
+			if err != nil && g.werr == nil {
+				g.werr = err
+			}
+			g.wmu.Unlock()
+			if err != nil {
+				_ = g.Conn.Close() // a stuck or broken stream: let the reader see it
+				return
+			}
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	for len(g.pending) == 0 {
+		wait := turnIdleTimeout
+		if g.first {
+			wait = turnFirstFrameTimeout
+		}
+		if err := g.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			return 0, err
+		}
+		frame, err := g.readFrame()
+		if err != nil {
+			return 0, err
+		}
+		g.first = false
+		reply, pass := g.t.inspect(frame)
+		if reply != nil {
+			if _, err := g.Write(reply); err != nil {
+				return 0, err
+			}
+		}
+		if pass {
+			g.pending = frame
+		}
+	}
+	n := copy(p, g.pending)
+	g.pending = g.pending[n:]
+	return n, nil
+}
+
+// guardReadBuffer is the read buffer of a TURN stream: a few dozen
+// ChannelData frames per system call.
+const guardReadBuffer = 64 << 10
+
+var errBadFrame = errors.New("turn stream: neither STUN nor ChannelData")
+
+func (g *guardConn) readFrame() ([]byte, error) {
+	if _, err := io.ReadFull(g.src, g.buf[:4]); err != nil {
+		return nil, err
+	}
+	size := int(binary.BigEndian.Uint16(g.buf[2:4]))
+	switch {
+	case g.buf[0] >= 0x40 && g.buf[0] <= 0x7F:
+		size = 4 + (size+3)&^3
+	case g.buf[0]&0xC0 == 0:
+		size += headerSize
+	default:
+		return nil, errBadFrame
+	}
+	if _, err := io.ReadFull(g.src, g.buf[4:size]); err != nil {
+		return nil, err
+	}
+	return g.buf[:size], nil
+}
+
+// Close flushes what is queued (bounded by tcpWriteTimeout) and closes
+// the connection.
+func (g *guardConn) Close() error {
+	var err error
+	g.once.Do(func() {
+		g.t.untrack(g)
+		g.wmu.Lock()
+		g.wclosed = true
+		started := g.wstarted
+		g.wmu.Unlock()
+		if started {
+			select {
+			case g.wkick <- struct{}{}:
+			default:
+			}
+			<-g.wdone
+		}
+		err = g.Conn.Close()
+	})
+	return err
+}

@@ -61,7 +61,11 @@ type Options struct {
 	Gateway netip.Addr
 	// NoPortMap skips the port-mapping probe.
 	NoPortMap bool
-	Logger    *slog.Logger
+	// Relay, if set, adds the relay stage: allocate on the TURN server,
+	// measure relay and direct paths with the peer, and price the
+	// difference. Both peers must set it (or neither).
+	Relay  *RelayConfig
+	Logger *slog.Logger
 }
 
 // Event is one step of progress, for live views and --events.
@@ -104,15 +108,16 @@ type Verdict struct {
 
 // Report is the result of a paired probe, from one side.
 type Report struct {
-	Schema         string            `json:"schema"`       // ProbeSchema
-	Side           string            `json:"side"`         // "A" or "B"
-	Server         string            `json:"server"`       // natlab serve's address
-	Self           *natclass.Profile `json:"self"`         // this host's NAT profile
-	PortMapping    *portmap.Report   `json:"port_mapping"` // what this host's gateway maps (null when not probed)
-	Peer           natclass.Summary  `json:"peer"`         // the peer's, as it sent it
-	Techniques     []TechniqueResult `json:"techniques"`   // in order of preference
-	Verdict        Verdict           `json:"verdict"`      // what to use
-	DurationMillis float64           `json:"duration_ms"`  // wall time
+	Schema         string            `json:"schema"`          // ProbeSchema
+	Side           string            `json:"side"`            // "A" or "B"
+	Server         string            `json:"server"`          // natlab serve's address
+	Self           *natclass.Profile `json:"self"`            // this host's NAT profile
+	PortMapping    *portmap.Report   `json:"port_mapping"`    // what this host's gateway maps (null when not probed)
+	Peer           natclass.Summary  `json:"peer"`            // the peer's, as it sent it
+	Techniques     []TechniqueResult `json:"techniques"`      // in order of preference
+	Relay          *RelayReport      `json:"relay,omitempty"` // TURN relay figures, and the cost against the direct path
+	Verdict        Verdict           `json:"verdict"`         // what to use
+	DurationMillis float64           `json:"duration_ms"`     // wall time
 }
 
 // peerInfo is what a peer sends through the rendezvous when pairing.
@@ -174,6 +179,10 @@ type agent struct {
 	held *holepunch.Path
 	// heldConn is the same for a TCP connection.
 	heldConn net.Conn
+	// direct is the first confirmed UDP path, kept open past its barrier
+	// so the relay stage can measure it against the relay.
+	direct     *holepunch.Path
+	directTech natclass.Technique
 	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
 	peerOutcomes []natclass.Outcome
 	// cleanups undo what a technique set up outside the socket (a port
@@ -269,10 +278,19 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	// A last barrier: both sides learn the other's last outcome, so they
 	// agree on every technique.
 	defer a.release()
+	defer a.closeDirect()
 	if err := a.agree(ctx, len(preds)+1, rep, prev); err != nil {
 		return nil, err
 	}
 	rep.Verdict = verdict(rep.Techniques)
+	if a.o.Relay != nil {
+		rr, err := a.relayStage(ctx, len(preds)+2, rep)
+		if err != nil {
+			return nil, err
+		}
+		rep.Relay = &rr
+		rep.Verdict = relayVerdict(rep.Verdict, rr)
+	}
 	a.emit(Event{Stage: "verdict", Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = float64(time.Since(a.start).Microseconds()) / 1000
 	return rep, nil
@@ -431,6 +449,12 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 		return tr
 	}
 	path, res := a.punch(ctx, p, sock, theirs)
+	if path != nil && a.o.Relay != nil && a.direct == nil {
+		// Keep the preferred direct path for the relay stage's
+		// comparison; it keeps answering the peer meanwhile.
+		a.direct, a.directTech = path, p.Technique
+		path = nil
+	}
 	a.held = path
 	if sock.cleanup != nil {
 		// The socket now belongs to the path (or is closed): undo the
@@ -509,4 +533,64 @@ func (s *socket) close() {
 			s.cleanup()
 		}
 	})
+}
+
+// closeDirect drops the kept direct path if the relay stage did not take it.
+func (a *agent) closeDirect() {
+	if a.direct != nil {
+		_ = a.direct.Close()
+		a.direct = nil
+	}
+}
+
+// relayStage allocates on the TURN server and, with the peer, measures the
+// kept direct path (if both still hold the agreed one) and then the relay,
+// at steps k (offers) and k+1 (so the bursts do not overlap).
+func (a *agent) relayStage(ctx context.Context, k int, rep *Report) (RelayReport, error) {
+	a.emit(Event{Stage: "relay", Message: "allocating on the TURN relay"})
+	direct, tech := a.direct, a.directTech
+	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
+		// The peer did not confirm this path: measuring it would hang.
+		direct, tech = nil, ""
+		a.closeDirect()
+	}
+	cfg := *a.o.Relay
+	cfg.SkipUDP = cfg.SkipUDP || a.self.NATType == natclass.UDPBlocked
+	rs := PrepareRelay(ctx, a.o.Net, cfg, direct, tech)
+	a.direct = nil // PrepareRelay owns it now
+	defer rs.Close()
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	raw, err := a.rz.Step(sctx, k, rs.Offer())
+	if err != nil {
+		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
+	}
+	var peer RelayOffer
+	if err := json.Unmarshal(raw, &peer); err != nil {
+		return RelayReport{}, fmt.Errorf("relay step: malformed peer offer: %w", err)
+	}
+	tag := RelayTag(a.sess)
+	rs.MeasureDirect(ctx, peer, tag)
+	if _, err := a.rz.Step(sctx, k+1, struct{}{}); err != nil {
+		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
+	}
+	rs.MeasureRelay(ctx, peer, tag)
+	rr := rs.Report()
+	a.emit(Event{Stage: "relay", Message: RelaySummary(rep.Verdict.Direct, rr), Data: rr})
+	return rr, nil
+}
+
+// relayVerdict adds the relay stage to the verdict: the cost of relaying
+// when direct works, else which relay to use, or that nothing works.
+func relayVerdict(v Verdict, r RelayReport) Verdict {
+	line := RelaySummary(v.Direct, r)
+	switch {
+	case v.Direct && line != "":
+		v.Summary += "; " + line
+	case !v.Direct && r.Technique != "":
+		v.Technique, v.Summary = r.Technique, line
+	case !v.Direct:
+		v.Summary = line
+	}
+	return v
 }

@@ -61,7 +61,7 @@ type LabSite struct {
 	Error      string            `json:"error,omitempty"`      // why there is no profile
 }
 
-// StartLabServer starts natlab's server (STUN and rendezvous) on the lab's
+// StartLabServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
 // server host with both public addresses and both ports.
 func StartLabServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 	addrs := server.Addrs{
@@ -69,7 +69,7 @@ func StartLabServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) 
 		AltIP:   lab.Server.Addrs[1],
 		AltPort: LabSTUNAltPort,
 	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil)})
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: LabTURNConfig()})
 	if err != nil {
 		return nil, fmt.Errorf("start lab STUN server: %w", err)
 	}

@@ -51,6 +51,7 @@ type MatrixPair struct {
 	A          string            `json:"a"`
 	B          string            `json:"b"`
 	Techniques []TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
+	Relay      *RelayReport      `json:"relay,omitempty"`      // side A's relay stage
 	Verdict    Verdict           `json:"verdict"`
 	Mismatches []string          `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
 	Error      string            `json:"error,omitempty"`
@@ -154,7 +155,7 @@ func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *
 	}
 	// Report from site a's point of view, whichever side it drew.
 	a := reps[0]
-	mp.Techniques, mp.Verdict = a.Techniques, a.Verdict
+	mp.Techniques, mp.Relay, mp.Verdict = a.Techniques, a.Relay, a.Verdict
 	mp.Mismatches = mismatches(a.Techniques)
 	return nil
 }
@@ -216,6 +217,7 @@ func RunPairInLab(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*R
 				// The lab knows which routers run a port-mapping daemon;
 				// asking the others would only wait out the probe's bound.
 				NoPortMap: !site.Spec.NAT.HasPortMapping(),
+				Relay:     LabRelayConfig(lab),
 			})
 		}()
 	}
@@ -224,4 +226,12 @@ func RunPairInLab(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*R
 		return nil, err
 	}
 	return reps, nil
+}
+
+// LabRelayConfig is how a lab probe reaches the lab server's TURN relay.
+func LabRelayConfig(lab *testnet.Lab) *RelayConfig {
+	return &RelayConfig{
+		Server:   netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String(),
+		Username: LabTURNUser, Password: LabTURNPass,
+	}
 }

@@ -37,6 +37,9 @@ func TestMatrix(t *testing.T) {
 					t.Errorf("%s × %s: %s", p.A, p.B, m)
 				}
 				t.Logf("%-22s × %-22s %s", p.A, p.B, p.Verdict.Summary)
+				if !p.Verdict.Direct && (p.Relay == nil || p.Relay.Relay == nil) {
+					t.Errorf("%s × %s: no direct path and no relay figures: %s", p.A, p.B, p.Verdict.Summary)
+				}
 			}
 			// The pairs the issue names explicitly.
 			want := map[[2]string]natclass.Technique{
@@ -45,7 +48,12 @@ func TestMatrix(t *testing.T) {
 				{"symmetric", "port-restricted-cone"}:            natclass.Birthday,
 				{"symmetric", "full-cone"}:                       natclass.DirectUDP,
 				{"symmetric", "restricted-cone"}:                 natclass.DirectUDP,
-				{"symmetric", "symmetric"}:                       "",
+				{"symmetric", "symmetric"}:                       probe.RelayUDP,
+			}
+			if backend == testnet.Kernel {
+				// Issue #5: a UDP-blocked site relays over TCP.
+				want[[2]string{"udp-blocked", "symmetric"}] = probe.RelayTCP
+				want[[2]string{"udp-blocked", "full-cone"}] = natclass.DirectTCP
 			}
 			for pair, tech := range want {
 				c := rep.Cell(pair[0], pair[1])

@@ -7,12 +7,14 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
+	"github.com/natlab/natlab/tui"
 )
 
 func init() { subcommandFns = append(subcommandFns, newCmdLab) }
@@ -33,6 +35,7 @@ type LabOptions struct {
 	Kernel   bool
 	Lifetime bool
 	Matrix   bool
+	Events   bool
 }
 
 func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
@@ -50,6 +53,14 @@ natlab profiles each host as 'natlab check' would and compares the profile
 with the preset. With --matrix, every pair of presets is probed as two
 'natlab probe' hosts would: each technique predicted and measured. In-process by default (no privileges, UDP); --kernel builds
 Linux network namespaces with real nftables NAT (root or CAP_NET_ADMIN).
+
+On a terminal the run is shown live (the matrix is navigable: arrows move,
+enter opens a pair, esc goes back; q quits, r reruns, ? help); piped, it
+prints text; --json prints the report, --events JSON lines of progress with
+the report last.
+
+Exit status: 0 every measurement matches its preset or prediction, 1 a
+mismatch or an internal error, 2 usage error.
 
 Presets: ` + strings.Join(testnet.Presets(), ", ") + `.
 Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniupnpd (UPnP-IGD, NAT-PMP, PCP) on its router.`,
@@ -74,6 +85,7 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
+	c.Flags().BoolVar(&o.Events, "events", false, "print progress events as JSON lines, then the report as the last line")
 	addOutputFlags(c, &o.Output)
 	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s))
 	return c
@@ -87,24 +99,90 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	if o.Matrix {
 		return runMatrix(ctx, o, backend)
 	}
-	rep, err := probe.RunLab(ctx, probe.LabOptions{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime})
-	if err != nil {
-		return err
+	lo := probe.LabOptions{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime}
+	// RunLab has no progress hook: its events are the plan before and the
+	// sites after.
+	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
+		start := time.Now()
+		plan := labPlan(backend, o.NATA, o.NATB)
+		emit(labEvent(start, "lab", fmt.Sprintf("building the %s lab and profiling %d site(s)", backend, len(plan.Sites)), plan))
+		rep, err := probe.RunLab(ctx, lo)
+		if err != nil {
+			return tui.Result{}, err
+		}
+		for i, s := range rep.Sites {
+			msg := fmt.Sprintf("site %s: %s", s.Name, s.Error)
+			if s.Profile != nil {
+				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", s.Name, s.Profile.NATType, len(s.Mismatches), s.Preset)
+			}
+			emit(labEvent(start, "site", msg, &rep.Sites[i]))
+		}
+		return tui.Result{Lab: rep}, nil
 	}
-	if o.Output.JSON {
-		err = writeJSON(o.IO.Out, rep)
-	} else {
-		err = writeLabReport(o.IO.Out, rep)
+	var rep *probe.LabReport
+	switch {
+	case useTUI(o.IO, o.Output, o.Events):
+		res, err := runTUI(ctx, o.IO, tui.KindLab, "natlab lab", run)
+		if res.Lab == nil {
+			return err
+		}
+		rep = res.Lab
+		if err := writeLabReport(o.IO.Out, rep); err != nil {
+			return err
+		}
+	case o.Events:
+		res, err := run(ctx, func(e probe.Event) { _ = writeJSONLine(o.IO.Out, e) })
+		if err != nil {
+			return err
+		}
+		rep = res.Lab
+		if err := writeJSONLine(o.IO.Out, rep); err != nil {
+			return err
+		}
+	default:
+		var err error
+		if rep, err = probe.RunLab(ctx, lo); err != nil {
+			return err
+		}
+		if o.Output.JSON {
+			err = writeJSON(o.IO.Out, rep)
+		} else {
+			err = writeLabReport(o.IO.Out, rep)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
+	return labExit(rep)
+}
+
+// labExit is the lab's exit status, the same whichever view ran.
+func labExit(rep *probe.LabReport) error {
 	if !rep.Match {
 		// A lab whose profiles differ from their presets means natlab (or
 		// the emulation) is wrong: say so through the exit code too.
 		return &ExitError{Code: ExitInternal, Err: errors.New("lab: a measured profile differs from its preset (see mismatches above)")}
 	}
 	return nil
+}
+
+func labEvent(start time.Time, stage, msg string, data any) probe.Event {
+	now := time.Now()
+	return probe.Event{Time: now, Stage: stage, Message: msg, Data: data, Elapsed: float64(now.Sub(start).Microseconds()) / 1000}
+}
+
+// labPlan is the sites of a lab run with what their presets should
+// produce, before anything is measured.
+func labPlan(backend testnet.Backend, a, b string) tui.LabPlan {
+	plan := tui.LabPlan{Backend: string(backend)}
+	topo, err := testnet.PairTopology(a, b)
+	if err != nil {
+		return plan // the flags were checked; RunLab reports the error
+	}
+	for _, s := range topo.Sites {
+		plan.Sites = append(plan.Sites, probe.LabSite{Name: s.Name, Preset: s.Preset, Expected: s.NAT.Expect()})
+	}
+	return plan
 }
 
 // abbrev shortens RFC 4787 behaviours to the letters engineers use.

@@ -7,29 +7,65 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
+	"github.com/natlab/natlab/tui"
 )
 
 func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) error {
-	opts := probe.MatrixOptions{Backend: backend}
-	if !o.Output.JSON {
-		opts.Events = func(e probe.Event) { fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message) }
+	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
+		plan := matrixPlan(backend)
+		emit(labEvent(time.Now(), "matrix", fmt.Sprintf("pairing %d presets in %d labs", len(plan.Presets), len(plan.Presets)*(len(plan.Presets)+1)/2), plan))
+		rep, err := probe.RunMatrix(ctx, probe.MatrixOptions{Backend: backend, Events: emit})
+		return tui.Result{Matrix: rep}, err
 	}
-	rep, err := probe.RunMatrix(ctx, opts)
-	if err != nil {
-		return err
-	}
-	if o.Output.JSON {
-		err = writeJSON(o.IO.Out, rep)
-	} else {
-		err = writeMatrix(o.IO.Out, rep)
-	}
-	if err != nil {
-		return err
+	var rep *probe.MatrixReport
+	switch {
+	case useTUI(o.IO, o.Output, o.Events):
+		res, err := runTUI(ctx, o.IO, tui.KindMatrix, "natlab lab --matrix", run)
+		if res.Matrix == nil {
+			return err
+		}
+		rep = res.Matrix
+		if err := writeMatrix(o.IO.Out, rep); err != nil {
+			return err
+		}
+	case o.Events:
+		var mu sync.Mutex // pairs finish on their own goroutines
+		res, err := run(ctx, func(e probe.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			_ = writeJSONLine(o.IO.Out, e)
+		})
+		if err != nil {
+			return err
+		}
+		rep = res.Matrix
+		if err := writeJSONLine(o.IO.Out, rep); err != nil {
+			return err
+		}
+	default:
+		opts := probe.MatrixOptions{Backend: backend}
+		if !o.Output.JSON {
+			opts.Events = func(e probe.Event) { fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message) }
+		}
+		var err error
+		if rep, err = probe.RunMatrix(ctx, opts); err != nil {
+			return err
+		}
+		if o.Output.JSON {
+			err = writeJSON(o.IO.Out, rep)
+		} else {
+			err = writeMatrix(o.IO.Out, rep)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if !rep.Match {
 		return &ExitError{Code: ExitInternal, Err: errors.New("lab matrix: a measured outcome differs from its prediction (see above)")}
@@ -37,10 +73,25 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 	return nil
 }
 
+// matrixPlan is the grid before any pair has run, so the TUI can draw it
+// at once. It mirrors RunMatrix's rule (no UDP-blocked preset in-process);
+// the report replaces it when the run ends.
+func matrixPlan(backend testnet.Backend) tui.MatrixPlan {
+	plan := tui.MatrixPlan{Backend: string(backend)}
+	for _, p := range testnet.Presets() {
+		if n, err := testnet.Preset(p); err == nil && n.BlockUDP && backend == testnet.InProcess {
+			continue
+		}
+		plan.Presets = append(plan.Presets, p)
+	}
+	return plan
+}
+
 // cellNames are the short forms of techniques in the matrix grid.
 var cellNames = map[natclass.Technique]string{
 	natclass.SameLAN: "lan", natclass.DirectUDP: "udp", natclass.PredictUDP: "predict",
-	natclass.Birthday: "birthday", natclass.DirectTCP: "tcp",
+	natclass.Birthday: "birthday", natclass.MappedUDP: "portmap", natclass.DirectTCP: "tcp",
+	probe.RelayUDP: "relay", probe.RelayTCP: "relay-tcp",
 }
 
 func writeMatrix(w io.Writer, r *probe.MatrixReport) error {
@@ -61,7 +112,7 @@ func writeMatrix(w io.Writer, r *probe.MatrixReport) error {
 			case c.Error != "":
 				cell = "error"
 			case c.Best() == "":
-				cell = "relay"
+				cell = "none"
 			default:
 				cell = cellNames[c.Best()]
 			}
@@ -75,8 +126,9 @@ func writeMatrix(w io.Writer, r *probe.MatrixReport) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write matrix: %w", err)
 	}
-	fmt.Fprintln(w, "\nudp: hole punch; predict: port prediction; birthday: birthday probing; tcp: TCP simultaneous open;")
-	fmt.Fprintln(w, "relay: no direct technique works; !: a measurement differs from its prediction")
+	fmt.Fprintln(w, "\nudp: hole punch; predict: port prediction; birthday: birthday probing; portmap: mapped port;")
+	fmt.Fprintln(w, "tcp: TCP simultaneous open; relay: TURN over UDP; relay-tcp: TURN over TCP/TLS; none: no path;")
+	fmt.Fprintln(w, "!: a measurement differs from its prediction")
 	var ex []string
 	for p, why := range r.Excluded {
 		ex = append(ex, fmt.Sprintf("  %s: %s", p, why))

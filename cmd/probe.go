@@ -2,9 +2,12 @@ package cmd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -13,9 +16,11 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/metrics"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/tui"
 )
 
 func init() { subcommandFns = append(subcommandFns, newCmdProbe) }
@@ -24,7 +29,7 @@ func init() { subcommandFns = append(subcommandFns, newCmdProbe) }
 // README.
 const (
 	ExitRelay  = 3 // no direct technique worked: a relay is required
-	ExitNoPath = 4 // not even the server is reachable
+	ExitNoPath = 4 // no path at all: no direct technique and no relay (or no server)
 )
 
 // ProbeOptions are the flags and dependencies of `natlab probe`.
@@ -36,9 +41,23 @@ type ProbeOptions struct {
 	Join        string
 	Code        string
 	PairTimeout time.Duration
+	// Interval, if positive, keeps probing: one round per interval.
+	Interval time.Duration
+	// Metrics is the host:port to serve Prometheus metrics on (with
+	// Interval).
+	Metrics string
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
 }
+
+// minInterval is the shortest --interval: a round takes seconds (longer
+// with birthday probing), and rounds that overrun skip to the next slot
+// anyway, so shorter would only mean skipped slots.
+const minInterval = 5 * time.Second
+
+// minPairWindow is the least time left in a slot worth pairing in: the
+// rendezvous needs a few round trips to the server.
+const minPairWindow = time.Second
 
 func newCmdProbe(s IOStreams) *cobra.Command { return NewCmdProbe(s, nil) }
 
@@ -55,8 +74,21 @@ its NAT, the two exchange candidates through the server, and then try every
 direct technique together (UDP hole punching, port prediction, birthday
 probing, TCP simultaneous open), predicted and measured side by side.
 
+On a terminal the probe is shown live (stages, both NAT profiles, each
+technique as it is tried, the verdict; q quits, r reruns, ? help: press r on
+both hosts to pair again). Piped, it prints text; --json prints the report,
+--events JSON lines of progress.
+
+With --interval it keeps probing, one round per interval, printing each
+round's report as one JSON line, until interrupted; --metrics HOST:PORT serves
+Prometheus metrics of the rounds. Both hosts pass the same --interval and the
+same code (--code on both, or --join the code the first host printed): each
+round pairs on a code derived from it and the round's time slot, so a host
+that misses a round meets its peer again in the next.
+
 Exit status: 0 a direct path works, 3 a relay is required, 4 the server is
-unreachable, 2 usage error, 1 internal error.`,
+unreachable, 2 usage error, 1 internal error. With --interval: 0 once
+interrupted, 1 if metrics cannot be served.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if o.Server == "" {
@@ -79,6 +111,12 @@ unreachable, 2 usage error, 1 internal error.`,
 			if o.PairTimeout <= 0 {
 				return flagErrorf("--pair-timeout must be positive")
 			}
+			if o.Interval != 0 && o.Interval < minInterval {
+				return flagErrorf("--interval %v: want at least %v (a round takes seconds)", o.Interval, minInterval)
+			}
+			if o.Metrics != "" && o.Interval == 0 {
+				return flagErrorf("--metrics needs --interval: a single probe ends before anything could scrape it")
+			}
 			if runF != nil {
 				return runF(c.Context(), o)
 			}
@@ -90,16 +128,19 @@ unreachable, 2 usage error, 1 internal error.`,
 	c.Flags().StringVar(&o.Code, "code", "", "a pre-shared pairing CODE both hosts pass")
 	c.Flags().DurationVar(&o.PairTimeout, "pair-timeout", probe.DefaultPairTimeout, "how long to wait for the peer")
 	c.Flags().BoolVar(&o.Events, "events", false, "print progress events as JSON lines, then the report as the last line")
+	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep probing, one round per DURATION, one JSON report line per round (both hosts pass the same value)")
+	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve Prometheus metrics on HOST:PORT at /metrics")
 	addOutputFlags(c, &o.Output)
 	return c
 }
 
-func runProbe(ctx context.Context, o *ProbeOptions) error {
+// probeOptions turns the flags into the probe's options (without views).
+func probeOptions(o *ProbeOptions) (probe.Options, error) {
 	n := o.Net
 	if n == nil {
 		var err error
 		if n, err = stdnet.NewNet(); err != nil {
-			return fmt.Errorf("network stack: %w", err)
+			return probe.Options{}, fmt.Errorf("network stack: %w", err)
 		}
 	}
 	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create}
@@ -109,9 +150,32 @@ func runProbe(ctx context.Context, o *ProbeOptions) error {
 	case o.Code != "":
 		opts.Mode, opts.Code = rendezvous.Meet, o.Code
 	}
+	return opts, nil
+}
+
+// printCode tells the person at the first host what to run on the other.
+func printCode(w io.Writer, o *ProbeOptions, code string) {
+	extra := ""
+	if o.Interval > 0 {
+		extra = " --interval " + o.Interval.String()
+	}
+	fmt.Fprintf(w, "pairing code: %s\non the other host run: natlab probe --server %s%s --join %s\n", code, o.Server, extra, code)
+}
+
+func runProbe(ctx context.Context, o *ProbeOptions) error {
+	opts, err := probeOptions(o)
+	if err != nil {
+		return err
+	}
+	if o.Interval > 0 {
+		return runProbeInterval(ctx, o, opts)
+	}
+	if useTUI(o.IO, o.Output, o.Events) {
+		return runProbeTUI(ctx, o, opts)
+	}
 	opts.OnCode = func(code string) {
 		if opts.Mode == rendezvous.Create {
-			fmt.Fprintf(o.IO.ErrOut, "pairing code: %s\non the other host run: natlab probe --server %s --join %s\n", code, o.Server, code)
+			printCode(o.IO.ErrOut, o, code)
 		}
 	}
 	var mu sync.Mutex // events come from the probe's goroutines
@@ -134,10 +198,7 @@ func runProbe(ctx context.Context, o *ProbeOptions) error {
 	}
 	rep, err := probe.Run(ctx, opts)
 	if err != nil {
-		if errors.Is(err, probe.ErrNoPath) {
-			return &ExitError{Code: ExitNoPath, Err: err}
-		}
-		return err
+		return probeExit(nil, err)
 	}
 	switch {
 	case o.Events:
@@ -150,10 +211,165 @@ func runProbe(ctx context.Context, o *ProbeOptions) error {
 	if err != nil {
 		return err
 	}
-	if !rep.Verdict.Direct {
+	return probeExit(rep, nil)
+}
+
+// probeExit maps a probe's outcome to the documented exit status: one
+// place, so the text, JSON and TUI views agree.
+func probeExit(rep *probe.Report, err error) error {
+	switch {
+	case errors.Is(err, probe.ErrNoPath):
+		return &ExitError{Code: ExitNoPath, Err: err}
+	case err != nil:
+		return err
+	case !rep.Verdict.Direct:
 		return &ExitError{Code: ExitRelay}
 	}
 	return nil
+}
+
+// runProbeTUI shows the probe live; once the user quits, the last report
+// is printed as text so it stays in the terminal.
+//
+// A rerun cannot reuse the first run's code (the server keeps a finished
+// pairing until it expires), so rerun k meets on roundCode(code, -k):
+// pressing r on both hosts pairs them again without a new code to carry.
+// Negative numbers keep these apart from --interval's time slots.
+func runProbeTUI(ctx context.Context, o *ProbeOptions, opts probe.Options) error {
+	var mu sync.Mutex // the first run's code, learned from the server
+	base := opts.Code
+	attempt := 0
+	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
+		mu.Lock()
+		attempt++
+		ro := opts
+		if attempt > 1 && base != "" {
+			ro.Mode, ro.Code = rendezvous.Meet, roundCode(base, -int64(attempt))
+		}
+		mu.Unlock()
+		ro.Events = emit
+		ro.OnCode = func(code string) {
+			mu.Lock()
+			if base == "" {
+				base = code
+			}
+			mu.Unlock()
+			msg := "pairing code: " + code + " (pass --code " + code + " on the other host too)"
+			if ro.Mode == rendezvous.Create {
+				msg = "on the other host run: natlab probe --server " + o.Server + " --join " + code
+			}
+			emit(probe.Event{Time: time.Now(), Stage: "pair", Message: msg, Data: tui.PairingCode(code)})
+		}
+		rep, err := probe.Run(ctx, ro)
+		return tui.Result{Probe: rep}, err
+	}
+	res, err := runTUI(ctx, o.IO, tui.KindProbe, "natlab probe · server "+o.Server, run)
+	if res.Probe == nil {
+		return probeExit(nil, err)
+	}
+	if err := writeProbeReport(o.IO.Out, res.Probe); err != nil {
+		return err
+	}
+	return probeExit(res.Probe, nil)
+}
+
+// runProbeInterval probes once per interval until ctx ends, one JSON line
+// per round. Pairing: a code is usable once (the server keeps a finished
+// pairing until it expires), so round k meets on roundCode(code, slot k),
+// where slot k is the k-th interval since the Unix epoch; both hosts
+// derive the same code without talking, and a host that starts late or
+// misses a round meets its peer in the next slot.
+func runProbeInterval(ctx context.Context, o *ProbeOptions, opts probe.Options) error {
+	base := opts.Code
+	if base == "" {
+		var err error
+		if base, err = rendezvous.NewCode(); err != nil {
+			return err
+		}
+		printCode(o.IO.ErrOut, o, base)
+	}
+	var pm *metrics.Probe
+	if o.Metrics != "" {
+		reg := metrics.NewRegistry()
+		pm = metrics.NewProbe(reg)
+		ms, err := metrics.Listen(o.Metrics, reg)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		fmt.Fprintf(o.IO.ErrOut, "serving metrics on %s\n", ms.URL())
+	}
+	var mu sync.Mutex
+	if o.Events {
+		opts.Events = func(e probe.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			_ = writeJSONLine(o.IO.Out, e)
+		}
+	}
+	for round := 1; ; round++ {
+		slot, end := intervalSlot(time.Now(), o.Interval)
+		if time.Until(end) < minPairWindow {
+			// Too little of this slot is left to pair in: use the next.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(end)):
+			}
+			slot, end = intervalSlot(end, o.Interval)
+		}
+		ro := opts
+		ro.Mode, ro.Code = rendezvous.Meet, roundCode(base, slot)
+		// Pairing gives up when the slot ends: the peer is then in the
+		// next one.
+		ro.PairTimeout = min(o.PairTimeout, time.Until(end))
+		rep, err := probe.Run(ctx, ro)
+		if ctx.Err() != nil {
+			return nil // interrupted: a clean stop
+		}
+		if err != nil {
+			fmt.Fprintf(o.IO.ErrOut, "round %d: %v\n", round, err)
+			if pm != nil {
+				pm.ObserveError()
+			}
+		} else {
+			mu.Lock()
+			werr := writeJSONLine(o.IO.Out, rep)
+			mu.Unlock()
+			if werr != nil {
+				return werr
+			}
+			if pm != nil {
+				pm.Observe(rep)
+			}
+		}
+		// The next round starts at the next slot boundary after this one.
+		_, next := intervalSlot(time.Now(), o.Interval)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+		}
+	}
+}
+
+// intervalSlot is the number of the interval-long slot t is in, counted
+// from the Unix epoch so both hosts agree, and when it ends.
+func intervalSlot(t time.Time, interval time.Duration) (slot int64, end time.Time) {
+	slot = t.UnixNano() / int64(interval)
+	return slot, time.Unix(0, (slot+1)*int64(interval))
+}
+
+// roundCode derives the pairing code of one slot from the code both hosts
+// were given: keyed by it, so only they can find the round's pairing.
+func roundCode(base string, slot int64) string {
+	norm, err := rendezvous.NormalizeCode(base)
+	if err != nil {
+		norm = base // validated by the flags; keep going rather than panic
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("natlab round code\x00%s\x00%d", norm, slot)))
+	s := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:10])) // 10 bytes: 16 characters, no padding
+	return s[0:4] + "-" + s[4:8] + "-" + s[8:12] + "-" + s[12:16]
 }
 
 func writeProbeReport(w io.Writer, r *probe.Report) error {

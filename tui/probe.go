@@ -1,0 +1,327 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+)
+
+// Stages of a probe, in order; "relay" is shown once the probe reaches it
+// (a probe without a relay stage never does).
+var probeStages = []string{"profile", "pair", "punch", "relay", "verdict"}
+
+// probeScreen is the state of `natlab probe`'s screen, built from events
+// and replaced by the report when the run ends.
+type probeScreen struct {
+	stage    string // the stage in progress
+	seen     map[string]bool
+	last     string // the latest event's message
+	elapsed  float64
+	side     string
+	code     PairingCode
+	codeHint string // what to run on the other host
+	self     *natclass.Profile
+	peer     *natclass.Summary
+	rows     []techRow
+	verdict  *probe.Verdict
+	finished bool
+}
+
+// techRow is one technique as far as the events have told.
+type techRow struct {
+	probe.TechniqueResult
+	done bool
+}
+
+// stageOf maps an event to the screen's stage: the relay techniques are
+// the relay stage, the others punching.
+func stageOf(e probe.Event, tech natclass.Technique) string {
+	switch e.Stage {
+	case "technique":
+		if strings.HasPrefix(string(tech), "relay") {
+			return "relay"
+		}
+		return "punch"
+	}
+	return e.Stage
+}
+
+// techniqueOf names the technique of an event: from its result when
+// there is one, else from the "name: predicted ..." message.
+func techniqueOf(e probe.Event) (probe.TechniqueResult, bool) {
+	switch d := e.Data.(type) {
+	case probe.TechniqueResult:
+		return d, true
+	case *probe.TechniqueResult:
+		if d != nil {
+			return *d, true
+		}
+	}
+	name, rest, ok := strings.Cut(e.Message, ":")
+	if !ok || name == "" || strings.Contains(name, " ") {
+		return probe.TechniqueResult{}, false
+	}
+	tr := probe.TechniqueResult{Technique: natclass.Technique(name)}
+	if p, ok := strings.CutPrefix(strings.TrimSpace(rest), "predicted "); ok {
+		tr.Predicted = natclass.Outcome(strings.Fields(p)[0])
+	}
+	return tr, false
+}
+
+func (s *probeScreen) event(e probe.Event) {
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.last, s.elapsed = e.Message, e.Elapsed
+	if e.Side != "" {
+		s.side = e.Side
+	}
+	var tech natclass.Technique
+	switch d := e.Data.(type) {
+	case PairingCode:
+		s.code, s.codeHint = d, e.Message
+	case *natclass.Profile:
+		s.self = d
+	case natclass.Summary:
+		s.peer = &d
+	case probe.Verdict:
+		s.verdict = &d
+	}
+	if e.Stage == "technique" || e.Stage == "relay" {
+		tr, final := techniqueOf(e)
+		tech = tr.Technique
+		if tech != "" {
+			s.setRow(tr, final || e.Outcome != "")
+		}
+	}
+	st := stageOf(e, tech)
+	s.stage = st
+	s.seen[st] = true
+}
+
+func (s *probeScreen) setRow(tr probe.TechniqueResult, done bool) {
+	for i := range s.rows {
+		if s.rows[i].Technique == tr.Technique {
+			if !done && s.rows[i].Predicted != "" && tr.Predicted == "" {
+				tr.Predicted = s.rows[i].Predicted
+			}
+			s.rows[i] = techRow{tr, done}
+			return
+		}
+	}
+	s.rows = append(s.rows, techRow{tr, done})
+}
+
+func (s *probeScreen) done(r *probe.Report) {
+	s.finished = true
+	s.side, s.self = r.Side, r.Self
+	peer := r.Peer
+	s.peer = &peer
+	s.rows = nil
+	for _, t := range r.Techniques {
+		s.rows = append(s.rows, techRow{t, true})
+	}
+	v := r.Verdict
+	s.verdict = &v
+	s.stage = "verdict"
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	for _, t := range r.Techniques {
+		if strings.HasPrefix(string(t.Technique), "relay") {
+			s.seen["relay"] = true
+		}
+	}
+	s.elapsed = r.DurationMillis
+}
+
+// stageLine is "✓ profile  ✓ pair  | punch 3  · verdict".
+func (s *probeScreen) stageLine(v view) string {
+	cur := -1
+	for i, st := range probeStages {
+		if st == s.stage {
+			cur = i
+		}
+	}
+	var parts []string
+	for i, st := range probeStages {
+		if st == "relay" && !s.seen["relay"] {
+			continue
+		}
+		label := st
+		if st == "punch" && s.stage == "punch" && v.running {
+			label = fmt.Sprintf("punch %d/%d", s.doneRows(), len(s.rows))
+		}
+		switch {
+		case s.finished || i < cur:
+			parts = append(parts, okStyle.Render("✓")+" "+label)
+		case i == cur && v.err != nil:
+			parts = append(parts, failStyle.Render("✗")+" "+label)
+		case i == cur && v.running:
+			parts = append(parts, v.spin+" "+label)
+		default:
+			parts = append(parts, dimStyle.Render("· "+label))
+		}
+	}
+	return strings.Join(parts, "   ")
+}
+
+func (s *probeScreen) doneRows() int {
+	n := 0
+	for _, r := range s.rows {
+		if r.done {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *probeScreen) view(v view) string {
+	var out []string
+	title := v.title
+	if s.side != "" {
+		title += " · side " + s.side
+	}
+	out = append(out, titleStyle.Render(title))
+	out = append(out, s.stageLine(v))
+	if s.last != "" && !s.finished {
+		out = append(out, dimStyle.Render(fmt.Sprintf("%7.0f ms  %s", s.elapsed, s.last)))
+	}
+	out = append(out, "")
+	out = append(out, s.profiles(v)...)
+	if s.peer == nil && s.codeHint != "" && !s.finished {
+		// The command on a line of its own, so that it is copied whole
+		// (wrapping would break the code at a dash).
+		lead, cmd, ok := strings.Cut(s.codeHint, ": ")
+		if !ok {
+			lead, cmd = "", s.codeHint
+		}
+		out = append(out, "")
+		if lead != "" {
+			out = append(out, lead+":")
+		}
+		out = append(out, titleStyle.Render(cmd))
+	}
+	out = append(out, "")
+	out = append(out, s.table(v)...)
+	if chart := s.chart(v.width); len(chart) > 0 {
+		out = append(out, "")
+		out = append(out, chart...)
+	}
+	switch {
+	case v.err != nil:
+		out = append(out, banner(bannerFail, "error: "+v.err.Error(), v.width))
+	case s.verdict != nil && s.verdict.Direct:
+		out = append(out, banner(bannerOK, s.verdict.Summary, v.width))
+	case s.verdict != nil:
+		out = append(out, banner(bannerRelay, s.verdict.Summary, v.width))
+	}
+	if v.dropped > 0 {
+		out = append(out, warnStyle.Render(fmt.Sprintf("(the view fell behind: %d events skipped; the report above is complete)", v.dropped)))
+	}
+	return strings.Join(out, "\n")
+}
+
+// profiles puts this host's profile and the peer's side by side.
+func (s *probeScreen) profiles(v view) []string {
+	colW := (v.width - 2) / 2
+	self := []string{headerStyle.Render("this host" + sideSuffix(s.side))}
+	if p := s.self; p != nil {
+		pa, step := natclass.Allocation(""), 0
+		if p.PortAllocation != nil {
+			pa, step = p.PortAllocation.Pattern, p.PortAllocation.Step
+		}
+		self = append(self, titleStyle.Render(string(p.NATType)),
+			abbrev(p.Mapping, "M")+" · "+abbrev(p.Filtering, "F")+" · "+ports(pa, step),
+			"mapped "+orDash(p.MappedAddress))
+	} else {
+		self = append(self, dimStyle.Render("profiling…"))
+	}
+	peer := []string{headerStyle.Render("peer" + sideSuffix(otherSide(s.side)))}
+	switch p := s.peer; {
+	case p != nil:
+		peer = append(peer, titleStyle.Render(string(p.NATType)),
+			abbrev(p.Mapping, "M")+" · "+abbrev(p.Filtering, "F")+" · "+ports(p.Allocation, p.Step),
+			"mapped "+orDash(p.Mapped))
+	case s.code != "":
+		peer = append(peer, dimStyle.Render("waiting for the peer; code:"), titleStyle.Render(string(s.code)))
+	default:
+		peer = append(peer, dimStyle.Render("not paired yet"))
+	}
+	return columns(colW, self, peer)
+}
+
+func sideSuffix(side string) string {
+	if side == "" {
+		return ""
+	}
+	return " (" + side + ")"
+}
+
+func otherSide(side string) string {
+	switch side {
+	case "A":
+		return "B"
+	case "B":
+		return "A"
+	}
+	return ""
+}
+
+// table lists the techniques tried so far.
+func (s *probeScreen) table(v view) []string {
+	const f = "%-14s %-10s %-10s %8s %10s %10s"
+	out := []string{headerStyle.Render(fmt.Sprintf(f, "technique", "predicted", "measured", "attempts", "first pkt", "rtt"))}
+	if len(s.rows) == 0 {
+		return append(out, dimStyle.Render("no technique tried yet"))
+	}
+	for _, r := range s.rows {
+		measured, attempts, first, rtt := string(r.Measured), "", "", ""
+		if !r.done {
+			measured = "trying"
+			if v.running {
+				measured = v.spin + " trying"
+			}
+		} else {
+			attempts = fmt.Sprint(r.Attempts)
+			if r.Measured == natclass.Success {
+				first, rtt = fmt.Sprintf("%.1f ms", r.TimeToFirstPacketMillis), fmt.Sprintf("%.2f ms", r.RTTMillis)
+			}
+		}
+		line := strings.TrimRight(fmt.Sprintf("%-14s %-10s %s %8s %10s %10s", r.Technique, orDash(string(r.Predicted)),
+			outcomeStyle(string(r.Measured)).Render(pad(measured, 10)), attempts, first, rtt), " ")
+		if r.done && r.Predicted != "" && r.Measured != r.Predicted {
+			line += failStyle.Render(" ≠") // the prediction was wrong: worth a look
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// chart compares the direct path's round trip with the relay's, when the
+// run measured both.
+func (s *probeScreen) chart(width int) []string {
+	var direct, relay *probe.TechniqueResult
+	for i := range s.rows {
+		r := &s.rows[i].TechniqueResult
+		if r.Measured != natclass.Success || r.RTTMillis <= 0 {
+			continue
+		}
+		isRelay := strings.HasPrefix(string(r.Technique), "relay")
+		switch {
+		case isRelay && relay == nil:
+			relay = r
+		case !isRelay && (direct == nil || (s.verdict != nil && r.Technique == s.verdict.Technique)):
+			direct = r
+		}
+	}
+	if direct == nil || relay == nil {
+		return nil
+	}
+	return append([]string{headerStyle.Render("round trip: direct vs relay")}, bars(width, []barRow{
+		{"direct " + string(direct.Technique), direct.RTTMillis, directBar},
+		{string(relay.Technique), relay.RTTMillis, relayBar},
+	})...)
+}

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
@@ -20,6 +21,7 @@ import (
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/tui"
 )
 
@@ -46,8 +48,32 @@ type ProbeOptions struct {
 	// Metrics is the host:port to serve Prometheus metrics on (with
 	// Interval).
 	Metrics string
+	// TURN credentials for the relay stage: a long-term user and password,
+	// or the TURN REST API secret (coturn's use-auth-secret). None: no
+	// relay stage.
+	TURNUser     string
+	TURNPassword string
+	TURNSecret   string
+	// TURNTLS is host:port of TURN over TLS, tried after UDP and TCP.
+	TURNTLS string
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
+}
+
+// turnCredentialLifetime is how long REST API credentials made from
+// --turn-secret stay valid: a probe round takes well under a minute.
+const turnCredentialLifetime = 10 * time.Minute
+
+// relayConfig builds the relay stage's configuration from the flags, or
+// nil when no credentials were given.
+func (o *ProbeOptions) relayConfig() *probe.RelayConfig {
+	user, pass := o.TURNUser, o.TURNPassword
+	if o.TURNSecret != "" {
+		user, pass = server.EphemeralCredentials(o.TURNSecret, cmp.Or(o.TURNUser, "natlab-probe"), time.Now().Add(turnCredentialLifetime))
+	} else if user == "" {
+		return nil
+	}
+	return &probe.RelayConfig{Server: o.Server, TLSServer: o.TURNTLS, Username: user, Password: pass}
 }
 
 // minInterval is the shortest --interval: a round takes seconds (longer
@@ -108,6 +134,12 @@ interrupted, 1 if metrics cannot be served.`,
 					return flagErrorf("%v", err)
 				}
 			}
+			if o.TURNSecret == "" && (o.TURNUser == "") != (o.TURNPassword == "") {
+				return flagErrorf("--turn-user and --turn-password go together (or use --turn-secret)")
+			}
+			if o.TURNSecret != "" && o.TURNPassword != "" {
+				return flagErrorf("--turn-secret and --turn-password are exclusive")
+			}
 			if o.PairTimeout <= 0 {
 				return flagErrorf("--pair-timeout must be positive")
 			}
@@ -126,6 +158,10 @@ interrupted, 1 if metrics cannot be served.`,
 	c.Flags().StringVar(&o.Server, "server", "", "natlab serve's HOST:PORT (STUN and rendezvous)")
 	c.Flags().StringVar(&o.Join, "join", "", "join the pairing CODE the other host printed")
 	c.Flags().StringVar(&o.Code, "code", "", "a pre-shared pairing CODE both hosts pass")
+	c.Flags().StringVar(&o.TURNUser, "turn-user", "", "TURN user for the relay stage (with --turn-password, or the user part of --turn-secret credentials)")
+	c.Flags().StringVar(&o.TURNPassword, "turn-password", "", "TURN password for --turn-user")
+	c.Flags().StringVar(&o.TURNSecret, "turn-secret", "", "TURN REST API shared secret (natlab serve --auth-secret, coturn static-auth-secret)")
+	c.Flags().StringVar(&o.TURNTLS, "turn-tls", "", "HOST:PORT of TURN over TLS, tried when UDP and TCP to the relay fail")
 	c.Flags().DurationVar(&o.PairTimeout, "pair-timeout", probe.DefaultPairTimeout, "how long to wait for the peer")
 	c.Flags().BoolVar(&o.Events, "events", false, "print progress events as JSON lines, then the report as the last line")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep probing, one round per DURATION, one JSON report line per round (both hosts pass the same value)")
@@ -143,7 +179,7 @@ func probeOptions(o *ProbeOptions) (probe.Options, error) {
 			return probe.Options{}, fmt.Errorf("network stack: %w", err)
 		}
 	}
-	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create}
+	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig()}
 	switch {
 	case o.Join != "":
 		opts.Mode, opts.Code = rendezvous.Join, o.Join

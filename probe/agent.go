@@ -289,6 +289,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		rep.Relay = &rr
+		rep.Techniques = append(rep.Techniques, relayRow(a.summary(), a.peer, rr))
 		rep.Verdict = relayVerdict(rep.Verdict, rr)
 	}
 	a.emit(Event{Stage: "verdict", Message: rep.Verdict.Summary, Data: rep.Verdict})
@@ -593,4 +594,26 @@ func relayVerdict(v Verdict, r RelayReport) Verdict {
 		v.Summary = line
 	}
 	return v
+}
+
+// relayRow is the relay stage as one more technique row, so every view
+// (table, chart, metrics, matrix) shows it next to the direct ones. Its
+// prediction: a TURN relay reached over UDP works unless a side's UDP is
+// blocked, and then only over TCP or TLS.
+func relayRow(self, peer natclass.Summary, r RelayReport) TechniqueResult {
+	tr := TechniqueResult{Technique: RelayUDP, Predicted: natclass.Success, Measured: natclass.Fail,
+		Reason: "both sides reach the relay over UDP", Attempts: len(r.Attempts), Error: r.Error}
+	if self.NATType == natclass.UDPBlocked || peer.NATType == natclass.UDPBlocked {
+		tr.Technique, tr.Reason = RelayTCP, "a side's UDP is blocked: it reaches the relay over TCP or TLS"
+	}
+	if r.Technique != "" && r.Relay != nil {
+		tr.Technique, tr.Measured = r.Technique, natclass.Success
+		tr.RTTMillis = r.Relay.RTTMedianMillis
+		tr.Remote = r.PeerRelayed
+		if r.Technique != RelayUDP && tr.Reason == "both sides reach the relay over UDP" {
+			// The relay works, but not the way predicted.
+			tr.Predicted = natclass.Fail
+		}
+	}
+	return tr
 }

@@ -418,7 +418,10 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 	for _, t := range r.Techniques {
 		first, rtt := "-", "-"
 		if t.Measured == natclass.Success {
-			first, rtt = fmt.Sprintf("%.1f ms", t.TimeToFirstPacketMillis), fmt.Sprintf("%.2f ms", t.RTTMillis)
+			rtt = fmt.Sprintf("%.2f ms", t.RTTMillis)
+			if t.TimeToFirstPacketMillis > 0 {
+				first = fmt.Sprintf("%.1f ms", t.TimeToFirstPacketMillis)
+			}
 		}
 		why := t.Reason
 		if t.Error != "" && t.Measured != t.Predicted {

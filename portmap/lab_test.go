@@ -136,7 +136,12 @@ func sendFromServer(t testing.TB, lab *testnet.Lab, dst netip.AddrPort, payload 
 
 func TestProbeInProcessLabSaysNone(t *testing.T) {
 	checkGoroutines(t)
-	lab := startLab(t, testnet.InProcess, "symmetric+upnp", "")
+	// The in-process lab refuses +upnp (no miniupnpd there); a plain NAT
+	// has no gateway that answers.
+	if _, err := testnet.Start(context.Background(), mustTopo(t, "symmetric+upnp"), testnet.InProcess); !errors.Is(err, testnet.ErrNotSupported) {
+		t.Errorf("in-process lab with +upnp: got %v, want ErrNotSupported", err)
+	}
+	lab := startLab(t, testnet.InProcess, "symmetric", "")
 	a := lab.Site("a")
 	for _, gw := range []netip.Addr{{}, gateway(a)} { // guessed, then given
 		start := time.Now()
@@ -173,4 +178,13 @@ func TestProbeSilentGatewayOnHost(t *testing.T) {
 			t.Errorf("%s: unavailable without a reason", p.Protocol)
 		}
 	}
+}
+
+func mustTopo(t *testing.T, a string) testnet.Topology {
+	t.Helper()
+	topo, err := testnet.PairTopology(a, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo
 }

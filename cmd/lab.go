@@ -185,18 +185,6 @@ func labPlan(backend testnet.Backend, a, b string) tui.LabPlan {
 	return plan
 }
 
-// abbrev shortens RFC 4787 behaviours to the letters engineers use.
-func abbrev(b natclass.Behavior, suffix string) string {
-	switch b {
-	case natclass.EndpointIndependent:
-		return "EI" + suffix
-	case natclass.AddressDependent:
-		return "AD" + suffix
-	case natclass.AddressAndPortDependent:
-		return "APD" + suffix
-	}
-	return "?"
-}
 
 func writeLabReport(w io.Writer, r *probe.LabReport) error {
 	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
@@ -220,7 +208,7 @@ func writeLabReport(w io.Writer, r *probe.LabReport) error {
 			ok = "✗"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
-			abbrev(p.Mapping, "M"), abbrev(p.Filtering, "F"), ports, p.Hairpinning, orDash(p.MappedAddress), ok)
+			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, p.Hairpinning, orDash(p.MappedAddress), ok)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write lab report: %w", err)

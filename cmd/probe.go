@@ -411,8 +411,8 @@ func roundCode(base string, slot int64) string {
 func writeProbeReport(w io.Writer, r *probe.Report) error {
 	fmt.Fprintf(w, "%s\n\n", r.Verdict.Summary)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, abbrev(r.Self.Mapping, "M"), abbrev(r.Self.Filtering, "F"), orDash(r.Self.MappedAddress))
-	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, abbrev(r.Peer.Mapping, "M"), abbrev(r.Peer.Filtering, "F"), orDash(r.Peer.Mapped))
+	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, r.Self.Mapping.Abbrev("M"), r.Self.Filtering.Abbrev("F"), orDash(r.Self.MappedAddress))
+	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, r.Peer.Mapping.Abbrev("M"), r.Peer.Filtering.Abbrev("F"), orDash(r.Peer.Mapped))
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "technique\tpredicted\tmeasured\tattempts\tfirst packet\trtt\twhy")
 	for _, t := range r.Techniques {

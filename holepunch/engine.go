@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 const (
@@ -123,7 +125,7 @@ func (e *engine) read(i int, c net.PacketConn) {
 			continue // not ours, forged, or our own probe reflected
 		}
 		select {
-		case e.in <- inbound{sock: i, from: addrPortOf(addr), p: p, at: time.Now()}:
+		case e.in <- inbound{sock: i, from: netaddr.AddrPort(addr), p: p, at: time.Now()}:
 		case <-e.quit:
 			return
 		}
@@ -268,7 +270,7 @@ func (e *engine) result(r *Result, winner int) {
 	}
 	if winner >= 0 && e.got != nil {
 		r.Success = true
-		r.Local = addrPortOf(e.conns[winner].LocalAddr())
+		r.Local = netaddr.AddrPort(e.conns[winner].LocalAddr())
 		r.Remote = e.got.remote
 		r.Mapped = e.mapped
 		r.RTT = e.rtt
@@ -299,20 +301,4 @@ func (e *engine) lowerTTL() func() {
 			u()
 		}
 	}
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap := v.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	case *net.TCPAddr:
-		ap := v.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // Path is a confirmed direct UDP path. Until Detach or Close it keeps
@@ -54,7 +56,7 @@ func (p *Path) respond() {
 		if err != nil || m.side != p.sess.Side.Other() || m.typ != msgPing {
 			continue
 		}
-		from := addrPortOf(addr)
+		from := netaddr.AddrPort(addr)
 		out = p.sess.marshal(out[:0], probe{typ: msgPong, confirmed: true, side: p.sess.Side, nonce: m.nonce, observed: from})
 		_, _ = p.conn.WriteTo(out, net.UDPAddrFromAddrPort(from))
 	}

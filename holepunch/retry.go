@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // DefaultAttempts is how many sockets PunchUDPRetry tries: the first, and
@@ -111,7 +113,7 @@ func (rc RetryConfig) fresh(ctx context.Context, attempt int) (Config, error) {
 
 // hostCandidates are the socket's port on every non-loopback IPv4 address.
 func hostCandidates(rc RetryConfig, c net.PacketConn) []Candidate {
-	port := addrPortOf(c.LocalAddr()).Port()
+	port := netaddr.AddrPort(c.LocalAddr()).Port()
 	ifs, err := rc.Net.Interfaces()
 	if err != nil {
 		return nil

@@ -16,6 +16,8 @@ import (
 
 	"github.com/pion/transport/v4"
 	"golang.org/x/sys/unix"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 const (
@@ -126,7 +128,7 @@ func PunchTCP(ctx context.Context, cfg TCPConfig) (net.Conn, Result, error) {
 			return fail(err)
 		}
 	}
-	local := addrPortOf(ln.Addr())
+	local := netaddr.AddrPort(ln.Addr())
 	res.Local = local
 	log := cfg.Logger
 	if log == nil {
@@ -175,8 +177,8 @@ func PunchTCP(ctx context.Context, cfg TCPConfig) (net.Conn, Result, error) {
 		return fail(fmt.Errorf("tcp %w after %v and %d connect attempts: %w", ErrNoPath, res.Duration.Round(time.Millisecond), res.Attempts, context.Cause(ctx)))
 	}
 	res.Success = true
-	res.Remote = addrPortOf(winner.RemoteAddr())
-	res.Local = addrPortOf(winner.LocalAddr())
+	res.Remote = netaddr.AddrPort(winner.RemoteAddr())
+	res.Local = netaddr.AddrPort(winner.LocalAddr())
 	return winner, res, nil
 }
 
@@ -268,7 +270,7 @@ func (t *tcpPunch) handshake(ctx context.Context, c net.Conn, res *Result) error
 		}
 		switch p.typ {
 		case msgPing:
-			out := sess.marshal(nil, probe{typ: msgPong, confirmed: gotPong, side: sess.Side, nonce: p.nonce, observed: addrPortOf(c.RemoteAddr())})
+			out := sess.marshal(nil, probe{typ: msgPong, confirmed: gotPong, side: sess.Side, nonce: p.nonce, observed: netaddr.AddrPort(c.RemoteAddr())})
 			if _, err := c.Write(out); err != nil {
 				return fmt.Errorf("send pong: %w", err)
 			}

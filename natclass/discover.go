@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // Timeouts of the discovery, each with why it has that value.
@@ -493,7 +495,7 @@ func (d *discovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.Add
 		return netip.AddrPortFrom(mapped.Addr(), port)
 	}
 	if c, err := d.opts.Net.Dial("udp4", server.String()); err == nil {
-		a := addrPortOf(c.LocalAddr()).Addr()
+		a := netaddr.AddrPort(c.LocalAddr()).Addr()
 		_ = c.Close() // never used to send
 		if a.IsValid() && !a.IsUnspecified() {
 			return netip.AddrPortFrom(a, port)

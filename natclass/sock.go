@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // errTimeout means no answer arrived within the probe's schedule.
@@ -43,7 +45,7 @@ type sock struct {
 }
 
 func newSock(c net.PacketConn) *sock {
-	s := &sock{c: c, local: addrPortOf(c.LocalAddr()), waiters: map[[stun.TransactionIDSize]byte]chan packet{}, done: make(chan struct{})}
+	s := &sock{c: c, local: netaddr.AddrPort(c.LocalAddr()), waiters: map[[stun.TransactionIDSize]byte]chan packet{}, done: make(chan struct{})}
 	go s.read()
 	return s
 }
@@ -79,7 +81,7 @@ func (s *sock) read() {
 		s.mu.Unlock()
 		if ch != nil {
 			select {
-			case ch <- packet{msg: m, from: addrPortOf(from), on: s}:
+			case ch <- packet{msg: m, from: netaddr.AddrPort(from), on: s}:
 			default: // a retransmission's duplicate answer
 			}
 		}
@@ -238,13 +240,4 @@ func udpAP(ip net.IP, port int) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	if u, ok := a.(*net.UDPAddr); ok {
-		ap := u.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }

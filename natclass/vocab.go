@@ -129,3 +129,18 @@ func (t *Tri) UnmarshalJSON(b []byte) error {
 	}
 	return nil
 }
+
+// Abbrev shortens a behaviour to the letters engineers use, with suffix
+// "M" (mapping) or "F" (filtering): EIM, ADF, APDF; "?" plus the suffix
+// when undetermined.
+func (b Behavior) Abbrev(suffix string) string {
+	switch b {
+	case EndpointIndependent:
+		return "EI" + suffix
+	case AddressDependent:
+		return "AD" + suffix
+	case AddressAndPortDependent:
+		return "APD" + suffix
+	}
+	return "?" + suffix
+}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // Server-side limits, each with why.
@@ -280,6 +282,6 @@ func (r *Registry) Serve(conn net.PacketConn) error {
 			}
 			return fmt.Errorf("rendezvous: %w", err)
 		}
-		r.Send(conn, r.Handle(buf[:n], addrPortOf(from)))
+		r.Send(conn, r.Handle(buf[:n], netaddr.AddrPort(from)))
 	}
 }

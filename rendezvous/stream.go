@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // Over TCP (for hosts whose UDP is blocked) the same messages travel as
@@ -29,7 +31,7 @@ const (
 // (to tell rendezvous from STUN). Replies to peers that talk UDP go out on
 // the last UDP socket a datagram came in on.
 func (r *Registry) ServeStream(c net.Conn, prefix []byte) {
-	from := addrPortOf(c.RemoteAddr())
+	from := netaddr.AddrPort(c.RemoteAddr())
 	r.mu.Lock()
 	if r.streams == nil {
 		r.streams = map[netip.AddrPort]net.Conn{}
@@ -95,19 +97,6 @@ func (r *Registry) sendOne(pc net.PacketConn, o Outgoing) {
 	if pc != nil {
 		_, _ = pc.WriteTo(o.Raw, net.UDPAddrFromAddrPort(o.To))
 	}
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	default:
-		ap, _ = netip.ParseAddrPort(a.String())
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // streamConn adapts a TCP connection to the client's datagram exchange:

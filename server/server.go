@@ -17,6 +17,7 @@ import (
 	"github.com/pion/transport/v4"
 	"golang.org/x/net/ipv4"
 
+	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/rendezvous"
 )
 
@@ -119,7 +120,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("stun server: listen udp %s: %w", a.Primary, err)
 	}
 	if a.Primary.Port() == 0 {
-		a.Primary = netip.AddrPortFrom(a.Primary.Addr(), toAddrPort(first.LocalAddr()).Port())
+		a.Primary = netip.AddrPortFrom(a.Primary.Addr(), netaddr.AddrPort(first.LocalAddr()).Port())
 	}
 	s.addrs = a
 	s.h = NewHandler(a, sw)
@@ -193,7 +194,7 @@ func (s *Server) TURNTLSAddr() (netip.AddrPort, bool) {
 	if s.turn == nil || s.turn.tls == nil {
 		return netip.AddrPort{}, false
 	}
-	return toAddrPort(s.turn.tls.Addr()), true
+	return netaddr.AddrPort(s.turn.tls.Addr()), true
 }
 
 // Stats returns a snapshot of the counters.
@@ -296,7 +297,7 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 			continue
 		}
 		if s.rz != nil && rendezvous.IsRendezvous(buf[:n]) {
-			s.rz.Send(c, s.rz.Handle(buf[:n], toAddrPort(from)))
+			s.rz.Send(c, s.rz.Handle(buf[:n], netaddr.AddrPort(from)))
 			continue
 		}
 		if d := s.turnDemux(local); d != nil && isTURN(buf[:n]) {
@@ -346,7 +347,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		for i := range n {
 			b, from := (*bufs[i])[:msgs[i].N], msgs[i].Addr
 			if s.rz != nil && rendezvous.IsRendezvous(b) {
-				s.rz.Send(uc, s.rz.Handle(b, toAddrPort(from)))
+				s.rz.Send(uc, s.rz.Handle(b, netaddr.AddrPort(from)))
 				continue
 			}
 			if d := s.turnDemux(local); d != nil && isTURN(b) {
@@ -411,7 +412,7 @@ func (s *Server) serveTCP(c net.Conn) {
 			_ = c.Close()
 		}
 	}()
-	from, local := toAddrPort(c.RemoteAddr()), s.addrs.Primary
+	from, local := netaddr.AddrPort(c.RemoteAddr()), s.addrs.Primary
 	buf := make([]byte, maxMessageSize)
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(tcpIdleTimeout)); err != nil {
@@ -491,7 +492,7 @@ func (s *Server) answerBindings() {
 
 // answer handles one request read from c and sends the reply, if any.
 func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.PacketConn) {
-	rep := s.h.Handle(b, toAddrPort(from), local)
+	rep := s.h.Handle(b, netaddr.AddrPort(from), local)
 	s.count(rep)
 	if rep.Raw == nil {
 		return
@@ -504,18 +505,4 @@ func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.Pac
 		s.sendFailures.Add(1)
 		s.log.Debug("udp write", "from", rep.From, "to", rep.To, "err", err)
 	}
-}
-
-// toAddrPort converts a UDP or TCP address, unmapping IPv4-in-IPv6.
-func toAddrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	default:
-		ap, _ = netip.ParseAddrPort(a.String())
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/turn/v4"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // DefaultRealm is the TURN realm when none is configured.
@@ -258,7 +260,7 @@ func (t *turnRelay) quota(username, _ string, _ net.Addr) bool {
 }
 
 func (t *turnRelay) onCreated(src, dst net.Addr, proto, username, _ string, relay net.Addr, _ int) {
-	ra := toAddrPort(relay)
+	ra := netaddr.AddrPort(relay)
 	t.mu.Lock()
 	t.perUser[username]++
 	t.allocs[tupleKey(src, dst, proto)] = allocInfo{user: username, relay: ra}

@@ -69,19 +69,6 @@ func columns(colW int, blocks ...[]string) []string {
 	return out
 }
 
-// abbrev shortens an RFC 4787 behaviour to the letters engineers use
-// (EIM, APDF); "?" when undetermined.
-func abbrev(b natclass.Behavior, suffix string) string {
-	switch b {
-	case natclass.EndpointIndependent:
-		return "EI" + suffix
-	case natclass.AddressDependent:
-		return "AD" + suffix
-	case natclass.AddressAndPortDependent:
-		return "APD" + suffix
-	}
-	return "?" + suffix
-}
 
 // ports describes a port allocation pattern.
 func ports(a natclass.Allocation, step int) string {

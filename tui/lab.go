@@ -101,8 +101,8 @@ func siteColumn(s probe.LabSite, finished bool) []string {
 			pa, step = p.PortAllocation.Pattern, p.PortAllocation.Step
 		}
 		row("nat type", titleStyle.Render(string(p.NATType)))
-		row("mapping", abbrev(p.Mapping, "M"))
-		row("filtering", abbrev(p.Filtering, "F"))
+		row("mapping", p.Mapping.Abbrev("M"))
+		row("filtering", p.Filtering.Abbrev("F"))
 		row("ports", strings.TrimPrefix(ports(pa, step), "ports "))
 		row("hairpin", p.Hairpinning.String())
 		row("mapped", orDash(p.MappedAddress))
@@ -113,8 +113,8 @@ func siteColumn(s probe.LabSite, finished bool) []string {
 	default:
 		col = append(col, dimStyle.Render("profiling; the preset should give:"))
 		row("nat type", string(e.NATType))
-		row("mapping", abbrev(e.Mapping, "M"))
-		row("filtering", abbrev(e.Filtering, "F"))
+		row("mapping", e.Mapping.Abbrev("M"))
+		row("filtering", e.Filtering.Abbrev("F"))
 		row("ports", orDash(string(e.Allocation)))
 		row("hairpin", e.Hairpinning.String())
 	}

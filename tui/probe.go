@@ -234,7 +234,7 @@ func (s *probeScreen) profiles(v view) []string {
 			pa, step = p.PortAllocation.Pattern, p.PortAllocation.Step
 		}
 		self = append(self, titleStyle.Render(string(p.NATType)),
-			abbrev(p.Mapping, "M")+" · "+abbrev(p.Filtering, "F")+" · "+ports(pa, step),
+			p.Mapping.Abbrev("M")+" · "+p.Filtering.Abbrev("F")+" · "+ports(pa, step),
 			"mapped "+orDash(p.MappedAddress))
 	} else {
 		self = append(self, dimStyle.Render("profiling…"))
@@ -243,7 +243,7 @@ func (s *probeScreen) profiles(v view) []string {
 	switch p := s.peer; {
 	case p != nil:
 		peer = append(peer, titleStyle.Render(string(p.NATType)),
-			abbrev(p.Mapping, "M")+" · "+abbrev(p.Filtering, "F")+" · "+ports(p.Allocation, p.Step),
+			p.Mapping.Abbrev("M")+" · "+p.Filtering.Abbrev("F")+" · "+ports(p.Allocation, p.Step),
 			"mapped "+orDash(p.Mapped))
 	case s.code != "":
 		peer = append(peer, dimStyle.Render("waiting for the peer; code:"), titleStyle.Render(string(s.code)))

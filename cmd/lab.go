@@ -185,7 +185,6 @@ func labPlan(backend testnet.Backend, a, b string) tui.LabPlan {
 	return plan
 }
 
-
 func writeLabReport(w io.Writer, r *probe.LabReport) error {
 	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -69,7 +69,6 @@ func columns(colW int, blocks ...[]string) []string {
 	return out
 }
 
-
 // ports describes a port allocation pattern.
 func ports(a natclass.Allocation, step int) string {
 	switch {

@@ -332,7 +332,9 @@ func (a *agent) pair(ctx context.Context) error {
 	var err error
 	if a.self.NATType == natclass.UDPBlocked {
 		// UDP cannot reach the server: pair over TCP to the same port.
-		rz, err = rendezvous.DialTCP(ctx, a.o.Net, a.o.Server)
+		if rz, err = rendezvous.DialTCP(ctx, a.o.Net, a.o.Server); err != nil {
+			return fmt.Errorf("%w: no UDP answer from %s, and over TCP: %w", ErrNoPath, a.o.Server, errors.Unwrap(err))
+		}
 	} else {
 		rz, err = rendezvous.Dial(a.o.Net, a.o.Server)
 	}

@@ -17,6 +17,7 @@ import (
 var cellNames = map[natclass.Technique]string{
 	natclass.SameLAN: "lan", natclass.DirectUDP: "udp", natclass.PredictUDP: "pred",
 	natclass.Birthday: "bday", natclass.MappedUDP: "pmap", natclass.DirectTCP: "tcp",
+	probe.RelayUDP: "relay", probe.RelayTCP: "rtcp",
 }
 
 // matrixScreen is `natlab lab --matrix`: a grid of preset pairs to move
@@ -114,7 +115,7 @@ func cell(p probe.MatrixPair, ok bool) string {
 	case p.Error != "":
 		return "error"
 	}
-	c := "relay"
+	c := "none" // neither a direct path nor a relay
 	if t := p.Verdict.Technique; t != "" {
 		c = cellNames[t]
 		if c == "" {
@@ -193,8 +194,10 @@ func (s *matrixScreen) view(v view) string {
 				st = dimStyle
 			case p.Error != "" || strings.HasSuffix(c, "!"):
 				st = failStyle
-			case c == "relay":
+			case c == "relay" || c == "rtcp":
 				st = warnStyle
+			case c == "none":
+				st = failStyle
 			}
 			line += pad(" "+st.Render(c), cellW)
 		}
@@ -202,8 +205,8 @@ func (s *matrixScreen) view(v view) string {
 	}
 	out = append(out, "",
 		dimStyle.Render("lan: same LAN · udp: hole punch · pred: port prediction · bday: birthday"),
-		dimStyle.Render("probing · pmap: port mapping · tcp: TCP simultaneous open · relay: no"),
-		dimStyle.Render("direct path · !: measured ≠ predicted"))
+		dimStyle.Render("probing · pmap: port mapping · tcp: TCP simultaneous open · relay / rtcp:"),
+		dimStyle.Render("TURN over UDP / TCP · none: no path · !: measured ≠ predicted"))
 	var ex []string
 	for p, why := range s.excluded {
 		ex = append(ex, p+": "+why)

@@ -185,6 +185,8 @@ type agent struct {
 	directTech natclass.Technique
 	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
 	peerOutcomes []natclass.Outcome
+	// step numbers the rendezvous barriers.
+	step int
 	// cleanups undo what a technique set up outside the socket (a port
 	// mapping), once its path is released.
 	cleanups []func()
@@ -279,12 +281,12 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	// agree on every technique.
 	defer a.release()
 	defer a.closeDirect()
-	if err := a.agree(ctx, len(preds)+1, rep, prev); err != nil {
+	if err := a.agree(ctx, rep, prev); err != nil {
 		return nil, err
 	}
 	rep.Verdict = verdict(rep.Techniques)
 	if a.o.Relay != nil {
-		rr, err := a.relayStage(ctx, len(preds)+2, rep)
+		rr, err := a.relayStage(ctx, rep)
 		if err != nil {
 			return nil, err
 		}
@@ -412,9 +414,40 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 		a.emit(Event{Stage: "technique", Step: k, Outcome: string(tr.Measured), Data: tr,
 			Message: fmt.Sprintf("%s: %s", p.Technique, tr.Measured)})
 	}()
+	tries := 1
+	if p.Technique == natclass.DirectTCP && p.Outcome == natclass.Success {
+		// Two Linux NATs race: a SYN that reaches the peer's router before
+		// the peer's own SYN left leaves an unreplied conntrack entry that
+		// moves the peer's port (the DESIGN.md trap, which a low TTL
+		// cannot avoid for TCP: the ICMP error aborts the connect). Fresh
+		// ports on both sides get a second, independent chance.
+		tries = 2
+	}
+	for try := range tries {
+		first := try == 0
+		if !first && tr.Measured == natclass.Success {
+			// Both sides run the same barriers: say there is nothing to
+			// retry.
+			if _, err := a.barrier(ctx, stepData{Err: "no retry needed"}); err != nil {
+				tr.Measured, tr.Error = natclass.Fail, "peer lost: "+err.Error()
+			}
+			break
+		}
+		attempts := tr.Attempts
+		tr = a.attempt(ctx, p, tr, first, prev)
+		tr.Attempts += attempts
+	}
+	return tr
+}
 
+// attempt prepares this side, exchanges candidates with the peer at a
+// barrier, and punches.
+func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr TechniqueResult, first bool, prev *natclass.Outcome) TechniqueResult {
 	var sock *socket
-	my := stepData{Previous: *prev, RTT: ms(a.rz.RTT())}
+	my := stepData{RTT: ms(a.rz.RTT())}
+	if first {
+		my.Previous = *prev
+	}
 	if p.Outcome != natclass.Skipped {
 		s, err := a.prepare(ctx, p.Technique)
 		if err != nil {
@@ -425,10 +458,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 			my.Candidates, my.Predict = s.candidates, s.predict
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	raw, err := a.rz.Step(sctx, k, my)
-	a.release()
+	raw, err := a.barrier(ctx, my)
 	if err != nil {
 		sock.close()
 		tr.Measured, tr.Error = natclass.Fail, "peer lost: "+err.Error()
@@ -440,7 +470,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 		tr.Measured, tr.Error = natclass.Fail, "peer sent malformed step data"
 		return tr
 	}
-	if k > 1 {
+	if first && a.step > 1 {
 		a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
 	}
 	if sock == nil {
@@ -448,7 +478,9 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 	}
 	if len(theirs.Candidates) == 0 {
 		sock.close()
-		tr.Measured, tr.Error = natclass.Fail, "the peer could not try: "+theirs.Err
+		if first || tr.Measured != natclass.Success {
+			tr.Measured, tr.Error = natclass.Fail, "the peer could not try: "+theirs.Err
+		}
 		return tr
 	}
 	path, res := a.punch(ctx, p, sock, theirs)
@@ -466,7 +498,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 	}
 	tr.Attempts = res.Attempts
 	if res.Success {
-		tr.Measured = natclass.Success
+		tr.Measured, tr.Error = natclass.Success, ""
 		tr.TimeToFirstPacketMillis = ms(res.TimeToFirstPacket)
 		tr.RTTMillis = ms(res.RTT)
 		tr.Remote = res.Remote.String()
@@ -479,13 +511,21 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 	return tr
 }
 
-// agree exchanges the last outcome and merges the peer's view: a path
-// counts only if both sides confirmed it.
-func (a *agent) agree(ctx context.Context, k int, rep *Report, last natclass.Outcome) error {
+// barrier is the next rendezvous step: both peers run the same sequence of
+// barriers, numbered here, so the numbers always agree.
+func (a *agent) barrier(ctx context.Context, data any) (json.RawMessage, error) {
+	a.step++
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	raw, err := a.rz.Step(sctx, k, stepData{Previous: last})
+	raw, err := a.rz.Step(sctx, a.step, data)
 	a.release()
+	return raw, err
+}
+
+// agree exchanges the last outcome and merges the peer's view: a path
+// counts only if both sides confirmed it.
+func (a *agent) agree(ctx context.Context, rep *Report, last natclass.Outcome) error {
+	raw, err := a.barrier(ctx, stepData{Previous: last})
 	if err != nil {
 		return fmt.Errorf("final exchange with the peer: %w", err)
 	}
@@ -548,8 +588,9 @@ func (a *agent) closeDirect() {
 
 // relayStage allocates on the TURN server and, with the peer, measures the
 // kept direct path (if both still hold the agreed one) and then the relay,
-// at steps k (offers) and k+1 (so the bursts do not overlap).
-func (a *agent) relayStage(ctx context.Context, k int, rep *Report) (RelayReport, error) {
+// at two barriers: offers, then between the measurements (so the bursts
+// do not overlap).
+func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, error) {
 	a.emit(Event{Stage: "relay", Message: "allocating on the TURN relay"})
 	direct, tech := a.direct, a.directTech
 	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
@@ -562,9 +603,7 @@ func (a *agent) relayStage(ctx context.Context, k int, rep *Report) (RelayReport
 	rs := PrepareRelay(ctx, a.o.Net, cfg, direct, tech)
 	a.direct = nil // PrepareRelay owns it now
 	defer rs.Close()
-	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	raw, err := a.rz.Step(sctx, k, rs.Offer())
+	raw, err := a.barrier(ctx, rs.Offer())
 	if err != nil {
 		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
 	}
@@ -574,7 +613,7 @@ func (a *agent) relayStage(ctx context.Context, k int, rep *Report) (RelayReport
 	}
 	tag := RelayTag(a.sess)
 	rs.MeasureDirect(ctx, peer, tag)
-	if _, err := a.rz.Step(sctx, k+1, struct{}{}); err != nil {
+	if _, err := a.barrier(ctx, struct{}{}); err != nil {
 		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
 	}
 	rs.MeasureRelay(ctx, peer, tag)

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"net"
 	"net/netip"
 	"slices"
 
@@ -116,12 +115,24 @@ func (a Addrs) other(local netip.AddrPort) (netip.AddrPort, bool) {
 type Handler struct {
 	addrs    Addrs
 	software string
+	// swAttr and swClassic are the SOFTWARE attribute, encoded once: as
+	// is, and padded with spaces for RFC 3489 clients, whose SERVER-NAME
+	// had to be a multiple of 4 bytes (they reject anything else).
+	swAttr, swClassic []byte
 }
 
 // NewHandler returns a Handler for the address plan; software is sent in the
 // SOFTWARE attribute ("" for none).
 func NewHandler(addrs Addrs, software string) *Handler {
-	return &Handler{addrs: addrs, software: software}
+	h := &Handler{addrs: addrs, software: software}
+	if software != "" {
+		classic := software
+		for len(classic)%4 != 0 {
+			classic += " "
+		}
+		h.swAttr, h.swClassic = softwareAttr(software), softwareAttr(classic)
+	}
+	return h
 }
 
 // Reply is what to send for one request. A nil Raw means send nothing.
@@ -142,14 +153,14 @@ type Reply struct {
 // `local`. Non-STUN input, STUN responses and indications, and messages
 // with a bad FINGERPRINT yield a zero Reply. It never panics.
 func (h *Handler) Handle(req []byte, from, local netip.AddrPort) Reply {
-	return h.handle(req, from, local, false)
+	return h.handle(nil, req, from, local, false)
 }
 
 // HandleStream is Handle for a stream transport (TCP): the response always
 // goes back on the same connection, so CHANGE-REQUEST and RESPONSE-PORT
 // are answered with 420.
 func (h *Handler) HandleStream(req []byte, from, local netip.AddrPort) Reply {
-	return h.handle(req, from, local, true)
+	return h.handle(nil, req, from, local, true)
 }
 
 // request is the parsed part of a request that the answer depends on.
@@ -246,7 +257,9 @@ func parse(b []byte) (r request, ok bool) {
 	return r, true
 }
 
-func (h *Handler) handle(b []byte, from, local netip.AddrPort, stream bool) (rep Reply) {
+// handle answers b; a success response is appended to dst (a fresh buffer
+// when dst is nil), so the server can encode into a reused buffer.
+func (h *Handler) handle(dst, b []byte, from, local netip.AddrPort, stream bool) (rep Reply) {
 	req, ok := parse(b)
 	if !ok {
 		return Reply{}
@@ -302,37 +315,123 @@ func (h *Handler) handle(b []byte, from, local netip.AddrPort, stream bool) (rep
 		return h.errorReply(req, rep, stun.CodeUnknownAttribute, req.unknown)
 	}
 
-	m := newResponse(req, stun.BindingSuccess)
-	udp := &net.UDPAddr{IP: from.Addr().AsSlice(), Port: int(from.Port())}
-	setters := []stun.Setter{}
-	if !req.classic {
-		setters = append(setters, &stun.XORMappedAddress{IP: udp.IP, Port: udp.Port})
+	if dst == nil {
+		dst = make([]byte, 0, successCap)
 	}
-	setters = append(setters, &stun.MappedAddress{IP: udp.IP, Port: udp.Port})
-	if rep.From.Addr().IsValid() && !rep.From.Addr().IsUnspecified() {
-		o := addrAttr(rep.From)
-		setters = append(setters, asAttr(o, stun.AttrSourceAddress), asAttr(o, stun.AttrResponseOrigin))
+	raw, ok := h.appendSuccess(dst[:0], req, from, rep.From, local, stream)
+	if !ok {
+		return Reply{} // only on an address that cannot be encoded; nothing sensible to send
+	}
+	rep.Raw = raw
+	return rep
+}
+
+// successCap fits a success response with IPv6 addresses and a short
+// SOFTWARE, so encoding it grows nothing.
+const successCap = 256
+
+// appendSuccess appends the Binding success response to dst. It encodes the
+// attributes by hand, in the order and layout pion/stun would (the tests
+// compare the two byte for byte): building a stun.Message with setters costs
+// some 20 allocations per response, which is most of a busy server's work.
+func (h *Handler) appendSuccess(dst []byte, req request, from, src, local netip.AddrPort, stream bool) ([]byte, bool) {
+	if !from.Addr().IsValid() {
+		return nil, false
+	}
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(stun.BindingSuccess.Value()))
+	dst = append(dst, 0, 0) // length, set below
+	if req.classic {
+		dst = append(dst, req.txid[:]...) // RFC 3489: the whole 16-byte ID, no cookie
+	} else {
+		dst = binary.BigEndian.AppendUint32(dst, magicCookie)
+		dst = append(dst, req.txid[4:]...)
+		dst = appendXORAddr(dst, from, req.txid)
+	}
+	dst = appendAddr(dst, stun.AttrMappedAddress, from)
+	if src.Addr().IsValid() && !src.Addr().IsUnspecified() {
+		dst = appendAddr(dst, stun.AttrSourceAddress, src)
+		dst = appendAddr(dst, stun.AttrResponseOrigin, src)
 	}
 	if other, ok := h.addrs.other(local); ok && !stream {
-		o := addrAttr(other)
-		setters = append(setters, asAttr(o, stun.AttrChangedAddress), asAttr(o, stun.AttrOtherAddress))
+		dst = appendAddr(dst, stun.AttrChangedAddress, other)
+		dst = appendAddr(dst, stun.AttrOtherAddress, other)
 	}
 	if h.software != "" {
-		sw := h.software
+		sw := h.swAttr
 		if req.classic {
-			// RFC 3489 SERVER-NAME had to be a multiple of 4 bytes, and
-			// classic clients reject anything else.
-			for len(sw)%4 != 0 {
-				sw += " "
-			}
+			sw = h.swClassic
 		}
-		setters = append(setters, stun.NewSoftware(sw))
+		if sw == nil {
+			return nil, false // too long for SOFTWARE; pion refuses it too
+		}
+		dst = append(dst, sw...)
 	}
-	if err := m.Build(setters...); err != nil {
-		return Reply{} // only on an address pion cannot encode; nothing sensible to send
+	msg := dst[start:]
+	if req.classic {
+		// Classic clients get no FINGERPRINT, as they predate it.
+		binary.BigEndian.PutUint16(msg[2:4], uint16(len(msg)-headerSize))
+		return dst, true
 	}
-	rep.Raw = finish(m, req)
-	return rep
+	// The FINGERPRINT CRC covers the header with the length that already
+	// counts FINGERPRINT itself.
+	binary.BigEndian.PutUint16(msg[2:4], uint16(len(msg)-headerSize+8))
+	crc := crc32.ChecksumIEEE(msg) ^ fingerprintXOR
+	dst = binary.BigEndian.AppendUint16(dst, uint16(stun.AttrFingerprint))
+	dst = binary.BigEndian.AppendUint16(dst, 4)
+	dst = binary.BigEndian.AppendUint32(dst, crc)
+	return dst, true
+}
+
+// appendAddr appends a MAPPED-ADDRESS-style attribute of type t.
+func appendAddr(dst []byte, t stun.AttrType, ap netip.AddrPort) []byte {
+	ip := ap.Addr().Unmap()
+	family, n := uint16(1), 4
+	if ip.Is6() {
+		family, n = 2, 16
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(t))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(4+n))
+	dst = binary.BigEndian.AppendUint16(dst, family)
+	dst = binary.BigEndian.AppendUint16(dst, ap.Port())
+	if n == 4 {
+		a := ip.As4()
+		return append(dst, a[:]...)
+	}
+	a := ip.As16()
+	return append(dst, a[:]...)
+}
+
+// appendXORAddr appends XOR-MAPPED-ADDRESS (RFC 5389 §15.2); txid is the
+// request's cookie and transaction ID.
+func appendXORAddr(dst []byte, ap netip.AddrPort, txid [16]byte) []byte {
+	n := 4
+	if ap.Addr().Unmap().Is6() {
+		n = 16
+	}
+	dst = appendAddr(dst, stun.AttrXORMappedAddress, ap)
+	v := dst[len(dst)-4-n:]
+	binary.BigEndian.PutUint16(v[2:4], ap.Port()^uint16(magicCookie>>16))
+	binary.BigEndian.PutUint32(txid[0:4], magicCookie)
+	for i := range v[4:] {
+		v[4+i] ^= txid[i]
+	}
+	return dst
+}
+
+// softwareAttr is the encoded SOFTWARE attribute, padded with zeros, or nil
+// when sw is longer than RFC 5389 allows (763 bytes).
+func softwareAttr(sw string) []byte {
+	if len(sw) > 763 {
+		return nil
+	}
+	b := binary.BigEndian.AppendUint16(nil, uint16(stun.AttrSoftware))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sw)))
+	b = append(b, sw...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
 }
 
 // errorReply builds an error response with the given code.
@@ -374,19 +473,6 @@ func finish(m *stun.Message, req request) []byte {
 	}
 	return append([]byte(nil), m.Raw...)
 }
-
-type addrSetter struct {
-	a stun.MappedAddress
-	t stun.AttrType
-}
-
-func (s addrSetter) AddTo(m *stun.Message) error { return s.a.AddToAs(m, s.t) }
-
-func addrAttr(ap netip.AddrPort) stun.MappedAddress {
-	return stun.MappedAddress{IP: ap.Addr().Unmap().AsSlice(), Port: int(ap.Port())}
-}
-
-func asAttr(a stun.MappedAddress, t stun.AttrType) stun.Setter { return addrSetter{a: a, t: t} }
 
 // String describes the plan in one line for logs.
 func (a Addrs) String() string {

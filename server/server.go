@@ -477,6 +477,9 @@ type bindingJob struct {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
 
+// outPool holds buffers for encoding Binding responses.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, successCap); return &b }}
+
 func (s *Server) answerBindings() {
 	defer s.wg.Done()
 	for {
@@ -492,7 +495,11 @@ func (s *Server) answerBindings() {
 
 // answer handles one request read from c and sends the reply, if any.
 func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.PacketConn) {
-	rep := s.h.Handle(b, netaddr.AddrPort(from), local)
+	// The response is encoded into a pooled buffer: it is only needed
+	// until the write returns.
+	op := outPool.Get().(*[]byte)
+	defer outPool.Put(op)
+	rep := s.h.handle(*op, b, netaddr.AddrPort(from), local, false)
 	s.count(rep)
 	if rep.Raw == nil {
 		return
@@ -501,7 +508,13 @@ func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.Pac
 	if out == nil { // the handler only names sockets of the plan
 		out = c
 	}
-	if _, err := out.WriteTo(rep.Raw, net.UDPAddrFromAddrPort(rep.To)); err != nil {
+	var err error
+	if uc, ok := out.(*net.UDPConn); ok {
+		_, err = uc.WriteToUDPAddrPort(rep.Raw, rep.To) // no net.Addr to allocate
+	} else {
+		_, err = out.WriteTo(rep.Raw, net.UDPAddrFromAddrPort(rep.To))
+	}
+	if err != nil {
 		s.sendFailures.Add(1)
 		s.log.Debug("udp write", "from", rep.From, "to", rep.To, "err", err)
 	}

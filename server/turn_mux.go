@@ -176,7 +176,8 @@ type demuxConn struct {
 }
 
 type datagram struct {
-	b    []byte
+	b    *[]byte // from bufPool; ReadFrom returns it
+	n    int
 	from net.Addr
 }
 
@@ -185,10 +186,15 @@ func newDemuxConn(c net.PacketConn) *demuxConn {
 }
 
 // push queues a copy of b; it drops the datagram when the queue is full.
+// The copy lives in a pooled buffer, so relaying allocates no garbage per
+// datagram.
 func (d *demuxConn) push(b []byte, from net.Addr) {
+	bp := bufPool.Get().(*[]byte)
+	n := copy(*bp, b)
 	select {
-	case d.in <- datagram{b: append([]byte(nil), b...), from: from}:
+	case d.in <- datagram{b: bp, n: n, from: from}:
 	default:
+		bufPool.Put(bp)
 	}
 }
 
@@ -212,7 +218,8 @@ func (d *demuxConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		n, from, err, again := 0, net.Addr(nil), error(nil), false
 		select {
 		case dg := <-d.in:
-			n, from = copy(p, dg.b), dg.from
+			n, from = copy(p, (*dg.b)[:dg.n]), dg.from
+			bufPool.Put(dg.b)
 		case <-d.done:
 			err = net.ErrClosed
 		case <-timeout:

@@ -321,7 +321,8 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 const readBatch = 32
 
 // serveUDPBatch is serveUDP for a kernel socket: it reads up to readBatch
-// datagrams per system call.
+// datagrams per system call, answers the batch's Binding requests itself
+// and sends those answers together (see replyBatch).
 func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 	pc := ipv4.NewPacketConn(uc)
 	msgs := make([]ipv4.Message, readBatch)
@@ -335,6 +336,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 			bufPool.Put(b)
 		}
 	}()
+	out := newReplyBatch()
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -358,15 +360,76 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 				}
 				continue
 			}
-			select {
-			case s.jobs <- bindingJob{buf: bufs[i], n: len(b), from: from, local: local, c: uc}:
-				bufs[i] = bufPool.Get().(*[]byte)
-				msgs[i].Buffers[0] = *bufs[i]
-			default:
-				s.answer(b, from, local, uc)
+			rep := s.h.handle(out.buf(), b, netaddr.AddrPort(from), local, false)
+			s.count(rep)
+			switch {
+			case rep.Raw == nil:
+			case rep.From == local:
+				out.add(rep)
+			default: // CHANGE-REQUEST: another socket sends it
+				s.send(rep, uc)
 			}
 		}
+		s.flush(pc, &out)
 	}
+}
+
+// replyBatch collects a read batch's Binding responses that leave from the
+// reading socket, to send them with one sendmmsg: under load that is one
+// system call for up to readBatch responses, and no hand-off to another
+// goroutine.
+type replyBatch struct {
+	msgs  []ipv4.Message
+	addrs []net.UDPAddr
+	bufs  [][]byte
+	n     int
+}
+
+func newReplyBatch() replyBatch {
+	b := replyBatch{msgs: make([]ipv4.Message, readBatch), addrs: make([]net.UDPAddr, readBatch), bufs: make([][]byte, readBatch)}
+	for i := range b.msgs {
+		b.bufs[i] = make([]byte, 0, successCap)
+		b.msgs[i].Buffers = make([][]byte, 1)
+		b.addrs[i].IP = make(net.IP, 16)
+	}
+	return b
+}
+
+// buf is where the next response is encoded.
+func (b *replyBatch) buf() []byte { return b.bufs[b.n][:0] }
+
+func (b *replyBatch) add(rep Reply) {
+	a := &b.addrs[b.n]
+	ip := rep.To.Addr()
+	if ip.Is4() {
+		v := ip.As4()
+		a.IP = append(a.IP[:0], v[:]...)
+	} else {
+		v := ip.As16()
+		a.IP = append(a.IP[:0], v[:]...)
+	}
+	a.Port = int(rep.To.Port())
+	b.msgs[b.n].Buffers[0] = rep.Raw
+	b.msgs[b.n].Addr = a
+	b.n++
+}
+
+// flush sends the collected responses and empties the batch.
+func (s *Server) flush(pc *ipv4.PacketConn, b *replyBatch) {
+	for sent := 0; sent < b.n; {
+		k, err := pc.WriteBatch(b.msgs[sent:b.n], 0)
+		if err != nil {
+			s.sendFailures.Add(uint64(b.n - sent))
+			s.log.Debug("udp write", "err", err)
+			break
+		}
+		if k == 0 {
+			s.sendFailures.Add(uint64(b.n - sent))
+			break
+		}
+		sent += k
+	}
+	b.n = 0
 }
 
 func (s *Server) acceptTCP() {
@@ -456,10 +519,13 @@ func (s *Server) serveTCP(c net.Conn) {
 	}
 }
 
-// bindingWorkers is how many goroutines answer Binding requests: one per
-// CPU, so the answers use every core, as coturn's threads do. Each socket
-// keeps a single reader, so TURN datagrams are relayed in the order they
-// came.
+// bindingWorkers is how many goroutines answer Binding requests read one
+// at a time (sockets other than IPv4 kernel sockets): one per CPU, so the
+// answers use every core, as coturn's threads do. Each socket keeps a
+// single reader, so TURN datagrams are relayed in the order they came.
+// The batch reader answers inline instead: with recvmmsg and sendmmsg two
+// system calls serve a whole batch, which costs less than waking a worker
+// per request.
 func bindingWorkers() int { return runtime.GOMAXPROCS(0) }
 
 // bindingQueue is how many Binding requests wait for a worker; when it is
@@ -504,6 +570,11 @@ func (s *Server) answer(b []byte, from net.Addr, local netip.AddrPort, c net.Pac
 	if rep.Raw == nil {
 		return
 	}
+	s.send(rep, c)
+}
+
+// send writes rep from the socket it names (c if the plan has none such).
+func (s *Server) send(rep Reply, c net.PacketConn) {
 	out := s.conns[rep.From]
 	if out == nil { // the handler only names sockets of the plan
 		out = c

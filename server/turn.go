@@ -406,6 +406,34 @@ type trackedPacketConn struct {
 	t    *turnRelay
 	once sync.Once
 	err  error
+	// last is the source of the previous datagram and its net.Addr: a
+	// relay socket hears from a few peers, so ReadFrom hands out the same
+	// (never modified) address again instead of allocating one per packet.
+	last atomic.Pointer[lastAddr]
+}
+
+type lastAddr struct {
+	ap   netip.AddrPort
+	addr *net.UDPAddr
+}
+
+// ReadFrom is the socket's ReadFrom, reusing the previous source address
+// when it repeats.
+func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok {
+		return c.PacketConn.ReadFrom(p)
+	}
+	n, ap, err := uc.ReadFromUDPAddrPort(p)
+	if err != nil {
+		return n, nil, err
+	}
+	if l := c.last.Load(); l != nil && l.ap == ap {
+		return n, l.addr, nil
+	}
+	a := net.UDPAddrFromAddrPort(ap)
+	c.last.Store(&lastAddr{ap: ap, addr: a})
+	return n, a, nil
 }
 
 func (c *trackedPacketConn) Close() error {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pion/transport/v4"
+
 	"github.com/natlab/natlab/internal/netaddr"
 )
 
@@ -113,29 +115,16 @@ func (rc RetryConfig) fresh(ctx context.Context, attempt int) (Config, error) {
 
 // hostCandidates are the socket's port on every non-loopback IPv4 address.
 func hostCandidates(rc RetryConfig, c net.PacketConn) []Candidate {
-	port := netaddr.AddrPort(c.LocalAddr()).Port()
-	ifs, err := rc.Net.Interfaces()
-	if err != nil {
-		return nil
-	}
+	return HostCandidates(rc.Net, netaddr.AddrPort(c.LocalAddr()).Port())
+}
+
+// HostCandidates are port on every non-loopback IPv4 address of n's
+// interfaces: where a peer on the same LAN reaches this host.
+func HostCandidates(n transport.Net, port uint16) []Candidate {
 	var out []Candidate
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			var ip netip.Addr
-			switch v := a.(type) {
-			case *net.IPNet:
-				ip, _ = netip.AddrFromSlice(v.IP)
-			case *net.IPAddr:
-				ip, _ = netip.AddrFromSlice(v.IP)
-			}
-			ip = ip.Unmap()
-			if ip.Is4() && !ip.IsLoopback() && !ip.IsUnspecified() {
-				out = append(out, Candidate{Kind: Host, Addr: netip.AddrPortFrom(ip, port)})
-			}
+	for _, p := range netaddr.Prefixes(n) {
+		if ip := p.Addr(); !ip.IsLoopback() && !ip.IsUnspecified() {
+			out = append(out, Candidate{Kind: Host, Addr: netip.AddrPortFrom(ip, port)})
 		}
 	}
 	return out

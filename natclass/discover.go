@@ -510,28 +510,9 @@ func (d *discovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.Add
 }
 
 func (d *discovery) interfaceIPs() []netip.Addr {
-	ifs, err := d.opts.Net.Interfaces()
-	if err != nil {
-		return nil
-	}
 	var out []netip.Addr
-	for _, ifc := range ifs {
-		as, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range as {
-			var ip net.IP
-			switch v := a.(type) {
-			case *net.IPNet:
-				ip = v.IP
-			case *net.IPAddr:
-				ip = v.IP
-			}
-			if na, ok := netip.AddrFromSlice(ip); ok && na.Unmap().Is4() {
-				out = append(out, na.Unmap())
-			}
-		}
+	for _, p := range netaddr.Prefixes(d.opts.Net) {
+		out = append(out, p.Addr())
 	}
 	return out
 }

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // Protocol names a port-mapping protocol; the strings are part of the JSON
@@ -251,28 +253,17 @@ var privateV4 = []netip.Prefix{
 // GuessGateways returns, for every private IPv4 prefix on n's interfaces,
 // its first address (the usual router address), skipping the host's own.
 func GuessGateways(n transport.Net) []netip.Addr {
-	ifs, err := n.Interfaces()
-	if err != nil {
-		return nil
-	}
 	var out []netip.Addr
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
+	for _, p := range netaddr.Prefixes(n) {
+		if p.Bits() >= 31 || p.Addr().IsLoopback() {
 			continue
 		}
-		for _, a := range addrs {
-			p, err := netip.ParsePrefix(a.String())
-			if err != nil || !p.Addr().Is4() || p.Bits() >= 31 || p.Addr().IsLoopback() {
-				continue
-			}
-			if !slices.ContainsFunc(privateV4, func(q netip.Prefix) bool { return q.Contains(p.Addr()) }) {
-				continue
-			}
-			first := p.Masked().Addr().Next()
-			if first != p.Addr() && !slices.Contains(out, first) {
-				out = append(out, first)
-			}
+		if !slices.ContainsFunc(privateV4, func(q netip.Prefix) bool { return q.Contains(p.Addr()) }) {
+			continue
+		}
+		first := p.Masked().Addr().Next()
+		if first != p.Addr() && !slices.Contains(out, first) {
+			out = append(out, first)
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
 )
@@ -39,7 +40,7 @@ func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, err
 	s.srflx = srflx
 	switch t {
 	case natclass.SameLAN:
-		s.candidates = a.hostCandidates(conn.LocalAddr())
+		s.candidates = holepunch.HostCandidates(a.o.Net, netaddr.AddrPort(conn.LocalAddr()).Port())
 	case natclass.PredictUDP:
 		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
 		if pa := a.self.PortAllocation; pa != nil && pa.Pattern == natclass.Sequential && a.self.Mapping != natclass.EndpointIndependent {
@@ -58,33 +59,6 @@ func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, err
 		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
 	}
 	return s, nil
-}
-
-// hostCandidates are this host's own addresses with the socket's port.
-func (a *agent) hostCandidates(local interface{ String() string }) []holepunch.Candidate {
-	lp, err := netip.ParseAddrPort(local.String())
-	if err != nil {
-		return nil
-	}
-	ifs, err := a.o.Net.Interfaces()
-	if err != nil {
-		return nil
-	}
-	var out []holepunch.Candidate
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, ad := range addrs {
-			p, err := netip.ParsePrefix(ad.String())
-			if err != nil || !p.Addr().Is4() || p.Addr().IsLoopback() {
-				continue
-			}
-			out = append(out, holepunch.Candidate{Kind: holepunch.Host, Addr: netip.AddrPortFrom(p.Addr(), lp.Port())})
-		}
-	}
-	return out
 }
 
 // punch runs the technique with the peer's step data. The returned path,

@@ -5,6 +5,8 @@ package netaddr
 import (
 	"net"
 	"net/netip"
+
+	"github.com/pion/transport/v4"
 )
 
 // AddrPort returns a UDP or TCP address as a netip.AddrPort with any
@@ -27,4 +29,53 @@ func AddrPort(a net.Addr) netip.AddrPort {
 		}
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Prefixes lists the IPv4 addresses of n's interfaces with their prefix
+// lengths (an address reported without a mask counts as a /32). An error
+// listing interfaces gives none: callers treat "no interfaces" and
+// "cannot tell" alike.
+func Prefixes(n transport.Net) []netip.Prefix {
+	ifs, err := n.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			var p netip.Prefix
+			switch v := a.(type) {
+			case *net.IPNet:
+				ip, ok := netip.AddrFromSlice(v.IP)
+				ones, _ := v.Mask.Size()
+				if !ok {
+					continue
+				}
+				if ip.Is4In6() && ones >= 96 {
+					ones -= 96
+				}
+				p = netip.PrefixFrom(ip.Unmap(), ones)
+			case *net.IPAddr:
+				ip, ok := netip.AddrFromSlice(v.IP)
+				if !ok {
+					continue
+				}
+				p = netip.PrefixFrom(ip.Unmap(), 32)
+			default:
+				var err error
+				if p, err = netip.ParsePrefix(a.String()); err != nil {
+					continue
+				}
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+			}
+			if p.Addr().Is4() && p.IsValid() {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/pion/transport/v4/stdnet"
 )
 
 type strAddr string
@@ -29,5 +31,25 @@ func TestAddrPort(t *testing.T) {
 		if got := AddrPort(tt.in); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestPrefixesOnLoopback(t *testing.T) {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := Prefixes(n)
+	found := false
+	for _, p := range ps {
+		if !p.Addr().Is4() || !p.IsValid() {
+			t.Errorf("not an IPv4 prefix: %v", p)
+		}
+		if p == netip.MustParsePrefix("127.0.0.1/8") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("127.0.0.1/8 missing from %v", ps)
 	}
 }

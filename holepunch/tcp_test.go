@@ -42,20 +42,32 @@ func TestPunchTCP(t *testing.T) {
 func TestPunchTCPReliableKernel(t *testing.T) {
 	lab := startLab(t, testnet.Kernel, "port-restricted-cone", "port-restricted-cone")
 	checkGoroutines(t)
-	ok := 0
+	// Two simultaneous SYNs between two Linux NATs race: the one that
+	// reaches the other router before that side's own SYN left leaves an
+	// unreplied conntrack entry that moves the peer's port (DESIGN.md's
+	// trap; a low TTL cannot help TCP). So the contract, and what the probe
+	// does, is one attempt plus one retry on fresh ports.
+	ok, first := 0, 0
 	var total time.Duration
 	for i := range reliableRuns {
 		o, _ := tcpPair(t, lab, 0)
 		if o.ok() {
+			first++
+		} else {
+			t.Logf("run %d, first try: %v", i, o)
+			o, _ = tcpPair(t, lab, 0)
+		}
+		if o.ok() {
 			ok++
 			total += max(o.a.Duration, o.b.Duration)
 		} else {
-			t.Logf("run %d: %v", i, o)
+			t.Logf("run %d, retry: %v", i, o)
 		}
 	}
-	t.Logf("tcp port-restricted-cone × port-restricted-cone: %d/%d in %v mean", ok, reliableRuns, total/time.Duration(max(ok, 1)))
+	t.Logf("tcp port-restricted-cone × port-restricted-cone: %d/%d at the first try, %d/%d with one retry, %v mean",
+		first, reliableRuns, ok, reliableRuns, total/time.Duration(max(ok, 1)))
 	if ok != reliableRuns {
-		t.Errorf("%d/%d succeeded, want all", ok, reliableRuns)
+		t.Errorf("%d/%d succeeded within one retry, want all", ok, reliableRuns)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -27,7 +28,7 @@ func TestBirthday(t *testing.T) {
 	for _, backend := range []testnet.Backend{testnet.InProcess, testnet.Kernel} {
 		t.Run(string(backend), func(t *testing.T) {
 			lab := startLab(t, backend, "symmetric", "port-restricted-cone")
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			ok := 0
 			var total, worst time.Duration
 			attempts := 0
@@ -89,7 +90,7 @@ func birthdayPair(t *testing.T, lab *testnet.Lab) outcome {
 // all of its sockets and ended all of its goroutines.
 func TestBirthdayFailsClean(t *testing.T) {
 	lab := startLab(t, testnet.InProcess, "symmetric", "symmetric")
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	sess, err := holepunch.NewSession()
 	if err != nil {
 		t.Fatal(err)

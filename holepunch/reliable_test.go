@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -31,7 +32,7 @@ func TestPunchReliableKernel(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s×%s/ttl=%d,%d/skew=%v", pc.a, pc.b, pc.ttlA, pc.ttlB, pc.skew), func(t *testing.T) {
 			lab := startLab(t, testnet.Kernel, pc.a, pc.b)
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			ok, total := 0, time.Duration(0)
 			for i := range reliableRuns {
 				ctx, cancel := context.WithTimeout(context.Background(), pairBound)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -24,7 +25,7 @@ const retryRuns = 5
 // again (which also re-synchronises the start) gets through.
 func TestPunchRetryKernel(t *testing.T) {
 	lab := startLab(t, testnet.Kernel, "port-restricted-cone", "port-restricted-cone")
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	ok := 0
 	for i := range retryRuns {
 		o := retryPair(t, lab)

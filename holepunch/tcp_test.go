@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -41,7 +42,7 @@ func TestPunchTCP(t *testing.T) {
 // reliableRuns times on one kernel lab, and requires every run to succeed.
 func TestPunchTCPReliableKernel(t *testing.T) {
 	lab := startLab(t, testnet.Kernel, "port-restricted-cone", "port-restricted-cone")
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	// Two simultaneous SYNs between two Linux NATs race: the one that
 	// reaches the other router before that side's own SYN left leaves an
 	// unreplied conntrack entry that moves the peer's port (DESIGN.md's
@@ -73,7 +74,7 @@ func TestPunchTCPReliableKernel(t *testing.T) {
 
 func runTCPPair(t *testing.T, backend testnet.Backend, presetA, presetB string, want bool) {
 	lab := startLab(t, backend, presetA, presetB)
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	o, took := tcpPair(t, lab, 0)
 	sa, sb := lab.Site("a"), lab.Site("b")
 	t.Logf("tcp %s × %s: %v", presetA, presetB, o)

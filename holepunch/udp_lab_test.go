@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -63,7 +64,7 @@ func runUDPPair(t *testing.T, backend testnet.Backend, presetA, presetB string, 
 	lab := startLab(t, backend, presetA, presetB)
 	ha, hb := lab.Site("a").Host, lab.Site("b").Host
 	profA, profB := profile(t, ctx, ha), profile(t, ctx, hb)
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	a := newPeer(t, ctx, ha, profA)
 	b := newPeer(t, ctx, hb, profB)
 	start := time.Now()
@@ -109,7 +110,7 @@ func TestSameLAN(t *testing.T) {
 			defer cancel()
 			lab := startLab(t, backend, "port-restricted-cone", "")
 			h := lab.Site("a").Host
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			a, b := newPeer(t, ctx, h, nil), newPeer(t, ctx, h, nil)
 			o := punchPair(ctx, a, b, 0)
 			t.Logf("%v", o)
@@ -141,7 +142,7 @@ func TestPredictionNeeded(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), pairBound)
 			defer cancel()
 			lab := startLab(t, backend, "symmetric-sequential", "port-restricted-cone")
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			a := newPeer(t, ctx, lab.Site("a").Host, nil) // no profile: no prediction
 			b := newPeer(t, ctx, lab.Site("b").Host, nil)
 			o := punchPair(ctx, a, b, holepunch.DefaultOpeningTTL)

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
 	"github.com/natlab/natlab/testnet"
@@ -60,7 +61,7 @@ func mappingTableEmpty(t *testing.T, ctx context.Context, c *portmap.Client, rou
 }
 
 func TestKernelDetectsEachProtocol(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	lab := startLab(t, testnet.Kernel, "symmetric+upnp", "symmetric")
 	ctx := context.Background()
 	a, b := lab.Site("a"), lab.Site("b")
@@ -110,7 +111,7 @@ func TestKernelDetectsEachProtocol(t *testing.T) {
 }
 
 func TestKernelMappingAdmitsInbound(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	lab := startLab(t, testnet.Kernel, "symmetric+upnp", "")
 	ctx := context.Background()
 	a := lab.Site("a")
@@ -236,7 +237,7 @@ func srflxConn(t *testing.T, ctx context.Context, h *testnet.Host) (net.PacketCo
 }
 
 func TestKernelSymmetricPairDirectWithMapping(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	lab := startLab(t, testnet.Kernel, "symmetric+upnp", "symmetric")
 	ctx := context.Background()
 	a, b := lab.Site("a"), lab.Site("b")
@@ -298,7 +299,7 @@ func TestKernelLabWithoutMiniupnpdBinary(t *testing.T) {
 }
 
 func TestKernelCheck(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	lab := startLab(t, testnet.Kernel, "symmetric+upnp", "double-nat+upnp")
 	ctx := context.Background()
 	a, b := lab.Site("a"), lab.Site("b")

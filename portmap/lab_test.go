@@ -6,10 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/portmap"
 	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/testnet"
@@ -79,29 +79,6 @@ func startLab(t testing.TB, backend testnet.Backend, presetA, presetB string) *t
 // gateway is the LAN address of the router in front of a site's host.
 func gateway(s *testnet.Site) netip.Addr { return s.Gateway() }
 
-// checkGoroutines fails the test if, after the cleanups registered after
-// it, more goroutines are left than when it was called.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
-
 // receive waits up to d for a datagram with payload want on c.
 func receive(c net.PacketConn, want string, d time.Duration) (netip.AddrPort, bool) {
 	defer c.SetReadDeadline(time.Time{})
@@ -135,7 +112,7 @@ func sendFromServer(t testing.TB, lab *testnet.Lab, dst netip.AddrPort, payload 
 }
 
 func TestProbeInProcessLabSaysNone(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	// The in-process lab refuses +upnp (no miniupnpd there); a plain NAT
 	// has no gateway that answers.
 	if _, err := testnet.Start(context.Background(), mustTopo(t, "symmetric+upnp"), testnet.InProcess); !errors.Is(err, testnet.ErrNotSupported) {
@@ -161,7 +138,7 @@ func TestProbeInProcessLabSaysNone(t *testing.T) {
 }
 
 func TestProbeSilentGatewayOnHost(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	// Nothing answers NAT-PMP, PCP or SSDP on loopback here.
 	n := hostNet(t)
 	start := time.Now()

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/transport/v4/stdnet"
 
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/server"
 )
 
@@ -50,32 +50,10 @@ func startServer(t *testing.T, withTLS bool) *server.Server {
 	return srv
 }
 
-// checkNoLeak fails the test if goroutines it started outlive it (the
-// server's, the clients', the measurement's).
-func checkNoLeak(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(leakWait)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// leakWait is how long goroutines get to finish after a test: closing
-// sockets ends them within milliseconds.
-const leakWait = 2 * time.Second
-
 func TestRelayLoopback(t *testing.T) {
 	for _, tr := range []Transport{UDP, TCP, TLS} {
 		t.Run(string(tr), func(t *testing.T) {
-			checkNoLeak(t)
+			leakcheck.Check(t)
 			srv := startServer(t, tr == TLS)
 			addr := srv.Addrs().Primary.String()
 			if tr == TLS {

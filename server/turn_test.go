@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
 
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/relay"
 	"github.com/natlab/natlab/server"
 )
@@ -47,23 +47,6 @@ func startTURN(t *testing.T, mod func(*server.TURNConfig)) *server.Server {
 		}
 	})
 	return srv
-}
-
-// checkNoLeak fails the test if goroutines it started outlive it.
-func checkNoLeak(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second) // closing sockets ends them within milliseconds
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 func allocate(t *testing.T, srv *server.Server, tr relay.Transport, u, p string) (*relay.Allocation, error) {
@@ -176,7 +159,7 @@ func TestTURNEphemeralCredentials(t *testing.T) {
 }
 
 func TestTURNQuota(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	srv := startTURN(t, func(c *server.TURNConfig) { c.UserQuota = 2 })
 	var held []*relay.Allocation
 	for i, tr := range []relay.Transport{relay.UDP, relay.TCP} {
@@ -216,7 +199,7 @@ func TestTURNQuota(t *testing.T) {
 // Relaying to loopback, private and the server's own service ports is
 // refused with 403, over UDP and TCP.
 func TestTURNPeerPolicy(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	srv := startTURN(t, nil)
 	for _, tr := range []relay.Transport{relay.UDP, relay.TCP} {
 		a, err := allocate(t, srv, tr, user, pass)
@@ -262,7 +245,7 @@ func TestTURNPeerPolicy(t *testing.T) {
 // A server with no allow list still relays between its own allocations
 // (relay-to-relay), which is what two peers behind symmetric NATs use.
 func TestTURNRelayToRelay(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	srv := startTURN(t, nil)
 	a, err := allocate(t, srv, relay.UDP, user, pass)
 	if err != nil {
@@ -349,7 +332,7 @@ func TestEphemeralPassword(t *testing.T) {
 // Closing the server with live allocations (UDP and TCP) ends every
 // goroutine and socket it started, and fails the clients' conns.
 func TestTURNShutdown(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	n, _ := stdnet.NewNet()
 	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")},
 		TURN: &server.TURNConfig{Users: map[string]string{user: pass}}})

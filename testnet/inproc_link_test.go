@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/internal/leakcheck"
 )
 
 func TestInProcessDelay(t *testing.T) {
@@ -98,7 +100,7 @@ func TestInProcessLoss(t *testing.T) {
 
 // A pion/stun client gets its XOR-MAPPED-ADDRESS through a NAT.
 func TestInProcessPionSTUN(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	lab := startLab(t, oneSite(presetNAT(t, "symmetric-sequential")))
 	srv, err := lab.Server.Net.ListenPacket("udp4", netip.AddrPortFrom(ServerAddrs[0], 3478).String())
 	if err != nil {
@@ -164,7 +166,7 @@ func serveSTUN(c net.PacketConn) {
 // Closing a lab with traffic in flight on delayed links stops every
 // goroutine and socket it started.
 func TestInProcessCloseNoLeak(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	topo, err := PairTopology("full-cone", "double-nat")
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +211,7 @@ func TestInProcessCloseNoLeak(t *testing.T) {
 // Senders on several sockets and a Close racing with them: no panic, no
 // race report, no leak, and every sender ends.
 func TestInProcessConcurrentClose(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	topo, err := PairTopology("symmetric", "restricted-cone")
 	if err != nil {
 		t.Fatal(err)

@@ -7,13 +7,15 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
+
+	"github.com/natlab/natlab/internal/leakcheck"
 )
 
 // pion/turn's client and server run unmodified on the lab: a client behind
 // a symmetric NAT allocates a relay and exchanges data with a peer behind a
 // full cone.
 func TestInProcessPionTURN(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Check(t)
 	topo, err := PairTopology("symmetric", "full-cone")
 	if err != nil {
 		t.Fatal(err)

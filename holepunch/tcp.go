@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/pion/transport/v4"
-	"golang.org/x/sys/unix"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/sockopt"
 )
 
 const (
@@ -67,24 +67,12 @@ type TCPConfig struct {
 	Logger  *slog.Logger
 }
 
-// ReuseControl sets SO_REUSEADDR and SO_REUSEPORT, so a listener and
-// connecting sockets can share one local port: a simultaneous open needs
-// the SYNs to leave from the port the peer was told about.
-func ReuseControl(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return fmt.Errorf("reuse control: %w", err)
-	}
-	if serr != nil {
-		return fmt.Errorf("set SO_REUSEADDR/SO_REUSEPORT: %w", serr)
-	}
-	return nil
+// ReuseControl sets SO_REUSEADDR and SO_REUSEPORT (SO_REUSEADDR alone on
+// Windows), so a listener and connecting sockets can share one local port:
+// a simultaneous open needs the SYNs to leave from the port the peer was
+// told about.
+func ReuseControl(network, address string, c syscall.RawConn) error {
+	return sockopt.Reuse(network, address, c)
 }
 
 // ListenTCP opens the listener for PunchTCP on port (0: any free port) with

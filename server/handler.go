@@ -115,6 +115,10 @@ func (a Addrs) other(local netip.AddrPort) (netip.AddrPort, bool) {
 type Handler struct {
 	addrs    Addrs
 	software string
+	// streamOther sends OTHER-ADDRESS over TCP too: set (before serving)
+	// when every socket of the plan serves TCP, where it names the
+	// connect-back source and the TCP mapping tests' target.
+	streamOther bool
 	// swAttr and swClassic are the SOFTWARE attribute, encoded once: as
 	// is, and padded with spaces for RFC 3489 clients, whose SERVER-NAME
 	// had to be a multiple of 4 bytes (they reject anything else).
@@ -353,7 +357,7 @@ func (h *Handler) appendSuccess(dst []byte, req request, from, src, local netip.
 		dst = appendAddr(dst, stun.AttrSourceAddress, src)
 		dst = appendAddr(dst, stun.AttrResponseOrigin, src)
 	}
-	if other, ok := h.addrs.other(local); ok && !stream {
+	if other, ok := h.addrs.other(local); ok && (!stream || h.streamOther) {
 		dst = appendAddr(dst, stun.AttrChangedAddress, other)
 		dst = appendAddr(dst, stun.AttrOtherAddress, other)
 	}

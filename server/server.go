@@ -70,9 +70,12 @@ type Server struct {
 	h       *Handler
 	rz      *rendezvous.Registry
 	log     *slog.Logger
+	net     transport.Net
 	conns   map[netip.AddrPort]net.PacketConn
-	tcp     transport.TCPListener
+	tcp     net.Listener                    // the primary socket's TCP listener
+	tcpAlt  map[netip.AddrPort]net.Listener // the other sockets' (TCP behaviour tests)
 	tcpErr  error
+	cb      *connectBackLimiter
 	closing chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -109,7 +112,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	if sw == "" {
 		sw = DefaultSoftware
 	}
-	s := &Server{log: log, rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
+	s := &Server{net: n, log: log, rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
 
 	network := "udp4"
 	if a.Primary.Addr().Is6() && !a.Primary.Addr().Is4In6() {
@@ -137,18 +140,11 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	if network == "udp6" {
 		tcpNet = "tcp6"
 	}
-	s.tcp, s.tcpErr = n.ListenTCP(tcpNet, net.TCPAddrFromAddrPort(a.Primary))
-	if s.tcpErr != nil {
-		s.tcp = nil
-		s.tcpErr = fmt.Errorf("tcp %s: %w", a.Primary, s.tcpErr)
-		log.Warn("serving STUN over UDP only", "reason", s.tcpErr)
-	}
+	s.listenTCP(n, tcpNet)
 	if cfg.TURN != nil {
 		if err := s.startTURN(n, *cfg.TURN); err != nil {
 			s.closeConns()
-			if s.tcp != nil {
-				_ = s.tcp.Close()
-			}
+			s.closeTCP()
 			return nil, err
 		}
 	}
@@ -163,7 +159,11 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	}
 	if s.tcp != nil {
 		s.wg.Add(1)
-		go s.acceptTCP()
+		go s.acceptTCP(s.tcp, a.Primary)
+	}
+	for ap, ln := range s.tcpAlt {
+		s.wg.Add(1)
+		go s.acceptTCP(ln, ap)
 	}
 	log.Info("STUN server listening", "plan", a.String(), "tcp", s.tcp != nil)
 	for _, u := range a.Unsupported() {
@@ -215,11 +215,7 @@ func (s *Server) Close() error {
 			err = s.turn.close()
 		}
 		err = errors.Join(err, s.closeConns())
-		if s.tcp != nil {
-			if e := s.tcp.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
-				err = errors.Join(err, e)
-			}
-		}
+		err = errors.Join(err, s.closeTCP())
 		s.mu.Lock()
 		for c := range s.tcpConns {
 			_ = c.Close() // unblock its reader; the error says nothing useful
@@ -432,10 +428,11 @@ func (s *Server) flush(pc *ipv4.PacketConn, b *replyBatch) {
 	b.n = 0
 }
 
-func (s *Server) acceptTCP() {
+// acceptTCP serves the TCP listener of the plan's socket local.
+func (s *Server) acceptTCP(ln net.Listener, local netip.AddrPort) {
 	defer s.wg.Done()
 	for {
-		c, err := s.tcp.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if s.isClosing() || errors.Is(err, net.ErrClosed) {
 				return
@@ -458,13 +455,13 @@ func (s *Server) acceptTCP() {
 		s.tcpConns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.serveTCP(c)
+		go s.serveTCP(c, local)
 	}
 }
 
 // serveTCP answers RFC 5389-framed messages on one connection until the
 // client closes it, goes idle, or sends something that is not STUN.
-func (s *Server) serveTCP(c net.Conn) {
+func (s *Server) serveTCP(c net.Conn, local netip.AddrPort) {
 	defer s.wg.Done()
 	handedOff := false
 	defer func() {
@@ -475,7 +472,8 @@ func (s *Server) serveTCP(c net.Conn) {
 			_ = c.Close()
 		}
 	}()
-	from, local := netaddr.AddrPort(c.RemoteAddr()), s.addrs.Primary
+	from := netaddr.AddrPort(c.RemoteAddr())
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	buf := make([]byte, maxMessageSize)
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(tcpIdleTimeout)); err != nil {
@@ -498,7 +496,13 @@ func (s *Server) serveTCP(c net.Conn) {
 		if _, err := io.ReadFull(c, buf[headerSize:size]); err != nil {
 			return
 		}
-		if s.turn != nil && isTURN(buf[:size]) {
+		if flags, ok := connectBackFlags(buf[:size]); ok {
+			if !s.connectBack(c, buf[:size], flags, from, local) {
+				return
+			}
+			continue
+		}
+		if s.turn != nil && local == s.addrs.Primary && isTURN(buf[:size]) {
 			// From here on the connection is TURN's: pion/turn reads it
 			// (through the peer policy) and closes it.
 			handedOff = s.turn.handoff(c, buf[:size])

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -99,14 +100,14 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	if o.Matrix {
 		return runMatrix(ctx, o, backend)
 	}
-	lo := probe.LabOptions{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime}
+	lo := lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime}
 	// RunLab has no progress hook: its events are the plan before and the
 	// sites after.
 	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
 		start := time.Now()
 		plan := labPlan(backend, o.NATA, o.NATB)
 		emit(labEvent(start, "lab", fmt.Sprintf("building the %s lab and profiling %d site(s)", backend, len(plan.Sites)), plan))
-		rep, err := probe.RunLab(ctx, lo)
+		rep, err := lab.Run(ctx, lo)
 		if err != nil {
 			return tui.Result{}, err
 		}
@@ -119,7 +120,7 @@ func runLab(ctx context.Context, o *LabOptions) error {
 		}
 		return tui.Result{Lab: rep}, nil
 	}
-	var rep *probe.LabReport
+	var rep *lab.Report
 	switch {
 	case useTUI(o.IO, o.Output, o.Events):
 		res, err := runTUI(ctx, o.IO, tui.KindLab, "natlab lab", run)
@@ -141,7 +142,7 @@ func runLab(ctx context.Context, o *LabOptions) error {
 		}
 	default:
 		var err error
-		if rep, err = probe.RunLab(ctx, lo); err != nil {
+		if rep, err = lab.Run(ctx, lo); err != nil {
 			return err
 		}
 		if o.Output.JSON {
@@ -157,7 +158,7 @@ func runLab(ctx context.Context, o *LabOptions) error {
 }
 
 // labExit is the lab's exit status, the same whichever view ran.
-func labExit(rep *probe.LabReport) error {
+func labExit(rep *lab.Report) error {
 	if !rep.Match {
 		// A lab whose profiles differ from their presets means natlab (or
 		// the emulation) is wrong: say so through the exit code too.
@@ -180,12 +181,12 @@ func labPlan(backend testnet.Backend, a, b string) tui.LabPlan {
 		return plan // the flags were checked; RunLab reports the error
 	}
 	for _, s := range topo.Sites {
-		plan.Sites = append(plan.Sites, probe.LabSite{Name: s.Name, Preset: s.Preset, Expected: s.NAT.Expect()})
+		plan.Sites = append(plan.Sites, lab.Site{Name: s.Name, Preset: s.Preset, Expected: s.NAT.Expect()})
 	}
 	return plan
 }
 
-func writeLabReport(w io.Writer, r *probe.LabReport) error {
+func writeLabReport(w io.Writer, r *lab.Report) error {
 	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\tok")

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -21,10 +22,10 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
 		plan := matrixPlan(backend)
 		emit(labEvent(time.Now(), "matrix", fmt.Sprintf("pairing %d presets in %d labs", len(plan.Presets), len(plan.Presets)*(len(plan.Presets)+1)/2), plan))
-		rep, err := probe.RunMatrix(ctx, probe.MatrixOptions{Backend: backend, Events: emit})
+		rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Events: emit})
 		return tui.Result{Matrix: rep}, err
 	}
-	var rep *probe.MatrixReport
+	var rep *lab.MatrixReport
 	switch {
 	case useTUI(o.IO, o.Output, o.Events):
 		res, err := runTUI(ctx, o.IO, tui.KindMatrix, "natlab lab --matrix", run)
@@ -50,12 +51,12 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 			return err
 		}
 	default:
-		opts := probe.MatrixOptions{Backend: backend}
+		opts := lab.MatrixOptions{Backend: backend}
 		if !o.Output.JSON {
 			opts.Events = func(e probe.Event) { fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message) }
 		}
 		var err error
-		if rep, err = probe.RunMatrix(ctx, opts); err != nil {
+		if rep, err = lab.RunMatrix(ctx, opts); err != nil {
 			return err
 		}
 		if o.Output.JSON {
@@ -94,7 +95,7 @@ var cellNames = map[natclass.Technique]string{
 	probe.RelayUDP: "relay", probe.RelayTCP: "relay-tcp",
 }
 
-func writeMatrix(w io.Writer, r *probe.MatrixReport) error {
+func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", r.Backend)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "\t")

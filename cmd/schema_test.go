@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
@@ -140,12 +141,12 @@ func checkReport(t *testing.T, raw []byte) *probe.Report {
 
 func checkLab(t *testing.T, raw []byte) {
 	t.Helper()
-	var r probe.LabReport
+	var r lab.Report
 	if err := decodeStrict(raw, &r); err != nil {
-		t.Fatalf("lab report does not decode strictly into probe.LabReport: %v\n%s", err, raw)
+		t.Fatalf("lab report does not decode strictly into lab.Report: %v\n%s", err, raw)
 	}
 	requireKeys(t, "lab report", raw, "schema", "backend", "server", "sites", "match", "duration_ms")
-	if r.Schema != probe.LabSchema || len(r.Sites) == 0 {
+	if r.Schema != lab.Schema || len(r.Sites) == 0 {
 		t.Errorf("schema %q with %d sites", r.Schema, len(r.Sites))
 	}
 	checkEnum(t, "backend", r.Backend, set("in-process", "kernel"))
@@ -246,21 +247,21 @@ func labProbes(t *testing.T, ctx context.Context, a, b string) func(ctx context.
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab, err := testnet.Start(ctx, topo, testnet.InProcess)
+	tl, err := testnet.Start(ctx, topo, testnet.InProcess)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = lab.Close() })
-	srv, err := probe.StartLabServer(lab, nil)
+	t.Cleanup(func() { _ = tl.Close() })
+	srv, err := lab.StartServer(tl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	server := netip.AddrPortFrom(lab.Server.Addr(), probe.LabSTUNPort).String()
+	server := netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String()
 	return func(ctx context.Context, site int, out, errOut *syncBuffer, args ...string) error {
 		s := IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut}
 		c := NewCmdProbe(s, func(ctx context.Context, o *ProbeOptions) error {
-			o.Net = lab.Sites[site].Host.Net
+			o.Net = tl.Sites[site].Host.Net
 			return runProbe(ctx, o)
 		})
 		c.SetArgs(append([]string{"--server", server}, args...))
@@ -332,11 +333,11 @@ func TestREADMEJSONExamples(t *testing.T) {
 	// contract.
 	blocks := jsonBlocks(string(readme), "")
 	targets := map[string]func() any{
-		CheckSchema:        func() any { return &checkDocument{} },
-		probe.LabSchema:    func() any { return &probe.LabReport{} },
-		probe.ProbeSchema:  func() any { return &probe.Report{} },
-		probe.MatrixSchema: func() any { return &probe.MatrixReport{} },
-		"natlab.serve/v1":  func() any { return &serveStatus{} },
+		CheckSchema:       func() any { return &checkDocument{} },
+		lab.Schema:        func() any { return &lab.Report{} },
+		probe.ProbeSchema: func() any { return &probe.Report{} },
+		lab.MatrixSchema:  func() any { return &lab.MatrixReport{} },
+		"natlab.serve/v1": func() any { return &serveStatus{} },
 	}
 	checked := 0
 	for i, b := range blocks {

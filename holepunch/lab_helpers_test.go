@@ -21,7 +21,7 @@ import (
 // namespaces and nftables rules, which takes a second or two.
 const labStartBound = 30 * time.Second
 
-// The lab STUN server's ports, as probe.StartLabServer uses them. The
+// The lab STUN server's ports, as lab.StartServer uses them. The
 // server is started here directly so that these tests do not depend on
 // the probe package, which sits above holepunch.
 const (

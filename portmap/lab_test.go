@@ -30,7 +30,7 @@ const (
 	negativeWait = 300 * time.Millisecond
 )
 
-// The lab STUN server, on the same ports as probe.StartLabServer.
+// The lab STUN server, on the same ports as lab.StartServer.
 var stunServer = netip.AddrPortFrom(testnet.ServerAddrs[0], 3478)
 
 const stunAltPort = 3479

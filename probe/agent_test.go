@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -23,20 +24,20 @@ func runPair(t *testing.T, backend testnet.Backend, natA, natB string) (a, b *pr
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab, err := testnet.Start(ctx, topo, backend)
+	tl, err := testnet.Start(ctx, topo, backend)
 	if errors.Is(err, testnet.ErrNeedPrivileges) || errors.Is(err, testnet.ErrNoMiniUPnPd) {
 		t.Skipf("%s lab: %v", backend, err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lab.Close()
-	return runPairIn(ctx, t, lab)
+	defer tl.Close()
+	return runPairIn(ctx, t, tl)
 }
 
-func runPairIn(ctx context.Context, t *testing.T, lab *testnet.Lab) (a, b *probe.Report) {
+func runPairIn(ctx context.Context, t *testing.T, tl *testnet.Lab) (a, b *probe.Report) {
 	t.Helper()
-	reps, err := probe.RunPairInLab(ctx, lab, nil)
+	reps, err := lab.RunPair(ctx, tl, nil)
 	if err != nil {
 		t.Fatalf("probe pair: %v", err)
 	}

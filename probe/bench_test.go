@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -72,12 +73,12 @@ func punchOnce(natA, natB string, want natclass.Technique) (probe.TechniqueResul
 	for i := range topo.Sites {
 		topo.Sites[i].WAN.Delay = benchOneWay
 	}
-	lab, err := testnet.Start(ctx, topo, testnet.Kernel)
+	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
 	if err != nil {
 		return probe.TechniqueResult{}, err
 	}
-	defer lab.Close()
-	reps, err := probe.RunPairInLab(ctx, lab, nil)
+	defer tl.Close()
+	reps, err := lab.RunPair(ctx, tl, nil)
 	if err != nil {
 		return probe.TechniqueResult{}, err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/natlab/natlab/holepunch"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/relay"
-	"github.com/natlab/natlab/server"
 )
 
 // Relay techniques, after the direct ones in DESIGN.md's order of
@@ -31,26 +30,6 @@ const (
 	// and a TURN server answers within a round trip or two.
 	relayAllocTimeout = 5 * time.Second
 )
-
-// Lab TURN credentials: the lab server accepts them, and lab probes use
-// them.
-const (
-	LabTURNUser = "natlab"
-	LabTURNPass = "natlab-lab"
-)
-
-// LabTURNConfig is the TURN part of the lab server: the lab's
-// credentials, and its public ranges (documentation addresses, refused
-// by default) opened for relaying. StartLabServer passes it as
-// server.Config.TURN.
-func LabTURNConfig() *server.TURNConfig {
-	return &server.TURNConfig{
-		Users: map[string]string{LabTURNUser: LabTURNPass},
-		Peers: server.PeerPolicy{Allow: []netip.Prefix{
-			netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"),
-		}},
-	}
-}
 
 // RelayConfig says how a probe reaches the TURN relay.
 type RelayConfig struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/relay"
@@ -34,7 +35,7 @@ func startRelayLab(t *testing.T, ctx context.Context, backend testnet.Backend, n
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab, err := testnet.Start(ctx, topo, backend)
+	tl, err := testnet.Start(ctx, topo, backend)
 	if errors.Is(err, testnet.ErrNeedPrivileges) {
 		t.Skipf("kernel lab: %v", err)
 	}
@@ -42,27 +43,27 @@ func startRelayLab(t *testing.T, ctx context.Context, backend testnet.Backend, n
 		t.Fatalf("start %s lab: %v", backend, err)
 	}
 	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
+		if err := tl.Close(); err != nil {
 			t.Errorf("close lab: %v", err)
 		}
 	})
-	srv, err := server.Listen(lab.Server.Net, server.Config{
+	srv, err := server.Listen(tl.Server.Net, server.Config{
 		Addrs: server.Addrs{
-			Primary: netip.AddrPortFrom(lab.Server.Addrs[0], probe.LabSTUNPort),
-			AltIP:   lab.Server.Addrs[1], AltPort: probe.LabSTUNAltPort,
+			Primary: netip.AddrPortFrom(tl.Server.Addrs[0], lab.STUNPort),
+			AltIP:   tl.Server.Addrs[1], AltPort: lab.STUNAltPort,
 		},
-		TURN: probe.LabTURNConfig(),
+		TURN: lab.TURNConfig(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	return lab, srv
+	return tl, srv
 }
 
 // runRelayPair runs the relay stage on both sites the way the agent does:
 // prepare, exchange offers at a barrier, measure at once.
-func runRelayPair(t *testing.T, ctx context.Context, lab *testnet.Lab, cfg probe.RelayConfig) [2]probe.RelayReport {
+func runRelayPair(t *testing.T, ctx context.Context, tl *testnet.Lab, cfg probe.RelayConfig) [2]probe.RelayReport {
 	t.Helper()
 	sess, err := holepunch.NewSession()
 	if err != nil {
@@ -79,7 +80,7 @@ func runRelayPair(t *testing.T, ctx context.Context, lab *testnet.Lab, cfg probe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sides[i] = probe.PrepareRelay(ctx, lab.Site(name).Host.Net, cfg, nil, "")
+			sides[i] = probe.PrepareRelay(ctx, tl.Site(name).Host.Net, cfg, nil, "")
 			offers[i] = sides[i].Offer()
 		}()
 	}
@@ -115,9 +116,9 @@ func checkRelayed(t *testing.T, reps [2]probe.RelayReport, want natclass.Techniq
 func TestRelaySymmetricInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), relayLabBound)
 	defer cancel()
-	lab, srv := startRelayLab(t, ctx, testnet.InProcess, "symmetric", "symmetric")
-	reps := runRelayPair(t, ctx, lab, probe.RelayConfig{
-		Server: srv.Addrs().Primary.String(), Username: probe.LabTURNUser, Password: probe.LabTURNPass,
+	tl, srv := startRelayLab(t, ctx, testnet.InProcess, "symmetric", "symmetric")
+	reps := runRelayPair(t, ctx, tl, probe.RelayConfig{
+		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
 	checkRelayed(t, reps, probe.RelayUDP, relay.UDP)
@@ -130,9 +131,9 @@ func TestRelaySymmetricInProcess(t *testing.T) {
 func TestRelaySymmetricKernel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), relayLabBound)
 	defer cancel()
-	lab, srv := startRelayLab(t, ctx, testnet.Kernel, "symmetric", "symmetric")
-	reps := runRelayPair(t, ctx, lab, probe.RelayConfig{
-		Server: srv.Addrs().Primary.String(), Username: probe.LabTURNUser, Password: probe.LabTURNPass,
+	tl, srv := startRelayLab(t, ctx, testnet.Kernel, "symmetric", "symmetric")
+	reps := runRelayPair(t, ctx, tl, probe.RelayConfig{
+		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
 	checkRelayed(t, reps, probe.RelayUDP, relay.UDP)
@@ -143,9 +144,9 @@ func TestRelaySymmetricKernel(t *testing.T) {
 func TestRelayUDPBlockedKernel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), relayLabBound)
 	defer cancel()
-	lab, srv := startRelayLab(t, ctx, testnet.Kernel, "udp-blocked", "udp-blocked")
-	reps := runRelayPair(t, ctx, lab, probe.RelayConfig{
-		Server: srv.Addrs().Primary.String(), Username: probe.LabTURNUser, Password: probe.LabTURNPass,
+	tl, srv := startRelayLab(t, ctx, testnet.Kernel, "udp-blocked", "udp-blocked")
+	reps := runRelayPair(t, ctx, tl, probe.RelayConfig{
+		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
 	checkRelayed(t, reps, probe.RelayTCP, relay.TCP)
@@ -162,7 +163,7 @@ func TestRelayUDPBlockedKernel(t *testing.T) {
 func TestRelayCostInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), relayLabBound)
 	defer cancel()
-	lab, srv := startRelayLab(t, ctx, testnet.InProcess, "full-cone", "port-restricted-cone")
+	tl, srv := startRelayLab(t, ctx, testnet.InProcess, "full-cone", "port-restricted-cone")
 	sess, err := holepunch.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +179,7 @@ func TestRelayCostInProcess(t *testing.T) {
 		wg      sync.WaitGroup
 	)
 	for i, name := range []string{"a", "b"} {
-		c, err := lab.Site(name).Host.Net.ListenPacket("udp4", "0.0.0.0:0")
+		c, err := tl.Site(name).Host.Net.ListenPacket("udp4", "0.0.0.0:0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,13 +205,13 @@ func TestRelayCostInProcess(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	cfg := probe.RelayConfig{Server: srv.Addrs().Primary.String(), Username: probe.LabTURNUser, Password: probe.LabTURNPass,
+	cfg := probe.RelayConfig{Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20}}
 	for i, name := range []string{"a", "b"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sides[i] = probe.PrepareRelay(ctx, lab.Site(name).Host.Net, cfg, paths[i], natclass.DirectUDP)
+			sides[i] = probe.PrepareRelay(ctx, tl.Site(name).Host.Net, cfg, paths[i], natclass.DirectUDP)
 			offers[i] = sides[i].Offer()
 		}()
 	}

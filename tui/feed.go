@@ -3,6 +3,7 @@ package tui
 import (
 	"sync"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/probe"
 )
 
@@ -30,7 +31,7 @@ func NewFeed(size int) *Feed { return &Feed{ch: make(chan probe.Event, max(size,
 func (f *Feed) Push(e probe.Event) {
 	// The matrix hands out a pointer into its report, which it keeps
 	// writing after the run: copy it while this goroutine owns it.
-	if mp, ok := e.Data.(*probe.MatrixPair); ok && mp != nil {
+	if mp, ok := e.Data.(*lab.MatrixPair); ok && mp != nil {
 		c := *mp
 		e.Data = &c
 	}

@@ -3,6 +3,7 @@ package tui
 import (
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -70,8 +71,8 @@ func probeReport() *probe.Report {
 
 var matrixPresets = []string{"full-cone", "port-restricted-cone", "symmetric", "symmetric-sequential"}
 
-func matrixReport() *probe.MatrixReport {
-	r := &probe.MatrixReport{Schema: probe.MatrixSchema, Backend: "in-process", Presets: matrixPresets, Match: false, DurationMillis: 9300,
+func matrixReport() *lab.MatrixReport {
+	r := &lab.MatrixReport{Schema: lab.MatrixSchema, Backend: "in-process", Presets: matrixPresets, Match: false, DurationMillis: 9300,
 		Excluded: map[string]string{"udp-blocked": "UDP is blocked and the in-process lab has no TCP: use --kernel"}}
 	best := map[[2]string]natclass.Technique{
 		{"full-cone", "full-cone"}: natclass.DirectUDP, {"full-cone", "port-restricted-cone"}: natclass.DirectUDP,
@@ -81,7 +82,7 @@ func matrixReport() *probe.MatrixReport {
 	}
 	for i, a := range matrixPresets {
 		for _, b := range matrixPresets[i:] {
-			p := probe.MatrixPair{A: a, B: b, Techniques: techs()[:6]}
+			p := lab.MatrixPair{A: a, B: b, Techniques: techs()[:6]}
 			if t, ok := best[[2]string{a, b}]; ok {
 				p.Verdict = probe.Verdict{Direct: true, Technique: t, Summary: "Direct P2P works: " + string(t)}
 			} else {
@@ -100,12 +101,12 @@ func matrixReport() *probe.MatrixReport {
 	return r
 }
 
-func labReport() *probe.LabReport {
+func labReport() *lab.Report {
 	a, b := selfProfile(), selfProfile()
 	b.NATType, b.Mapping, b.MappedAddress = natclass.Symmetric, natclass.AddressAndPortDependent, "198.51.100.20:51234"
 	b.PortAllocation = &natclass.PortAllocation{Pattern: natclass.Random}
-	return &probe.LabReport{Schema: probe.LabSchema, Backend: "in-process", Server: []string{"203.0.113.10:3478", "203.0.113.11:3479"}, Match: true, DurationMillis: 1530,
-		Sites: []probe.LabSite{
+	return &lab.Report{Schema: lab.Schema, Backend: "in-process", Server: []string{"203.0.113.10:3478", "203.0.113.11:3479"}, Match: true, DurationMillis: 1530,
+		Sites: []lab.Site{
 			{Name: "a", Preset: "port-restricted-cone", Public: "198.51.100.10", Expected: testnet.Expected{NATType: natclass.PortRestrictedCone}, Profile: a},
 			{Name: "b", Preset: "symmetric", Public: "198.51.100.20", Expected: testnet.Expected{NATType: natclass.Symmetric}, Profile: b},
 		}}

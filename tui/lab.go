@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 )
@@ -14,7 +15,7 @@ type labScreen struct {
 	plan    *LabPlan
 	last    string
 	elapsed float64
-	report  *probe.LabReport
+	report  *lab.Report
 }
 
 func (s *labScreen) event(e probe.Event) {
@@ -24,11 +25,11 @@ func (s *labScreen) event(e probe.Event) {
 	}
 }
 
-func (s *labScreen) done(r *probe.LabReport) { s.report = r }
+func (s *labScreen) done(r *lab.Report) { s.report = r }
 
 func (s *labScreen) view(v view) string {
 	out := []string{titleStyle.Render(v.title)}
-	var sites []probe.LabSite
+	var sites []lab.Site
 	switch {
 	case s.report != nil:
 		sites = s.report.Sites
@@ -82,7 +83,7 @@ func (s *labScreen) view(v view) string {
 
 // siteColumn is one site: what was measured, or while measuring, what the
 // preset should give.
-func siteColumn(s probe.LabSite, finished bool) []string {
+func siteColumn(s lab.Site, finished bool) []string {
 	head := "site " + s.Name
 	if s.Preset != "" {
 		head += " · " + s.Preset

@@ -9,6 +9,7 @@ import (
 	"github.com/charmbracelet/bubbles/progress"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 )
@@ -26,9 +27,9 @@ type matrixScreen struct {
 	backend  string
 	presets  []string
 	excluded map[string]string
-	pairs    map[[2]string]probe.MatrixPair
+	pairs    map[[2]string]lab.MatrixPair
 	elapsed  float64
-	report   *probe.MatrixReport
+	report   *lab.MatrixReport
 	row, col int
 	details  bool
 }
@@ -45,9 +46,9 @@ func (s *matrixScreen) event(e probe.Event) {
 	switch d := e.Data.(type) {
 	case MatrixPlan:
 		s.backend, s.presets, s.excluded = d.Backend, d.Presets, d.Excluded
-	case *probe.MatrixPair:
+	case *lab.MatrixPair:
 		if s.pairs == nil {
-			s.pairs = map[[2]string]probe.MatrixPair{}
+			s.pairs = map[[2]string]lab.MatrixPair{}
 		}
 		s.pairs[pairKey(d.A, d.B)] = *d
 		// A preset the plan did not know (or no plan): grow the grid.
@@ -69,9 +70,9 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-func (s *matrixScreen) done(r *probe.MatrixReport) {
+func (s *matrixScreen) done(r *lab.MatrixReport) {
 	s.report, s.backend, s.presets, s.excluded = r, r.Backend, r.Presets, r.Excluded
-	s.pairs = map[[2]string]probe.MatrixPair{}
+	s.pairs = map[[2]string]lab.MatrixPair{}
 	for _, p := range r.Pairs {
 		s.pairs[pairKey(p.A, p.B)] = p
 	}
@@ -108,7 +109,7 @@ func (s *matrixScreen) total() int {
 }
 
 // cell is the grid's word for a pair.
-func cell(p probe.MatrixPair, ok bool) string {
+func cell(p lab.MatrixPair, ok bool) string {
 	switch {
 	case !ok:
 		return "·"
@@ -128,7 +129,7 @@ func cell(p probe.MatrixPair, ok bool) string {
 	return c
 }
 
-func (s *matrixScreen) selected() (a, b string, p probe.MatrixPair, ok bool) {
+func (s *matrixScreen) selected() (a, b string, p lab.MatrixPair, ok bool) {
 	if len(s.presets) == 0 {
 		return "", "", p, false
 	}

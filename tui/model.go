@@ -11,6 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/spinner"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/probe"
 )
 
@@ -27,8 +28,8 @@ const (
 // Result is what one run produced; exactly one field is set.
 type Result struct {
 	Probe  *probe.Report
-	Lab    *probe.LabReport
-	Matrix *probe.MatrixReport
+	Lab    *lab.Report
+	Matrix *lab.MatrixReport
 }
 
 // Messages between the command layer (through Run) and the model.
@@ -60,8 +61,8 @@ type PairingCode string
 // what their presets should produce, shown while they are measured.
 // It is also the first line of `natlab lab --events`.
 type LabPlan struct {
-	Backend string          `json:"backend"`
-	Sites   []probe.LabSite `json:"sites"` // name, preset and expected; no profile yet
+	Backend string     `json:"backend"`
+	Sites   []lab.Site `json:"sites"` // name, preset and expected; no profile yet
 }
 
 // MatrixPlan is the Data of the event that starts a matrix run: the grid's

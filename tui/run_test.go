@@ -10,6 +10,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/probe"
 )
 
@@ -45,10 +46,10 @@ func TestFeedNeverBlocks(t *testing.T) {
 
 func TestFeedCopiesMatrixPair(t *testing.T) {
 	f := NewFeed(1)
-	mp := &probe.MatrixPair{A: "a", B: "b"}
+	mp := &lab.MatrixPair{A: "a", B: "b"}
 	f.Push(probe.Event{Data: mp})
 	mp.A = "changed"
-	if got := (<-f.C()).Data.(*probe.MatrixPair); got.A != "a" {
+	if got := (<-f.C()).Data.(*lab.MatrixPair); got.A != "a" {
 		t.Errorf("the feed shares the producer's pair: %q", got.A)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -37,20 +37,20 @@ func BenchmarkCheckVsClients(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			lab, err := testnet.Start(ctx, topo, testnet.Kernel)
+			tl, err := testnet.Start(ctx, topo, testnet.Kernel)
 			if errors.Is(err, testnet.ErrNeedPrivileges) {
 				b.Skipf("kernel lab: %v", err)
 			}
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer lab.Close()
-			srv, err := probe.StartLabServer(lab, nil)
+			defer tl.Close()
+			srv, err := lab.StartServer(tl, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			host := lab.Site("a").Host
+			host := tl.Site("a").Host
 			server := "203.0.113.10:3478"
 			tools := []struct {
 				name string

@@ -1,4 +1,4 @@
-package probe
+package lab
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/testnet"
 )
@@ -30,7 +31,7 @@ type MatrixOptions struct {
 	// testnet.Presets() when empty.
 	Presets []string
 	// Events, if set, receives one event per finished pair.
-	Events func(Event)
+	Events func(probe.Event)
 	Logger *slog.Logger
 }
 
@@ -48,13 +49,13 @@ type MatrixReport struct {
 
 // MatrixPair is one cell: preset A × preset B.
 type MatrixPair struct {
-	A          string            `json:"a"`
-	B          string            `json:"b"`
-	Techniques []TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
-	Relay      *RelayReport      `json:"relay,omitempty"`      // side A's relay stage
-	Verdict    Verdict           `json:"verdict"`
-	Mismatches []string          `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
-	Error      string            `json:"error,omitempty"`
+	A          string                  `json:"a"`
+	B          string                  `json:"b"`
+	Techniques []probe.TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
+	Relay      *probe.RelayReport      `json:"relay,omitempty"`      // side A's relay stage
+	Verdict    probe.Verdict           `json:"verdict"`
+	Mismatches []string                `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
+	Error      string                  `json:"error,omitempty"`
 }
 
 // RunMatrix probes every pair of presets in its own lab.
@@ -105,14 +106,14 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 				return
 			}
 			defer func() { <-sem }()
-			err := runPair(ctx, backend, mp, o.Logger)
+			err := runCell(ctx, backend, mp, o.Logger)
 			if errors.Is(err, testnet.ErrNeedPrivileges) {
 				mu.Lock()
 				fatal = err
 				mu.Unlock()
 			}
 			if o.Events != nil {
-				o.Events(Event{Time: time.Now(), Stage: "pair", Message: fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), Data: mp,
+				o.Events(probe.Event{Time: time.Now(), Stage: "pair", Message: fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), Data: mp,
 					Elapsed: float64(time.Since(start).Microseconds()) / 1000})
 			}
 		}(&rep.Pairs[i])
@@ -133,11 +134,11 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	return rep, nil
 }
 
-// runPair builds a lab for one pair and runs both probes in it.
-func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *slog.Logger) error {
+// runCell builds a lab for one pair and runs both probes in it.
+func runCell(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *slog.Logger) error {
 	fail := func(err error) error {
 		mp.Error = err.Error()
-		mp.Verdict = Verdict{Summary: "error: " + err.Error()}
+		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}
 		return err
 	}
 	topo, err := testnet.PairTopology(mp.A, mp.B)
@@ -149,7 +150,7 @@ func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *
 		return fail(err)
 	}
 	defer lab.Close()
-	reps, err := RunPairInLab(ctx, lab, log)
+	reps, err := RunPair(ctx, lab, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -160,7 +161,7 @@ func runPair(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *
 	return nil
 }
 
-func mismatches(ts []TechniqueResult) []string {
+func mismatches(ts []probe.TechniqueResult) []string {
 	var out []string
 	for _, t := range ts {
 		if t.Predicted != t.Measured {
@@ -187,37 +188,37 @@ func (r *MatrixReport) Cell(a, b string) *MatrixPair {
 // Best is the technique a cell's verdict chose, or "" when none worked.
 func (p *MatrixPair) Best() natclass.Technique { return p.Verdict.Technique }
 
-// RunPairInLab starts natlab's server in a running two-site lab and runs a
+// RunPair starts natlab's server in a running two-site lab and runs a
 // probe on each site's host, paired with a fresh code; it returns both
 // reports, site a's first.
-func RunPairInLab(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*Report, error) {
+func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.Report, error) {
 	if len(lab.Sites) != 2 {
 		return nil, fmt.Errorf("a probe pair needs two sites, the lab has %d", len(lab.Sites))
 	}
-	srv, err := StartLabServer(lab, log)
+	srv, err := StartServer(lab, log)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close()
-	server := netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String()
+	server := netip.AddrPortFrom(lab.Server.Addr(), STUNPort).String()
 	code, err := rendezvous.NewCode()
 	if err != nil {
 		return nil, err
 	}
-	reps := make([]*Report, 2)
+	reps := make([]*probe.Report, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i, site := range lab.Sites {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reps[i], errs[i] = Run(ctx, Options{
+			reps[i], errs[i] = probe.Run(ctx, probe.Options{
 				Net: site.Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Logger: log,
 				Gateway: site.Gateway(),
 				// The lab knows which routers run a port-mapping daemon;
 				// asking the others would only wait out the probe's bound.
 				NoPortMap: !site.Spec.NAT.HasPortMapping(),
-				Relay:     LabRelayConfig(lab),
+				Relay:     RelayConfig(lab),
 			})
 		}()
 	}
@@ -226,12 +227,4 @@ func RunPairInLab(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*R
 		return nil, err
 	}
 	return reps, nil
-}
-
-// LabRelayConfig is how a lab probe reaches the lab server's TURN relay.
-func LabRelayConfig(lab *testnet.Lab) *RelayConfig {
-	return &RelayConfig{
-		Server:   netip.AddrPortFrom(lab.Server.Addr(), LabSTUNPort).String(),
-		Username: LabTURNUser, Password: LabTURNPass,
-	}
 }

@@ -1,4 +1,4 @@
-package probe_test
+package lab_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
@@ -22,7 +23,7 @@ func TestMatrix(t *testing.T) {
 		t.Run(string(backend), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), matrixBound)
 			defer cancel()
-			rep, err := probe.RunMatrix(ctx, probe.MatrixOptions{Backend: backend})
+			rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend})
 			if errors.Is(err, testnet.ErrNeedPrivileges) {
 				t.Skipf("kernel lab: %v", err)
 			}

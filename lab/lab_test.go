@@ -1,4 +1,4 @@
-package probe_test
+package lab_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -26,12 +26,12 @@ func TestLabProfilesMatchPresets(t *testing.T) {
 				t.Run(preset, func(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), labBound)
 					defer cancel()
-					rep, err := probe.RunLab(ctx, probe.LabOptions{Backend: backend, NATA: preset})
+					rep, err := lab.Run(ctx, lab.Options{Backend: backend, NATA: preset})
 					if errors.Is(err, testnet.ErrNeedPrivileges) {
 						t.Skipf("kernel lab: %v", err)
 					}
 					if err != nil {
-						t.Fatalf("RunLab: %v", err)
+						t.Fatalf("lab.Run: %v", err)
 					}
 					if len(rep.Sites) != 1 {
 						t.Fatalf("got %d sites, want 1", len(rep.Sites))
@@ -56,11 +56,11 @@ func TestLabProfilesMatchPresets(t *testing.T) {
 func TestLabPairReport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), labBound)
 	defer cancel()
-	rep, err := probe.RunLab(ctx, probe.LabOptions{NATA: "full-cone", NATB: "symmetric-sequential"})
+	rep, err := lab.Run(ctx, lab.Options{NATA: "full-cone", NATB: "symmetric-sequential"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Schema != probe.LabSchema || rep.Backend != string(testnet.InProcess) || !rep.Match {
+	if rep.Schema != lab.Schema || rep.Backend != string(testnet.InProcess) || !rep.Match {
 		t.Fatalf("report %+v", rep)
 	}
 	if len(rep.Server) != 4 {
@@ -76,13 +76,13 @@ func TestLabPairReport(t *testing.T) {
 
 func TestLabBadInput(t *testing.T) {
 	ctx := context.Background()
-	if _, err := probe.RunLab(ctx, probe.LabOptions{NATA: "carrier-pigeon"}); err == nil {
+	if _, err := lab.Run(ctx, lab.Options{NATA: "carrier-pigeon"}); err == nil {
 		t.Error("unknown preset: no error")
 	}
-	if _, err := probe.RunLab(ctx, probe.LabOptions{Backend: "vmware", NATA: "open"}); err == nil {
+	if _, err := lab.Run(ctx, lab.Options{Backend: "vmware", NATA: "open"}); err == nil {
 		t.Error("unknown backend: no error")
 	}
-	if _, err := probe.RunLab(ctx, probe.LabOptions{}); err == nil {
+	if _, err := lab.Run(ctx, lab.Options{}); err == nil {
 		t.Error("no sites: no error")
 	}
 }

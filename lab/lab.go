@@ -1,6 +1,4 @@
-// Package probe runs natlab's stages (profile, pair, punch, relay) and owns
-// the reports and events that every view renders.
-package probe
+package lab
 
 import (
 	"context"
@@ -17,18 +15,18 @@ import (
 	"github.com/natlab/natlab/testnet"
 )
 
-// LabSchema versions the JSON document of `natlab lab`.
-const LabSchema = "natlab.lab/v1"
+// Schema versions the JSON document of `natlab lab`.
+const Schema = "natlab.lab/v1"
 
 // Lab STUN ports: the standard port and the next one as RFC 5780's
 // alternate port.
 const (
-	LabSTUNPort    = 3478
-	LabSTUNAltPort = 3479
+	STUNPort    = 3478
+	STUNAltPort = 3479
 )
 
-// LabOptions configure RunLab.
-type LabOptions struct {
+// Options configure Run.
+type Options struct {
 	Backend testnet.Backend
 	// NATA and NATB are preset names; an empty NATB runs one site only.
 	NATA, NATB string
@@ -39,19 +37,19 @@ type LabOptions struct {
 	Logger   *slog.Logger
 }
 
-// LabReport is the result of one lab run: each site's profile next to what
+// Report is the result of one lab run: each site's profile next to what
 // its preset should produce.
-type LabReport struct {
-	Schema         string    `json:"schema"`      // LabSchema
-	Backend        string    `json:"backend"`     // "in-process" or "kernel"
-	Server         []string  `json:"server"`      // the lab server's STUN addresses
-	Sites          []LabSite `json:"sites"`       // one per NAT site
-	Match          bool      `json:"match"`       // every profile equals its preset
-	DurationMillis float64   `json:"duration_ms"` // wall time, lab start to teardown
+type Report struct {
+	Schema         string   `json:"schema"`      // Schema
+	Backend        string   `json:"backend"`     // "in-process" or "kernel"
+	Server         []string `json:"server"`      // the lab server's STUN addresses
+	Sites          []Site   `json:"sites"`       // one per NAT site
+	Match          bool     `json:"match"`       // every profile equals its preset
+	DurationMillis float64  `json:"duration_ms"` // wall time, lab start to teardown
 }
 
-// LabSite is one site's result.
-type LabSite struct {
+// Site is one site's result.
+type Site struct {
 	Name       string            `json:"name"`                 // "a", "b"
 	Preset     string            `json:"preset,omitempty"`     // preset name, if any
 	Public     string            `json:"public"`               // the site's public address
@@ -61,24 +59,24 @@ type LabSite struct {
 	Error      string            `json:"error,omitempty"`      // why there is no profile
 }
 
-// StartLabServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
+// StartServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
 // server host with both public addresses and both ports.
-func StartLabServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+func StartServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 	addrs := server.Addrs{
-		Primary: netip.AddrPortFrom(lab.Server.Addrs[0], LabSTUNPort),
+		Primary: netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort),
 		AltIP:   lab.Server.Addrs[1],
-		AltPort: LabSTUNAltPort,
+		AltPort: STUNAltPort,
 	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: LabTURNConfig()})
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: TURNConfig()})
 	if err != nil {
 		return nil, fmt.Errorf("start lab STUN server: %w", err)
 	}
 	return srv, nil
 }
 
-// RunLab builds the lab, profiles every site against the lab's STUN server,
+// Run builds the lab, profiles every site against the lab's STUN server,
 // compares each profile with its preset and tears the lab down.
-func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
 	topo := o.Topology
 	if len(topo.Sites) == 0 {
@@ -99,32 +97,32 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		return nil, fmt.Errorf("start %s lab: %w", o.Backend, err)
 	}
 	defer lab.Close()
-	srv, err := StartLabServer(lab, log)
+	srv, err := StartServer(lab, log)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close()
 
-	primary := netip.AddrPortFrom(lab.Server.Addrs[0], LabSTUNPort).String()
-	rep := &LabReport{
-		Schema:  LabSchema,
+	primary := netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort).String()
+	rep := &Report{
+		Schema:  Schema,
 		Backend: string(lab.Backend),
 		Match:   true,
 	}
 	for _, s := range srv.Addrs().Sockets() {
 		rep.Server = append(rep.Server, s.String())
 	}
-	rep.Sites = make([]LabSite, len(lab.Sites))
+	rep.Sites = make([]Site, len(lab.Sites))
 	var wg sync.WaitGroup
 	for i, site := range lab.Sites {
-		rep.Sites[i] = LabSite{
+		rep.Sites[i] = Site{
 			Name:     site.Spec.Name,
 			Preset:   site.Spec.Preset,
 			Public:   site.Public.String(),
 			Expected: site.Spec.NAT.Expect(),
 		}
 		wg.Add(1)
-		go func(ls *LabSite, h *testnet.Host) {
+		go func(ls *Site, h *testnet.Host) {
 			defer wg.Done()
 			p, err := natclass.Discover(ctx, natclass.Options{
 				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,

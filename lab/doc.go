@@ -1,0 +1,9 @@
+// Package lab runs natlab against emulated networks: Run profiles every
+// site of a lab and compares each profile with its preset, RunMatrix
+// pairs every preset with every other and runs the paired probe in each
+// cell, and RunPair runs both probes of one two-site lab. It starts
+// natlab's own server (STUN, rendezvous, TURN) on the lab's server host.
+//
+// The dependencies read cmd → lab → {probe, server, testnet}: the agent
+// (probe) that runs on users' hosts knows nothing of the lab.
+package lab

@@ -95,6 +95,10 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 	pmc := startPortMapCheck(ctx, o, n)
 	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime})
 	pm := <-pmc
+	if errors.Is(err, natclass.ErrServerUnreachable) {
+		// Nothing is known about this host's NAT: no type is claimed.
+		return &ExitError{Code: ExitNoPath, Err: err}
+	}
 	if err != nil {
 		return err
 	}

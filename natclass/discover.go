@@ -318,7 +318,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	defer r1cancel()
 	for i, a := range addrs {
 		wg.Go(func() {
-			pk, rtt, err := ms0.transact(r1ctx, ms0, a, firstSchedule())
+			pk, rtt, err := d.firstTransaction(r1ctx, ms0, a)
 			results[i] = first{pk, rtt, err}
 			answered <- i
 		})
@@ -358,6 +358,8 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 			} else {
 				sr.Error = "response without a mapped address"
 			}
+		case errors.Is(r.err, errRefused):
+			sr.Error = r.err.Error()
 		case errors.Is(r.err, context.Canceled) && ctx.Err() == nil:
 			sr.Error = fmt.Sprintf("no response within %v of the first server's", extraServerGrace)
 		case errors.Is(r.err, errTimeout):
@@ -373,6 +375,9 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		return nil, fmt.Errorf("STUN check: %w", err)
 	}
 	if primary < 0 {
+		if err := d.diagnoseSilence(ctx, addrs, p); err != nil {
+			return nil, err
+		}
 		p.NATType = UDPBlocked
 		for _, t := range []string{TestMapping, TestFiltering, TestHairpinning, TestPortAllocation, TestNATDepth} {
 			p.NotRun = append(p.NotRun, NotRun{Test: t, Reason: "no STUN server answered over UDP"})

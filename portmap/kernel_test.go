@@ -330,3 +330,44 @@ func TestKernelCheck(t *testing.T) {
 		mappingTableEmpty(t, ctx, c, router)
 	}
 }
+
+// A router without a port-mapping daemon answers ICMP port unreachable to
+// its LAN: every protocol is "not offered" from that answer, not from a
+// timeout.
+func TestKernelRefusingGatewaySaysNotOffered(t *testing.T) {
+	leakcheck.Check(t)
+	lab := startLab(t, testnet.Kernel, "port-restricted-cone", "")
+	a := lab.Site("a")
+	r := portmap.Probe(context.Background(), portmap.Options{Net: a.Host.Net, Gateway: gateway(a), Beyond: stunServer})
+	t.Logf("%s in %v ms: %+v", r.Summary(), r.DurationMillis, r.Protocols)
+	for _, p := range r.Protocols {
+		if p.Available || !strings.Contains(p.Error, "port unreachable") {
+			t.Errorf("%s: want not offered (port unreachable), got available=%v %q", p.Protocol, p.Available, p.Error)
+		}
+	}
+}
+
+// A router whose firewall drops port-mapping requests silently: the wait
+// ends after a few of the gateway's round trips (measured with a TTL-1
+// datagram toward the server, which the router answers Time Exceeded),
+// not after the fixed probe timeout.
+func TestKernelSilentGatewayBoundedByItsRTT(t *testing.T) {
+	leakcheck.Check(t)
+	lab := startLab(t, testnet.Kernel, "port-restricted-cone", "")
+	a := lab.Site("a")
+	ctx := context.Background()
+	cmd, err := a.Router.Command(ctx, "nft", "add table inet silent; add chain inet silent in { type filter hook input priority -10; }; add rule inet silent in udp dport { 1900, 5351 } drop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("nft in the router namespace: %v: %s", err, out)
+	}
+	r := portmap.Probe(ctx, portmap.Options{Net: a.Host.Net, Gateway: gateway(a), Beyond: stunServer})
+	t.Logf("%s in %v ms: %+v", r.Summary(), r.DurationMillis, r.Protocols)
+	for _, p := range r.Protocols {
+		if p.Available || !strings.Contains(p.Error, "round trips to the gateway") {
+			t.Errorf("%s: want silence bounded by the gateway's RTT, got available=%v %q", p.Protocol, p.Available, p.Error)
+		}
+	}
+}

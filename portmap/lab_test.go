@@ -139,7 +139,8 @@ func TestProbeInProcessLabSaysNone(t *testing.T) {
 
 func TestProbeSilentGatewayOnHost(t *testing.T) {
 	leakcheck.Check(t)
-	// Nothing answers NAT-PMP, PCP or SSDP on loopback here.
+	// Nothing answers NAT-PMP, PCP or SSDP on loopback here (the kernel
+	// answers port unreachable).
 	n := hostNet(t)
 	start := time.Now()
 	r := portmap.Probe(context.Background(), portmap.Options{Net: n, Gateway: netip.MustParseAddr("127.0.0.1"), Timeout: time.Second})

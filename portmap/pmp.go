@@ -75,42 +75,45 @@ func (e *ResultError) Error() string {
 // errSilent is wrapped when the gateway never answered.
 var errSilent = errors.New("no answer")
 
-// exchange sends req to the gateway's port 5351 from a fresh socket until
-// an answer for which accept returns true arrives or ctx ends.
+// exchange sends req to the gateway's port 5351 from a fresh connected
+// socket until an answer for which accept returns true arrives or ctx
+// ends. The socket is connected so that the gateway's ICMP port
+// unreachable ends the wait at once (errRefused): a router without a
+// NAT-PMP/PCP server says so in one round trip.
 func (c *Client) exchange(ctx context.Context, req []byte, accept func([]byte) bool) ([]byte, error) {
-	conn, err := c.net.ListenPacket("udp4", "0.0.0.0:0")
+	gw := netip.AddrPortFrom(c.gw, pmpPort)
+	conn, err := c.net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(gw))
 	if err != nil {
 		return nil, fmt.Errorf("open socket: %w", err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	gw := netip.AddrPortFrom(c.gw, pmpPort)
-	dst := net.UDPAddrFromAddrPort(gw)
 	buf := make([]byte, pmpMaxDatagram)
-	for rto := pmpRTO; ; rto *= 2 {
-		if _, err := conn.WriteTo(req, dst); err != nil {
-			return nil, fmt.Errorf("send to %v: %w", gw, err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(rto))
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%w from %v: %w", errSilent, gw, ctx.Err())
-				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return nil, fmt.Errorf("read from %v: %w", gw, err)
+	r := c.resender(pmpRTO)
+	for {
+		if r.due() {
+			if _, err := conn.Write(req); err != nil && !isRefused(err) {
+				return nil, fmt.Errorf("send to %v: %w", gw, err)
 			}
-			if ua, ok := from.(*net.UDPAddr); !ok || ua.AddrPort().Addr().Unmap() != c.gw || ua.Port != pmpPort {
+		}
+		_ = conn.SetReadDeadline(r.next())
+		n, err := conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w from %v: %w", errSilent, gw, context.Cause(ctx))
+			}
+			var ne net.Error
+			switch {
+			case isRefused(err):
+				return nil, fmt.Errorf("%w from %v", errRefused, gw)
+			case errors.As(err, &ne) && ne.Timeout():
 				continue
 			}
-			if accept(buf[:n]) {
-				return append([]byte(nil), buf[:n]...), nil
-			}
+			return nil, fmt.Errorf("read from %v: %w", gw, err)
+		}
+		if accept(buf[:n]) {
+			return append([]byte(nil), buf[:n]...), nil
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/transport/v4"
@@ -82,6 +83,11 @@ type Options struct {
 	TestMap bool
 	// Logger receives debug notes; nil discards them.
 	Logger *slog.Logger
+	// Beyond is an address past the gateway (the STUN server the caller
+	// talks to anyway): a TTL-1 datagram toward it measures the gateway's
+	// round trip, which then bounds the wait for a silent gateway.
+	// Without it the wait is Timeout.
+	Beyond netip.AddrPort
 }
 
 // Result is what one protocol answered.
@@ -181,6 +187,8 @@ type Client struct {
 	timeout time.Duration
 	testMap bool
 	log     *slog.Logger
+	beyond  netip.AddrPort
+	gwRTT   atomic.Int64 // the gateway's round trip in ns, once measured
 
 	mu   sync.Mutex
 	igd  *igdService // UPnP control point, once discovered
@@ -193,7 +201,7 @@ func NewClient(o Options) (*Client, error) {
 	if o.Net == nil {
 		return nil, errors.New("portmap: Options.Net is nil")
 	}
-	c := &Client{net: o.Net, gw: o.Gateway, timeout: cmp.Or(o.Timeout, DefaultProbeTimeout), testMap: o.TestMap, log: o.Logger}
+	c := &Client{net: o.Net, gw: o.Gateway, timeout: cmp.Or(o.Timeout, DefaultProbeTimeout), testMap: o.TestMap, log: o.Logger, beyond: o.Beyond}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -289,8 +297,11 @@ func Probe(ctx context.Context, o Options) Report {
 // Probe asks the gateway which protocols it speaks, all three at once.
 func (c *Client) Probe(ctx context.Context) Report {
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	tctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	pctx, bound := context.WithCancelCause(tctx)
+	defer bound(nil)
+	stopBound := c.boundSilence(pctx, bound, start)
 	r := Report{Gateway: c.gw, Local: c.local, Protocols: make([]Result, len(Protocols))}
 	var wg sync.WaitGroup
 	for i, p := range Protocols {
@@ -321,6 +332,7 @@ func (c *Client) Probe(ctx context.Context) Report {
 		})
 	}
 	wg.Wait()
+	stopBound()
 	if c.testMap {
 		c.testMappings(ctx, &r)
 	}

@@ -92,53 +92,82 @@ func (c *Client) discover(ctx context.Context) (*igdService, error) {
 }
 
 // ssdpSearch sends M-SEARCH for an InternetGatewayDevice and returns the
-// LOCATION of the first answer from the gateway.
+// LOCATION of the first answer from the gateway. Multicast is how UPnP is
+// meant to be found; unicast to the gateway also works with most IGDs
+// (miniupnpd among them), needs no multicast route, and goes out on a
+// connected socket, so a gateway without SSDP says so at once with ICMP
+// port unreachable (errRefused).
 func (c *Client) ssdpSearch(ctx context.Context) (string, error) {
-	conn, err := c.net.ListenPacket("udp4", "0.0.0.0:0")
-	if err != nil {
-		return "", fmt.Errorf("ssdp: open socket: %w", err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	req := []byte("M-SEARCH * HTTP/1.1\r\n" +
 		"HOST: 239.255.255.250:1900\r\n" +
 		"MAN: \"ssdp:discover\"\r\n" +
 		"MX: 1\r\n" +
 		"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n")
-	send := func() error {
-		var errs []error
-		// Multicast is how UPnP is meant to be found; unicast to the
-		// gateway also works with most IGDs (miniupnpd among them) and
-		// needs no multicast route.
-		for _, dst := range []netip.AddrPort{ssdpGroup, netip.AddrPortFrom(c.gw, ssdpPort)} {
-			if _, err := conn.WriteTo(req, net.UDPAddrFromAddrPort(dst)); err != nil {
-				errs = append(errs, err)
+	uc, err := c.net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.gw, ssdpPort)))
+	if err != nil {
+		return "", fmt.Errorf("ssdp: open socket: %w", err)
+	}
+	mc, err := c.net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		_ = uc.Close()
+		return "", fmt.Errorf("ssdp: open socket: %w", err)
+	}
+	type result struct {
+		loc string
+		err error
+	}
+	results := make(chan result, 2)
+	group := net.UDPAddrFromAddrPort(ssdpGroup)
+	go func() {
+		loc, err := c.ssdpListen(ctx, uc, func() error { _, err := uc.Write(req); return err })
+		results <- result{loc, err}
+	}()
+	go func() {
+		loc, err := c.ssdpListen(ctx, mc, func() error { _, err := mc.WriteTo(req, group); return err })
+		results <- result{loc, err}
+	}()
+	var errs []error
+	for range 2 {
+		r := <-results
+		if r.err == nil || errors.Is(r.err, errRefused) {
+			// An answer, or the gateway's own word that nothing listens:
+			// either settles it, and the other search ends.
+			cancel()
+			<-results
+			return r.loc, r.err
+		}
+		errs = append(errs, r.err)
+	}
+	return "", errs[0] // both failed alike (silence, or no socket): the first reason
+}
+
+// ssdpListen sends M-SEARCH with send on conn (closing it when done) and
+// reads until the gateway answers with a LOCATION, refuses, or ctx ends.
+func (c *Client) ssdpListen(ctx context.Context, conn net.PacketConn, send func() error) (string, error) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, 2048)
+	r := c.resender(ssdpResend)
+	for {
+		if r.due() {
+			if err := send(); err != nil && !isRefused(err) {
+				return "", fmt.Errorf("ssdp: send M-SEARCH: %w", err)
 			}
 		}
-		if len(errs) == 2 {
-			return fmt.Errorf("ssdp: send M-SEARCH: %w", errors.Join(errs...))
-		}
-		return nil
-	}
-	if err := send(); err != nil {
-		return "", err
-	}
-	resend := time.Now().Add(ssdpResend)
-	buf := make([]byte, 2048)
-	for {
-		_ = conn.SetReadDeadline(resend)
+		_ = conn.SetReadDeadline(r.next())
 		n, from, err := conn.ReadFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil {
-				return "", fmt.Errorf("ssdp: %w from %v: %w", errSilent, c.gw, ctx.Err())
+				return "", fmt.Errorf("ssdp: %w from %v: %w", errSilent, c.gw, context.Cause(ctx))
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if err := send(); err != nil {
-					return "", err
-				}
-				resend = time.Now().Add(2 * ssdpResend)
+			switch {
+			case isRefused(err):
+				return "", fmt.Errorf("ssdp: %w from %v", errRefused, netip.AddrPortFrom(c.gw, ssdpPort))
+			case errors.As(err, &ne) && ne.Timeout():
 				continue
 			}
 			return "", fmt.Errorf("ssdp: read: %w", err)

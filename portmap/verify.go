@@ -177,6 +177,9 @@ type Inbound struct {
 // again before Check returns. It is bounded by Probe's bound plus
 // DefaultMapTimeout twice (map, unmap) and VerifyTimeout.
 func Check(ctx context.Context, o Options, server netip.AddrPort) Report {
+	if !o.Beyond.IsValid() {
+		o.Beyond = server
+	}
 	c, err := NewClient(o)
 	if err != nil {
 		return Probe(ctx, o) // reports the same error, per protocol

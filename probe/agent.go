@@ -246,6 +246,9 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	if pmDone != nil {
 		<-pmDone
 	}
+	if errors.Is(err, natclass.ErrServerUnreachable) {
+		return nil, fmt.Errorf("%w: %w", ErrNoPath, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
 	}

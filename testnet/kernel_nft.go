@@ -406,8 +406,11 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 	// filter do; that is what makes the DESIGN.md trap real here (a later
 	// outbound packet to the same peer collides with the unreplied entry
 	// and gets another external port). The stack's answers (ICMP port
-	// unreachable, TCP RST) are dropped on the way out, so from outside
-	// the packet vanishes silently like at real CPE.
+	// unreachable, TCP RST) are dropped on the way out to the WAN, so from
+	// outside the packet vanishes silently like at real CPE; the LAN gets
+	// them, as from a router whose LAN zone accepts input (OpenWrt's
+	// default), which is how a host learns at once that the router runs
+	// no port-mapping daemon.
 	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, &policyAccept)
 	rule(in, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(accept))...)
 	rule(in, append(nftL4(unix.IPPROTO_ICMP), nftVerdict(accept))...)
@@ -420,10 +423,10 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 	}
 	rule(in, append(nftIf(expr.MetaKeyIIFNAME, r.WAN), nftVerdict(drop))...)
 	output := chain("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter, &policyAccept)
-	rule(output, nftJoin(nftL4(unix.IPPROTO_ICMP),
+	rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(unix.IPPROTO_ICMP),
 		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: regV1, Data: []byte{icmpDestUnreachable}}, nftVerdict(drop)})...)
-	rule(output, nftJoin(nftL4(unix.IPPROTO_TCP),
+	rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(unix.IPPROTO_TCP),
 		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
 			&expr.Bitwise{SourceRegister: regV1, DestRegister: regV1, Len: 1, Mask: []byte{tcpFlagRST}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: regV1, Data: []byte{0}}, nftVerdict(drop)})...)

@@ -3,13 +3,18 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
 
 	"github.com/natlab/natlab/internal/interop"
@@ -100,6 +105,8 @@ func TestCheckMain(t *testing.T) {
 	full := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
 	plain := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")})
 	silent := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), interop.FreePortPair(t))
+	closer := tcpListener(t, func(c net.Conn) {}) // a middlebox: accepts, then closes
+	tcpOnly := tcpListener(t, answerBinding)      // STUN over TCP only: UDP is what fails
 
 	tests := []struct {
 		name       string
@@ -122,8 +129,14 @@ func TestCheckMain(t *testing.T) {
 			[]string{"hairpinning"}, "open"},
 		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", pmBound,
 			[]string{"filtering", "hairpinning"}, "unknown"},
-		{"unreachable", []string{"check", "--server", silent.String()}, ExitInternal, nil,
-			"no STUN server answered over UDP", 4 * time.Second, nil, ""},
+		{"server down", []string{"check", "--portmap=false", "--server", silent.String()}, ExitNoPath, nil,
+			"STUN server unreachable: " + silent.String() + ": UDP port unreachable (ICMP), TCP connection refused", time.Second, nil, ""},
+		{"server down json", []string{"check", "--json", "--server", silent.String()}, ExitNoPath, nil,
+			"STUN server unreachable", pmBound, nil, ""},
+		{"tcp closed at once", []string{"check", "--portmap=false", "--server", closer.String()}, ExitNoPath, nil,
+			"TCP accepted, then closed without answering", time.Second, nil, ""},
+		{"udp blocked", []string{"check", "--portmap=false", "--json", "--server", tcpOnly.String()}, ExitInternal, []string{`"nat_type": "udp-blocked"`},
+			"no STUN server answered over UDP", time.Second, []string{"mapping", "filtering", "hairpinning", "port_allocation", "nat_depth"}, "udp-blocked"},
 		{"unresolvable", []string{"check", "--server", "nosuchhost.invalid:3478"}, ExitInternal, nil,
 			"resolve STUN server nosuchhost.invalid:3478", 6 * time.Second, nil, ""},
 		{"malformed", []string{"check", "--server", "foo"}, ExitUsage, nil, "want host:port", time.Second, nil, ""},
@@ -209,5 +222,49 @@ func TestCheckJSONFields(t *testing.T) {
 	var pa map[string]json.RawMessage
 	if err := json.Unmarshal(doc.Profile["port_allocation"], &pa); err != nil || pa["pattern"] == nil || pa["samples"] == nil {
 		t.Errorf("port_allocation %s", doc.Profile["port_allocation"])
+	}
+}
+
+// tcpListener serves each TCP connection on a loopback port with serve,
+// then closes it; nothing listens on the same UDP port.
+func tcpListener(t *testing.T, serve func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				serve(c)
+			})
+		}
+	})
+	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+// answerBinding answers one RFC 5389-framed Binding request.
+func answerBinding(c net.Conn) {
+	hdr := make([]byte, 20)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return
+	}
+	if _, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint16(hdr[2:4]))); err != nil {
+		return
+	}
+	var id [stun.TransactionIDSize]byte
+	copy(id[:], hdr[8:20])
+	from := c.RemoteAddr().(*net.TCPAddr)
+	res, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingSuccess, &stun.XORMappedAddress{IP: from.IP, Port: from.Port})
+	if err == nil {
+		_, _ = c.Write(res.Raw)
 	}
 }

@@ -19,17 +19,20 @@ func TestProbeUnreachableServer(t *testing.T) {
 	}
 	port := l.LocalAddr().(*net.UDPAddr).Port
 	l.Close()
-	s, out, errOut := testStreams()
-	start := time.Now()
-	code := Main([]string{"probe", "--json", "--server", "127.0.0.1:" + strconv.Itoa(port)}, s)
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("took %v", d)
-	}
-	if code != ExitNoPath {
-		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitNoPath, out, errOut)
-	}
-	if lines := strings.Split(strings.TrimSpace(errOut.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "no path to the server") {
-		t.Errorf("stderr %q, want one line saying there is no path", errOut)
+	closer := tcpListener(t, func(net.Conn) {}) // a middlebox that accepts TCP and closes it
+	for _, srv := range []string{"127.0.0.1:" + strconv.Itoa(port), closer.String()} {
+		s, out, errOut := testStreams()
+		start := time.Now()
+		code := Main([]string{"probe", "--json", "--server", srv}, s)
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s: took %v", srv, d)
+		}
+		if code != ExitNoPath {
+			t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", srv, code, ExitNoPath, out, errOut)
+		}
+		if lines := strings.Split(strings.TrimSpace(errOut.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "no path to the server") {
+			t.Errorf("%s: stderr %q, want one line saying there is no path", srv, errOut)
+		}
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/lab"
-	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 	"github.com/natlab/natlab/tui"
@@ -88,11 +87,12 @@ func matrixPlan(backend testnet.Backend) tui.MatrixPlan {
 	return plan
 }
 
-// cellNames are the short forms of techniques in the matrix grid.
-var cellNames = map[natclass.Technique]string{
-	natclass.SameLAN: "lan", natclass.DirectUDP: "udp", natclass.PredictUDP: "predict",
-	natclass.Birthday: "birthday", natclass.MappedUDP: "portmap", natclass.DirectTCP: "tcp",
-	probe.RelayUDP: "relay", probe.RelayTCP: "relay-tcp",
+// matrixLegend explains the cells (natclass's short technique names; a
+// test checks that it names every one).
+var matrixLegend = []string{
+	"lan: same LAN; udp: hole punch; pred: port prediction; bday: birthday probing;",
+	"pmap: mapped port; tcp: TCP simultaneous open; relay: TURN over UDP;",
+	"rtcp: TURN over TCP/TLS; none: no path; !: measured differs from predicted",
 }
 
 func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
@@ -115,7 +115,7 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 			case c.Best() == "":
 				cell = "none"
 			default:
-				cell = cellNames[c.Best()]
+				cell = c.Best().Short()
 			}
 			if c != nil && len(c.Mismatches) > 0 {
 				cell += "!"
@@ -127,9 +127,7 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write matrix: %w", err)
 	}
-	fmt.Fprintln(w, "\nudp: hole punch; predict: port prediction; birthday: birthday probing; portmap: mapped port;")
-	fmt.Fprintln(w, "tcp: TCP simultaneous open; relay: TURN over UDP; relay-tcp: TURN over TCP/TLS; none: no path;")
-	fmt.Fprintln(w, "!: a measurement differs from its prediction")
+	fmt.Fprintf(w, "\n%s\n", strings.Join(matrixLegend, "\n"))
 	var ex []string
 	for p, why := range r.Excluded {
 		ex = append(ex, fmt.Sprintf("  %s: %s", p, why))

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/natclass"
 )
 
 const (
@@ -91,7 +93,7 @@ type BirthdayConfig struct {
 // PunchBirthday runs one side of birthday probing and returns the path as
 // soon as one pair of mappings has met. Result.Attempts counts probes.
 func PunchBirthday(ctx context.Context, cfg BirthdayConfig) (*Path, Result, error) {
-	res := Result{Technique: Birthday}
+	res := Result{Technique: natclass.Birthday}
 	fail := func(err error) (*Path, Result, error) {
 		res.Err = err
 		return nil, res, err

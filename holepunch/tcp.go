@@ -18,6 +18,7 @@ import (
 
 	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/internal/sockopt"
+	"github.com/natlab/natlab/natclass"
 )
 
 const (
@@ -93,7 +94,7 @@ func ListenTCP(ctx context.Context, n transport.Net, port uint16) (net.Listener,
 // error wraps ErrNoPath (or the lab's "not supported" error for a Net
 // without TCP).
 func PunchTCP(ctx context.Context, cfg TCPConfig) (net.Conn, Result, error) {
-	res := Result{Technique: TCPOpen}
+	res := Result{Technique: natclass.DirectTCP}
 	start := time.Now()
 	fail := func(err error) (net.Conn, Result, error) {
 		res.Err = err

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/natlab/natlab/natclass"
 )
 
 // Kind says where a candidate address comes from (ICE vocabulary).
@@ -96,26 +98,13 @@ func (s Session) valid() error {
 	return nil
 }
 
-// Technique names what established (or failed to establish) a path; the
-// strings are part of the JSON schema and follow DESIGN.md's verdict order.
-type Technique string
-
-// Techniques.
-const (
-	SameLAN    Technique = "same-lan"     // a host candidate answered
-	DirectUDP  Technique = "udp"          // srflx or peer-reflexive UDP
-	PredictUDP Technique = "udp-predict"  // a predicted port of a sequential allocator
-	Birthday   Technique = "udp-birthday" // birthday probing against a random allocator
-	TCPOpen    Technique = "tcp"          // TCP simultaneous open
-)
-
 // Result is the measurement of one punching attempt.
 type Result struct {
-	Technique Technique      `json:"technique"`
-	Success   bool           `json:"success"`
-	Local     netip.AddrPort `json:"local,omitzero"`  // our socket's address
-	Mapped    netip.AddrPort `json:"mapped,omitzero"` // our address as the peer saw it
-	Remote    netip.AddrPort `json:"remote,omitzero"` // the peer's address on the path
+	Technique natclass.Technique `json:"technique"`
+	Success   bool               `json:"success"`
+	Local     netip.AddrPort     `json:"local,omitzero"`  // our socket's address
+	Mapped    netip.AddrPort     `json:"mapped,omitzero"` // our address as the peer saw it
+	Remote    netip.AddrPort     `json:"remote,omitzero"` // the peer's address on the path
 	// Attempts is the number of probe packets (or TCP connect attempts) sent.
 	Attempts int `json:"attempts"`
 	// TimeToFirstPacket is from the start to the first authenticated packet

@@ -59,9 +59,9 @@ type Config struct {
 	// CGN) and stay below the hops to the peer's NAT. Sockets that are
 	// not kernel sockets ignore it.
 	OpeningTTL int
-	// Technique labels a success through a non-host candidate (DirectUDP
-	// when empty; PredictUDP when the peer's candidates were predicted).
-	Technique Technique
+	// Technique labels a success through a non-host candidate (natclass.DirectUDP
+	// when empty; natclass.PredictUDP when the peer's candidates were predicted).
+	Technique natclass.Technique
 	// Logger receives debug notes; nil discards them.
 	Logger *slog.Logger
 }
@@ -72,7 +72,7 @@ type Config struct {
 // either case; on failure the error wraps ErrNoPath and every socket is
 // closed.
 func PunchUDP(ctx context.Context, cfg Config) (*Path, Result, error) {
-	res := Result{Technique: cmp.Or(cfg.Technique, DirectUDP)}
+	res := Result{Technique: cmp.Or(cfg.Technique, natclass.DirectUDP)}
 	if err := cfg.Session.valid(); err != nil {
 		res.Err = err
 		closeConn(cfg.Conn)
@@ -124,9 +124,9 @@ func PunchUDP(ctx context.Context, cfg Config) (*Path, Result, error) {
 	}
 	switch kind {
 	case Host:
-		res.Technique = SameLAN
+		res.Technique = natclass.SameLAN
 	case Predicted:
-		res.Technique = PredictUDP
+		res.Technique = natclass.PredictUDP
 	}
 	return newPath(res, conn, cfg.Session), res, nil
 }

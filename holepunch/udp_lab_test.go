@@ -9,6 +9,7 @@ import (
 
 	"github.com/natlab/natlab/holepunch"
 	"github.com/natlab/natlab/internal/leakcheck"
+	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -21,25 +22,25 @@ const pairBound = 40 * time.Second
 var udpPairs = []struct {
 	a, b string
 	want bool
-	tech holepunch.Technique // on side B, when want; "" for either direct technique
+	tech natclass.Technique // on side B, when want; "" for either direct technique
 }{
-	{"full-cone", "full-cone", true, holepunch.DirectUDP},
-	{"full-cone", "port-restricted-cone", true, holepunch.DirectUDP},
-	{"restricted-cone", "port-restricted-cone", true, holepunch.DirectUDP},
-	{"port-restricted-cone", "port-restricted-cone", true, holepunch.DirectUDP},
-	{"double-nat", "port-restricted-cone", true, holepunch.DirectUDP},
-	{"open", "symmetric", true, holepunch.DirectUDP},
+	{"full-cone", "full-cone", true, natclass.DirectUDP},
+	{"full-cone", "port-restricted-cone", true, natclass.DirectUDP},
+	{"restricted-cone", "port-restricted-cone", true, natclass.DirectUDP},
+	{"port-restricted-cone", "port-restricted-cone", true, natclass.DirectUDP},
+	{"double-nat", "port-restricted-cone", true, natclass.DirectUDP},
+	{"open", "symmetric", true, natclass.DirectUDP},
 	// Peer-reflexive replies punch a symmetric NAT against a peer whose
 	// filtering ignores the port.
-	{"symmetric", "full-cone", true, holepunch.DirectUDP},
-	{"symmetric", "restricted-cone", true, holepunch.DirectUDP},
+	{"symmetric", "full-cone", true, natclass.DirectUDP},
+	{"symmetric", "restricted-cone", true, natclass.DirectUDP},
 	// Port prediction: the cone side probes the sequential side's next
 	// ports. (Against full and restricted cones the peer-reflexive reply
 	// alone would do, as for plain symmetric; the port-restricted cone
 	// needs the prediction.)
-	{"symmetric-sequential", "full-cone", true, holepunch.PredictUDP},
-	{"symmetric-sequential", "restricted-cone", true, holepunch.PredictUDP},
-	{"symmetric-sequential", "port-restricted-cone", true, holepunch.PredictUDP},
+	{"symmetric-sequential", "full-cone", true, natclass.PredictUDP},
+	{"symmetric-sequential", "restricted-cone", true, natclass.PredictUDP},
+	{"symmetric-sequential", "port-restricted-cone", true, natclass.PredictUDP},
 	// Needs birthday probing (TestBirthday), not plain punching.
 	{"symmetric", "port-restricted-cone", false, ""},
 	{"symmetric", "symmetric", false, ""},
@@ -58,7 +59,7 @@ func TestPunchUDPPairs(t *testing.T) {
 	}
 }
 
-func runUDPPair(t *testing.T, backend testnet.Backend, presetA, presetB string, want bool, tech holepunch.Technique) {
+func runUDPPair(t *testing.T, backend testnet.Backend, presetA, presetB string, want bool, tech natclass.Technique) {
 	ctx, cancel := context.WithTimeout(context.Background(), pairBound)
 	defer cancel()
 	lab := startLab(t, backend, presetA, presetB)
@@ -87,7 +88,7 @@ func runUDPPair(t *testing.T, backend testnet.Backend, presetA, presetB string, 
 		}
 		return
 	}
-	if tech == "" && o.b.Technique != holepunch.DirectUDP && o.b.Technique != holepunch.PredictUDP {
+	if tech == "" && o.b.Technique != natclass.DirectUDP && o.b.Technique != natclass.PredictUDP {
 		t.Errorf("technique %q, want a direct UDP one", o.b.Technique)
 	}
 	if tech != "" && o.b.Technique != tech {
@@ -117,8 +118,8 @@ func TestSameLAN(t *testing.T) {
 			if !o.ok() {
 				t.Fatalf("same host: %v", o)
 			}
-			if o.a.Technique != holepunch.SameLAN || o.b.Technique != holepunch.SameLAN {
-				t.Errorf("techniques %q/%q, want %q", o.a.Technique, o.b.Technique, holepunch.SameLAN)
+			if o.a.Technique != natclass.SameLAN || o.b.Technique != natclass.SameLAN {
+				t.Errorf("techniques %q/%q, want %q", o.a.Technique, o.b.Technique, natclass.SameLAN)
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/natlab/natlab/natclass"
 )
 
 func TestScheduleTimes(t *testing.T) {
@@ -109,7 +111,7 @@ func TestOrderCandidates(t *testing.T) {
 }
 
 func TestResultJSON(t *testing.T) {
-	r := Result{Technique: DirectUDP, Success: true, Attempts: 4, RTT: 1500 * time.Microsecond,
+	r := Result{Technique: natclass.DirectUDP, Success: true, Attempts: 4, RTT: 1500 * time.Microsecond,
 		Remote: netip.MustParseAddrPort("198.51.100.11:5000")}
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
-	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -49,11 +48,11 @@ func TestMatrix(t *testing.T) {
 				{"symmetric", "port-restricted-cone"}:            natclass.Birthday,
 				{"symmetric", "full-cone"}:                       natclass.DirectUDP,
 				{"symmetric", "restricted-cone"}:                 natclass.DirectUDP,
-				{"symmetric", "symmetric"}:                       probe.RelayUDP,
+				{"symmetric", "symmetric"}:                       natclass.RelayUDP,
 			}
 			if backend == testnet.Kernel {
 				// Issue #5: a UDP-blocked site relays over TCP.
-				want[[2]string{"udp-blocked", "symmetric"}] = probe.RelayTCP
+				want[[2]string{"udp-blocked", "symmetric"}] = natclass.RelayTCP
 				want[[2]string{"udp-blocked", "full-cone"}] = natclass.DirectTCP
 			}
 			for pair, tech := range want {

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,8 +60,6 @@ func NewProbe(reg prometheus.Registerer) *Probe {
 	return p
 }
 
-func isRelay(t natclass.Technique) bool { return strings.HasPrefix(string(t), "relay") }
-
 // Observe records one finished round.
 func (p *Probe) Observe(r *probe.Report) {
 	p.lastRound.Set(float64(p.now().UnixNano()) / 1e9)
@@ -76,7 +73,7 @@ func (p *Probe) Observe(r *probe.Report) {
 		p.outcomes.WithLabelValues(string(t.Technique), string(t.Measured)).Inc()
 		ok := t.Measured == natclass.Success
 		switch {
-		case isRelay(t.Technique):
+		case t.Technique.IsRelay():
 			if ok && t.RTTMillis > 0 {
 				p.relayRTT.WithLabelValues(string(t.Technique)).Set(t.RTTMillis / 1000)
 			}

@@ -5,23 +5,6 @@ import (
 	"net/netip"
 )
 
-// Technique names a way to establish a path, in DESIGN.md's order of
-// preference. The strings are part of the JSON schema.
-type Technique string
-
-// Direct techniques, most preferred first.
-const (
-	SameLAN    Technique = "same-lan"     // host candidates on one LAN
-	DirectUDP  Technique = "udp"          // simultaneous punching to srflx, answering peer-reflexive
-	PredictUDP Technique = "udp-predict"  // port prediction for a sequential allocator
-	Birthday   Technique = "udp-birthday" // birthday probing against a random allocator
-	MappedUDP  Technique = "udp-portmap"  // a port mapped on the gateway (UPnP-IGD, NAT-PMP, PCP)
-	DirectTCP  Technique = "tcp"          // TCP simultaneous open
-)
-
-// Techniques lists the direct techniques in order of preference.
-var Techniques = []Technique{SameLAN, DirectUDP, PredictUDP, Birthday, MappedUDP, DirectTCP}
-
 // Outcome of a technique, predicted or measured.
 type Outcome string
 

@@ -645,16 +645,16 @@ func relayVerdict(v Verdict, r RelayReport) Verdict {
 // prediction: a TURN relay reached over UDP works unless a side's UDP is
 // blocked, and then only over TCP or TLS.
 func relayRow(self, peer natclass.Summary, r RelayReport) TechniqueResult {
-	tr := TechniqueResult{Technique: RelayUDP, Predicted: natclass.Success, Measured: natclass.Fail,
+	tr := TechniqueResult{Technique: natclass.RelayUDP, Predicted: natclass.Success, Measured: natclass.Fail,
 		Reason: "both sides reach the relay over UDP", Attempts: len(r.Attempts), Error: r.Error}
 	if self.NATType == natclass.UDPBlocked || peer.NATType == natclass.UDPBlocked {
-		tr.Technique, tr.Reason = RelayTCP, "a side's UDP is blocked: it reaches the relay over TCP or TLS"
+		tr.Technique, tr.Reason = natclass.RelayTCP, "a side's UDP is blocked: it reaches the relay over TCP or TLS"
 	}
 	if r.Technique != "" && r.Relay != nil {
 		tr.Technique, tr.Measured = r.Technique, natclass.Success
 		tr.RTTMillis = r.Relay.RTTMedianMillis
 		tr.Remote = r.PeerRelayed
-		if r.Technique != RelayUDP && tr.Reason == "both sides reach the relay over UDP" {
+		if r.Technique != natclass.RelayUDP && tr.Reason == "both sides reach the relay over UDP" {
 			// The relay works, but not the way predicted.
 			tr.Predicted = natclass.Fail
 		}

@@ -16,13 +16,6 @@ import (
 	"github.com/natlab/natlab/relay"
 )
 
-// Relay techniques, after the direct ones in DESIGN.md's order of
-// preference; the strings are part of the JSON schema.
-const (
-	RelayUDP natclass.Technique = "relay-udp" // TURN, client to server over UDP
-	RelayTCP natclass.Technique = "relay-tcp" // TURN over TCP or TLS (UDP relayed by the server)
-)
-
 // Relay timing, each with why.
 const (
 	// relayAllocTimeout bounds one transport's allocation in a probe:
@@ -69,7 +62,7 @@ type RelayAttempt struct {
 
 // RelayReport is the relay stage of one side's report.
 type RelayReport struct {
-	// Technique is RelayUDP or RelayTCP when relaying worked both ways,
+	// Technique is natclass.RelayUDP or natclass.RelayTCP when relaying worked both ways,
 	// "" otherwise.
 	Technique natclass.Technique `json:"technique,omitempty"`
 	// Transport this side used to reach the relay; PeerTransport the
@@ -218,9 +211,9 @@ func (s *RelaySide) MeasureRelay(ctx context.Context, peer RelayOffer, tag uint6
 		return
 	}
 	s.report.Relay = &f
-	s.report.Technique = RelayUDP
+	s.report.Technique = natclass.RelayUDP
 	if s.report.Transport != relay.UDP || peer.Transport != relay.UDP {
-		s.report.Technique = RelayTCP
+		s.report.Technique = natclass.RelayTCP
 	}
 }
 
@@ -266,9 +259,9 @@ func RelaySummary(direct bool, r RelayReport) string {
 		return r.Cost.Summary
 	case direct:
 		return ""
-	case r.Technique == RelayUDP:
+	case r.Technique == natclass.RelayUDP:
 		return fmt.Sprintf("Relay over UDP (TURN): %s", relayFigures(r.Relay))
-	case r.Technique == RelayTCP:
+	case r.Technique == natclass.RelayTCP:
 		tr := r.Transport
 		if tr == relay.UDP {
 			tr = r.PeerTransport

@@ -121,7 +121,7 @@ func TestRelaySymmetricInProcess(t *testing.T) {
 		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
-	checkRelayed(t, reps, probe.RelayUDP, relay.UDP)
+	checkRelayed(t, reps, natclass.RelayUDP, relay.UDP)
 	// In-process there is no TCP: only UDP was tried and needed.
 	if st, _ := srv.TURNStats(); st.AllocationsTotal != 2 {
 		t.Errorf("server stats %+v", st)
@@ -136,7 +136,7 @@ func TestRelaySymmetricKernel(t *testing.T) {
 		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
-	checkRelayed(t, reps, probe.RelayUDP, relay.UDP)
+	checkRelayed(t, reps, natclass.RelayUDP, relay.UDP)
 }
 
 // Behind udp-blocked (UDP dropped, TCP through NAT), TURN over TCP still
@@ -149,7 +149,7 @@ func TestRelayUDPBlockedKernel(t *testing.T) {
 		Server: srv.Addrs().Primary.String(), Username: lab.TURNUser, Password: lab.TURNPass,
 		Measure: relay.MeasureOptions{BurstBytes: 1 << 20},
 	})
-	checkRelayed(t, reps, probe.RelayTCP, relay.TCP)
+	checkRelayed(t, reps, natclass.RelayTCP, relay.TCP)
 	for i, r := range reps {
 		if len(r.Attempts) != 2 || r.Attempts[0].Transport != relay.UDP || r.Attempts[0].Error == "" {
 			t.Errorf("side %d attempts %+v, want a failed UDP attempt first", i, r.Attempts)

@@ -72,13 +72,13 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 	switch t {
 	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.MappedUDP:
 		remote := theirs.Candidates
-		tech := holepunch.DirectUDP
+		tech := natclass.DirectUDP
 		ttl := a.openingTTL()
 		switch t {
 		case natclass.SameLAN:
-			tech, ttl = holepunch.SameLAN, 0 // on a LAN there is no NAT to open
+			tech, ttl = natclass.SameLAN, 0 // on a LAN there is no NAT to open
 		case natclass.PredictUDP:
-			tech = holepunch.PredictUDP
+			tech = natclass.PredictUDP
 			if theirs.Predict > 0 && len(remote) > 0 {
 				remote = append(remote, holepunch.PredictPorts(remote[0].Addr, theirs.Predict, holepunch.DefaultPredicted)...)
 			}

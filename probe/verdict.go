@@ -7,15 +7,6 @@ import (
 	"github.com/natlab/natlab/natclass"
 )
 
-// techniqueNames are the words a verdict uses.
-var techniqueNames = map[natclass.Technique]string{
-	natclass.SameLAN:    "same-LAN direct",
-	natclass.DirectUDP:  "UDP hole punch",
-	natclass.PredictUDP: "UDP hole punch with port prediction",
-	natclass.Birthday:   "UDP birthday probing",
-	natclass.DirectTCP:  "TCP simultaneous open",
-}
-
 // verdict picks the most preferred technique that worked, or explains why
 // none did, from the predictions' reasons.
 func verdict(ts []TechniqueResult) Verdict {
@@ -23,7 +14,7 @@ func verdict(ts []TechniqueResult) Verdict {
 		if t.Measured != natclass.Success {
 			continue
 		}
-		s := fmt.Sprintf("Direct P2P works: %s", techniqueNames[t.Technique])
+		s := fmt.Sprintf("Direct P2P works: %s", t.Technique.Name())
 		if t.RTTMillis > 0 {
 			s += fmt.Sprintf(", first packet after %.0f ms (%.1f RTT), direct RTT %.1f ms",
 				t.TimeToFirstPacketMillis, t.TimeToFirstPacketMillis/t.RTTMillis, t.RTTMillis)

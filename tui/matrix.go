@@ -14,11 +14,12 @@ import (
 	"github.com/natlab/natlab/probe"
 )
 
-// cellNames are the technique names short enough for a grid cell.
-var cellNames = map[natclass.Technique]string{
-	natclass.SameLAN: "lan", natclass.DirectUDP: "udp", natclass.PredictUDP: "pred",
-	natclass.Birthday: "bday", natclass.MappedUDP: "pmap", natclass.DirectTCP: "tcp",
-	probe.RelayUDP: "relay", probe.RelayTCP: "rtcp",
+// matrixLegend explains the cells (natclass's short technique names; a
+// test checks that it names every one), wrapped for 80 columns.
+var matrixLegend = []string{
+	"lan: same LAN · udp: hole punch · pred: port prediction · bday: birthday",
+	"probing · pmap: port mapping · tcp: TCP simultaneous open · relay / rtcp:",
+	"TURN over UDP / TCP · none: no path · !: measured ≠ predicted",
 }
 
 // matrixScreen is `natlab lab --matrix`: a grid of preset pairs to move
@@ -118,10 +119,7 @@ func cell(p lab.MatrixPair, ok bool) string {
 	}
 	c := "none" // neither a direct path nor a relay
 	if t := p.Verdict.Technique; t != "" {
-		c = cellNames[t]
-		if c == "" {
-			c = string(t)
-		}
+		c = t.Short()
 	}
 	if len(p.Mismatches) > 0 {
 		c += "!"
@@ -195,7 +193,7 @@ func (s *matrixScreen) view(v view) string {
 				st = dimStyle
 			case p.Error != "" || strings.HasSuffix(c, "!"):
 				st = failStyle
-			case c == "relay" || c == "rtcp":
+			case p.Verdict.Technique.IsRelay():
 				st = warnStyle
 			case c == "none":
 				st = failStyle
@@ -204,10 +202,10 @@ func (s *matrixScreen) view(v view) string {
 		}
 		out = append(out, strings.TrimRight(line, " "))
 	}
-	out = append(out, "",
-		dimStyle.Render("lan: same LAN · udp: hole punch · pred: port prediction · bday: birthday"),
-		dimStyle.Render("probing · pmap: port mapping · tcp: TCP simultaneous open · relay / rtcp:"),
-		dimStyle.Render("TURN over UDP / TCP · none: no path · !: measured ≠ predicted"))
+	out = append(out, "")
+	for _, l := range matrixLegend {
+		out = append(out, dimStyle.Render(l))
+	}
 	var ex []string
 	for p, why := range s.excluded {
 		ex = append(ex, p+": "+why)

@@ -40,7 +40,7 @@ type techRow struct {
 func stageOf(e probe.Event, tech natclass.Technique) string {
 	switch e.Stage {
 	case "technique":
-		if strings.HasPrefix(string(tech), "relay") {
+		if tech.IsRelay() {
 			return "relay"
 		}
 		return "punch"
@@ -130,7 +130,7 @@ func (s *probeScreen) done(r *probe.Report) {
 		s.seen = map[string]bool{}
 	}
 	for _, t := range r.Techniques {
-		if strings.HasPrefix(string(t.Technique), "relay") {
+		if t.Technique.IsRelay() {
 			s.seen["relay"] = true
 		}
 	}
@@ -309,7 +309,7 @@ func (s *probeScreen) chart(width int) []string {
 		if r.Measured != natclass.Success || r.RTTMillis <= 0 {
 			continue
 		}
-		isRelay := strings.HasPrefix(string(r.Technique), "relay")
+		isRelay := r.Technique.IsRelay()
 		switch {
 		case isRelay && relay == nil:
 			relay = r

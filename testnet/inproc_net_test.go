@@ -333,7 +333,7 @@ func TestInProcessNetMsg(t *testing.T) {
 	_ = rc.SetReadDeadline(time.Now().Add(replyWait))
 	buf := make([]byte, 4)
 	n, _, flags, from, err := rc.ReadMsgUDP(buf, nil)
-	if err != nil || n != 4 || flags&syscall.MSG_TRUNC == 0 || from.String() != uc.LocalAddr().String() {
+	if err != nil || n != 4 || flags&msgTrunc == 0 || from.String() != uc.LocalAddr().String() {
 		t.Fatalf("ReadMsgUDP: n=%d flags=%#x from=%v err=%v", n, flags, from, err)
 	}
 	n, _, flags, from, err = rc.ReadMsgUDP(buf, nil)

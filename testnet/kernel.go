@@ -1,3 +1,5 @@
+//go:build linux
+
 package testnet
 
 // The kernel backend. Every machine of the lab is a named network
@@ -36,10 +38,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// ErrNeedPrivileges is returned when the kernel lab cannot create network
-// namespaces, links or nftables rules for lack of privileges.
-var ErrNeedPrivileges = errors.New("kernel lab needs root or CAP_NET_ADMIN")
 
 const (
 	// nsPrefix marks every namespace the kernel lab creates, so `natlab

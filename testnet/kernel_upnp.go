@@ -1,3 +1,5 @@
+//go:build linux
+
 package testnet
 
 // Port mapping in the kernel lab: a NAT whose spec asks for it runs
@@ -37,14 +39,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
-
-// MiniUPnPd is where the kernel lab looks for miniupnpd first (Debian's
-// path); otherwise $PATH is searched.
-var MiniUPnPd = "/usr/sbin/miniupnpd"
-
-// ErrNoMiniUPnPd is returned (wrapped) when a NAT asks for port mapping and
-// miniupnpd is not installed.
-var ErrNoMiniUPnPd = errors.New("miniupnpd not found (apt install miniupnpd)")
 
 const (
 	// UPnPHTTPPort is where miniupnpd serves its description and SOAP
@@ -358,18 +352,4 @@ func serveSelfSTUN(conn net.PacketConn) {
 		binary.BigEndian.PutUint32(a[8:], binary.BigEndian.Uint32(ip[:])^magicCookie)
 		_, _ = conn.WriteTo(resp, from)
 	}
-}
-
-// Gateway is the host's default gateway: the LAN address of the router in
-// front of it (the home router of a double NAT, not Router), where port
-// mapping is asked for; for a site without NAT, the router's address.
-// Both backends number a site's LAN the same way (router .1, host .2).
-func (s *Site) Gateway() netip.Addr {
-	h := s.Host.Addr()
-	if h.Is4() && netip.MustParsePrefix("10.0.0.0/16").Contains(h) {
-		a := h.As4()
-		a[3] = 1
-		return netip.AddrFrom4(a)
-	}
-	return s.Router.Addrs[0]
 }

@@ -157,7 +157,7 @@ func (c *vconn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, 
 	}
 	n = copy(b, p.payload)
 	if n < len(p.payload) {
-		flags |= syscall.MSG_TRUNC
+		flags |= msgTrunc
 	}
 	return n, 0, flags, udpAddr(p.src), nil
 }

@@ -53,6 +53,8 @@ type Config struct {
 	// sockets and TCP listener: Binding requests stay with the RFC 5780
 	// handler, every other STUN method and ChannelData go to TURN.
 	TURN *TURNConfig
+	// Limits are the per-source limits; the zero value takes the defaults.
+	Limits Limits
 }
 
 // Stats are the server's counters since start; a metrics exporter reads them.
@@ -83,6 +85,8 @@ type Server struct {
 	mu       sync.Mutex
 	tcpConns map[net.Conn]struct{}
 	turn     *turnRelay // nil without TURN
+	limits   Limits
+	connLim  *connLimiter
 	jobs     chan bindingJob
 
 	requests, responses, errors, dropped, sendFailures atomic.Uint64
@@ -113,6 +117,8 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		sw = DefaultSoftware
 	}
 	s := &Server{net: n, log: log, rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
+	s.limits = cfg.Limits.withDefaults()
+	s.connLim = newConnLimiter(s.limits.ConnsPerSource)
 
 	network := "udp4"
 	if a.Primary.Addr().Is6() && !a.Primary.Addr().Is4In6() {
@@ -431,6 +437,7 @@ func (s *Server) flush(pc *ipv4.PacketConn, b *replyBatch) {
 // acceptTCP serves the TCP listener of the plan's socket local.
 func (s *Server) acceptTCP(ln net.Listener, local netip.AddrPort) {
 	defer s.wg.Done()
+	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -438,12 +445,14 @@ func (s *Server) acceptTCP(ln net.Listener, local netip.AddrPort) {
 				return
 			}
 			s.log.Debug("tcp accept", "err", err)
-			// Accept errors (EMFILE, say) repeat at once; pause rather than spin.
-			select {
-			case <-s.closing:
+			if !acceptPause(s.closing, &delay) {
 				return
-			case <-time.After(50 * time.Millisecond):
 			}
+			continue
+		}
+		delay = 0
+		c, ok := s.connLim.admit(c)
+		if !ok {
 			continue
 		}
 		s.mu.Lock()

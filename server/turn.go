@@ -36,6 +36,10 @@ const (
 	// turnFirstFrameTimeout bounds the TLS handshake and first request of
 	// a new connection: both take one or two round trips.
 	turnFirstFrameTimeout = 10 * time.Second
+	// turnPreAuthIdle closes a stream that has sent no request with valid
+	// credentials and then falls silent: a client answers a 401 within a
+	// round trip, so only idle attackers hold connections this long.
+	turnPreAuthIdle = 30 * time.Second
 	// turnQueue is how many datagrams wait for the TURN goroutine of one
 	// UDP socket before more are dropped, as a kernel socket buffer would.
 	turnQueue = 1024
@@ -87,11 +91,11 @@ type turnRelay struct {
 	srv    *turn.Server
 	policy PeerPolicy
 
-	demux  map[netip.AddrPort]*demuxSet
-	tcp    *chanListener // TCP connections handed over by the STUN server
-	tls    net.Listener  // nil without TLS
-	tlsErr error
-
+	demux   map[netip.AddrPort]*demuxSet
+	tcp     *chanListener // TCP connections handed over by the STUN server
+	tls     net.Listener  // nil without TLS
+	tlsErr  error
+	limit   *connLimiter // shared with the STUN server
 	mu      sync.Mutex
 	perUser map[string]int              // live allocations by username
 	allocs  map[string]allocInfo        // by 5-tuple key
@@ -122,7 +126,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 		return errors.New("turn: no credentials (want users or a shared secret)")
 	}
 	t := &turnRelay{
-		cfg: cfg, realm: cfg.Realm, log: s.log,
+		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim,
 		demux: map[netip.AddrPort]*demuxSet{}, perUser: map[string]int{}, allocs: map[string]allocInfo{},
 		relays: map[netip.AddrPort]int{}, conns: map[net.Conn]struct{}{}, sockets: map[net.PacketConn]struct{}{},
 	}
@@ -180,7 +184,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 			t.closeDemux()
 			return fmt.Errorf("turn: listen tls %s: %w", cfg.TLSAddr, err)
 		}
-		t.tls = &guardListener{Listener: tls.NewListener(l, cfg.TLS), t: t}
+		t.tls = newGuardListener(tls.NewListener(l, cfg.TLS), t)
 		lcs = append(lcs, turn.ListenerConfig{Listener: t.tls, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
 	logs := logging.NewDefaultLoggerFactory()

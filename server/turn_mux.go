@@ -1,11 +1,8 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -27,8 +24,15 @@ import (
 // dropped. pass is false when the frame must not reach pion/turn; reply,
 // if set, goes back to the sender.
 func (t *turnRelay) inspect(b []byte) (reply []byte, pass bool) {
+	reply, pass, _ = t.inspectAuth(b)
+	return reply, pass
+}
+
+// inspectAuth is inspect that also says whether b carried credentials
+// that check.
+func (t *turnRelay) inspectAuth(b []byte) (reply []byte, pass, authed bool) {
 	if len(b) < headerSize || b[0]&0xC0 != 0 {
-		return nil, true // ChannelData: its channel was vetted when bound
+		return nil, true, false // ChannelData: its channel was vetted when bound
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
 	method, class := stun.Method(typ&^0x0110), typ&0x0110
@@ -38,49 +42,50 @@ func (t *turnRelay) inspect(b []byte) (reply []byte, pass bool) {
 	peerMethod := (isReq && (method == stun.MethodCreatePermission || method == stun.MethodChannelBind)) ||
 		(class == 0x0010 && method == stun.MethodSend)
 	if !authMethod && !peerMethod {
-		return nil, true
+		return nil, true, false
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := m.Decode(); err != nil {
-		return nil, true // malformed: pion/turn rejects it
+		return nil, true, false // malformed: pion/turn rejects it
 	}
 	var key []byte
 	if authMethod && m.Contains(stun.AttrMessageIntegrity) {
 		var user stun.Username
 		var realm stun.Realm
 		if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
-			return nil, true // pion/turn answers 400
+			return nil, true, false // pion/turn answers 400
 		}
 		k, ok := t.key(user.String(), realm.String())
 		if !ok || stun.MessageIntegrity(k).Check(m) != nil {
 			t.authFailures.Add(1)
-			return t.unauthorized(m, method), false
+			return t.unauthorized(m, method), false, false
 		}
 		key = k
 	}
+	authed = key != nil
 	if !peerMethod {
-		return nil, true
+		return nil, true, authed
 	}
 	refused := t.refusedPeer(m, method)
 	if refused == nil {
-		return nil, true
+		return nil, true, authed
 	}
 	t.peersRefused.Add(1)
 	if !isReq {
-		return nil, false
+		return nil, false, authed
 	}
 	if key == nil {
-		return nil, true // unauthenticated: pion/turn answers 401
+		return nil, true, false // unauthenticated: pion/turn answers 401
 	}
 	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID),
 		stun.NewType(method, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeForbidden, Reason: []byte("Forbidden: " + refused.Error())},
 		stun.NewSoftware(DefaultSoftware), stun.MessageIntegrity(key), stun.Fingerprint)
 	if err != nil {
-		return nil, false
+		return nil, false, authed
 	}
 	t.log.Debug("turn peer refused", "err", refused)
-	return res.Raw, false
+	return res.Raw, false, authed
 }
 
 // refusedPeer says why a peer named in m is refused, or nil.
@@ -304,35 +309,61 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // guardListener wraps the TLS listener so its connections pass the peer
-// policy and are closed on shutdown.
+// policy and are closed on shutdown. Its Accept survives transient errors
+// (EMFILE when file descriptors run out): pion/turn's accept loop ends
+// on the first error it sees, and TURN over TLS would never accept again.
 type guardListener struct {
 	net.Listener
-	t *turnRelay
+	t    *turnRelay
+	done chan struct{}
+	once sync.Once
+}
+
+func newGuardListener(l net.Listener, t *turnRelay) *guardListener {
+	return &guardListener{Listener: l, t: t, done: make(chan struct{})}
 }
 
 func (l *guardListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		ok := true
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || !acceptPause(l.done, &delay) {
+				return nil, net.ErrClosed
+			}
+			l.t.log.Debug("tls accept", "err", err)
+			continue
+		}
+		delay = 0
+		if c, ok = l.t.limit.admit(c); !ok {
+			continue
+		}
+		g := newGuardConn(c, l.t, nil)
+		if !l.t.track(g) {
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
+		return g, nil
 	}
-	g := newGuardConn(c, l.t, nil)
-	if !l.t.track(g) {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	return g, nil
 }
 
-// guardConn reads a TURN stream frame by frame (RFC 6544 framing: STUN
-// messages and ChannelData padded to 4 bytes), applies inspect to each,
-// and hands pion/turn the frames that pass. It also bounds idle time.
+func (l *guardListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// guardConn reads a TURN stream frame by frame (see frameReader),
+// applies inspect to each, and hands pion/turn the frames that pass, one
+// per Read. It also bounds idle time: briefly until the stream has
+// authenticated, then by the allocation lifetime.
 type guardConn struct {
 	net.Conn
 	t       *turnRelay
-	src     io.Reader
+	fr      *frameReader
 	first   bool
+	authed  bool
 	pending []byte
-	buf     []byte
 	once    sync.Once
 
 	// Writes are coalesced: Write queues a frame and a flusher writes
@@ -349,13 +380,7 @@ type guardConn struct {
 }
 
 func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
-	// Buffered: a relayed stream is many small frames, and two read
-	// calls per frame would cost two system calls each.
-	var src io.Reader = bufio.NewReaderSize(c, guardReadBuffer)
-	if len(prefix) > 0 {
-		src = io.MultiReader(bytes.NewReader(append([]byte(nil), prefix...)), src)
-	}
-	return &guardConn{Conn: c, t: t, src: src, first: true, buf: make([]byte, 4+0xFFFF+headerSize),
+	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true,
 		wkick: make(chan struct{}, 1), wdone: make(chan struct{})}
 }
 
@@ -422,18 +447,28 @@ func (g *guardConn) flush() {
 func (g *guardConn) Read(p []byte) (int, error) {
 	for len(g.pending) == 0 {
 		wait := turnIdleTimeout
-		if g.first {
+		switch {
+		case g.first:
 			wait = turnFirstFrameTimeout
+		case !g.authed:
+			wait = turnPreAuthIdle
 		}
 		if err := g.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
 			return 0, err
 		}
-		frame, err := g.readFrame()
+		frame, err := g.fr.next()
 		if err != nil {
 			return 0, err
 		}
 		g.first = false
-		reply, pass := g.t.inspect(frame)
+		if frame == nil {
+			continue // too large to relay: pion/turn would drop it too
+		}
+		reply, pass, authed := g.t.inspectAuth(frame)
+		if authed && !g.authed {
+			g.authed = true
+			g.fr.grow(streamBufferRelay)
+		}
 		if reply != nil {
 			if _, err := g.Write(reply); err != nil {
 				return 0, err
@@ -446,31 +481,6 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	n := copy(p, g.pending)
 	g.pending = g.pending[n:]
 	return n, nil
-}
-
-// guardReadBuffer is the read buffer of a TURN stream: a few dozen
-// ChannelData frames per system call.
-const guardReadBuffer = 64 << 10
-
-var errBadFrame = errors.New("turn stream: neither STUN nor ChannelData")
-
-func (g *guardConn) readFrame() ([]byte, error) {
-	if _, err := io.ReadFull(g.src, g.buf[:4]); err != nil {
-		return nil, err
-	}
-	size := int(binary.BigEndian.Uint16(g.buf[2:4]))
-	switch {
-	case g.buf[0] >= 0x40 && g.buf[0] <= 0x7F:
-		size = 4 + (size+3)&^3
-	case g.buf[0]&0xC0 == 0:
-		size += headerSize
-	default:
-		return nil, errBadFrame
-	}
-	if _, err := io.ReadFull(g.src, g.buf[4:size]); err != nil {
-		return nil, err
-	}
-	return g.buf[:size], nil
 }
 
 // Close flushes what is queued (bounded by tcpWriteTimeout) and closes

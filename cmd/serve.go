@@ -285,6 +285,7 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	// the same facts; the log only adds runtime errors.
 	logger := slog.New(slog.NewTextHandler(o.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelError}))
 	rz := rendezvous.NewRegistry(nil)
+	defer rz.Close()
 	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc})
 	if err != nil {
 		return err

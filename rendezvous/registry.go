@@ -20,16 +20,23 @@ const (
 	MaxPairings = 10000
 	// maxInfo bounds what a peer may park on the server.
 	maxInfo = 1024
-	// MaxSteps bounds the barrier steps of one pairing (and so the data
-	// kept per peer): a probe has a handful of stages.
+	// MaxSteps bounds the barrier steps of one pairing: a probe has a
+	// handful of stages.
 	MaxSteps = 64
+	// MaxAlignDelay bounds how long a "go" is held to align the peers'
+	// start (half the difference of their round trips): the peers report
+	// their RTTs, and 1 s covers a 2 s satellite round trip; more is a lie.
+	MaxAlignDelay = time.Second
 )
 
 // Outgoing is a datagram the registry wants sent.
 type Outgoing struct {
 	To    netip.AddrPort
 	Raw   []byte
-	Delay time.Duration // send after this long (start-time alignment)
+	Delay time.Duration // send after this long (start-time alignment), at most MaxAlignDelay
+
+	via   net.PacketConn // the socket the recipient last spoke on, if known
+	owner *pairing       // a delayed message's pairing, which owns its timer
 }
 
 // Stats are the registry's counters for metrics.
@@ -37,6 +44,7 @@ type Stats struct {
 	Pairings int    `json:"pairings"` // live pairings
 	Paired   uint64 `json:"paired"`   // pairings that got their second peer
 	Rejected uint64 `json:"rejected"` // requests answered with an error
+	Timers   int    `json:"timers"`   // delayed messages waiting to be sent
 }
 
 // Registry is the server side of the rendezvous. It is safe for concurrent
@@ -46,10 +54,11 @@ type Registry struct {
 
 	mu       sync.Mutex
 	pairings map[string]*pairing
-	streams  map[netip.AddrPort]net.Conn // peers that talk over TCP
-	udp      net.PacketConn              // the last socket a datagram came in on
+	streams  map[netip.AddrPort]*streamPeer // peers that talk over TCP
+	udp      net.PacketConn                 // the last socket a datagram came in on
 	paired   uint64
 	rejected uint64
+	timers   int
 }
 
 type peerState struct {
@@ -57,8 +66,9 @@ type peerState struct {
 	addr  netip.AddrPort
 	info  json.RawMessage
 	step  int
-	data  map[int]json.RawMessage // by step, so a late retransmission gets the right one
+	data  map[int]json.RawMessage // the last two steps', so a late retransmission gets the right one
 	rtt   float64
+	pc    net.PacketConn // the socket its last datagram came in on; nil over TCP
 }
 
 type pairing struct {
@@ -66,7 +76,12 @@ type pairing struct {
 	peers   [2]*peerState // [0] created it, [1] joined
 	left    bool          // one peer said bye: the other must not wait
 	goStep  int           // the last step released
+	timers  map[*pendingSend]struct{}
+	dead    bool // expired: its timers are stopped and no new ones start
 }
+
+// pendingSend is a delayed message's timer.
+type pendingSend struct{ t *time.Timer }
 
 // NewRegistry returns an empty registry. now may be nil (time.Now).
 func NewRegistry(now func() time.Time) *Registry {
@@ -80,12 +95,32 @@ func NewRegistry(now func() time.Time) *Registry {
 func (r *Registry) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Pairings: len(r.pairings), Paired: r.paired, Rejected: r.rejected}
+	return Stats{Pairings: len(r.pairings), Paired: r.paired, Rejected: r.rejected, Timers: r.timers}
+}
+
+// Close stops every delayed message.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c, p := range r.pairings {
+		r.drop(c, p)
+	}
 }
 
 // Handle processes one datagram from a peer and returns what to send. It
 // never fails: bad requests get an error message, garbage gets nothing.
 func (r *Registry) Handle(b []byte, from netip.AddrPort) []Outgoing {
+	return r.handle(b, from, nil)
+}
+
+// HandleFrom handles a datagram that came in on pc and sends the
+// answers: the sender's from pc, the other peer's from the socket (or TCP
+// stream) it last spoke on.
+func (r *Registry) HandleFrom(pc net.PacketConn, b []byte, from netip.AddrPort) {
+	r.Send(pc, r.handle(b, from, pc))
+}
+
+func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Outgoing {
 	m, err := Decode(b)
 	if err != nil {
 		if m.V != 0 && m.V != Version {
@@ -109,9 +144,9 @@ func (r *Registry) Handle(b []byte, from netip.AddrPort) []Outgoing {
 		if len(m.Info) > maxInfo {
 			return r.errorLocked(from, "peer info too large")
 		}
-		return r.register(code, p, m, from)
+		return r.route(r.register(code, p, m, from, pc), r.pairings[code], from, pc)
 	case TypeStep:
-		return r.step(p, m, from)
+		return r.route(r.step(p, m, from, pc), p, from, pc)
 	case TypeBye:
 		if p != nil && p.slot(m.Token) >= 0 {
 			p.left = true
@@ -132,8 +167,29 @@ func (p *pairing) slot(token string) int {
 	return -1
 }
 
-func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrPort) []Outgoing {
-	me := &peerState{token: m.Token, addr: from, info: m.Info}
+// route names the socket each message leaves from: the sender's own, or
+// the one the other peer last spoke on.
+func (r *Registry) route(outs []Outgoing, p *pairing, from netip.AddrPort, pc net.PacketConn) []Outgoing {
+	for i := range outs {
+		switch {
+		case outs[i].To == from:
+			outs[i].via = pc
+		case p != nil:
+			for _, ps := range p.peers {
+				if ps != nil && ps.addr == outs[i].To {
+					outs[i].via = ps.pc
+				}
+			}
+		}
+		if outs[i].Delay > 0 {
+			outs[i].owner = p
+		}
+	}
+	return outs
+}
+
+func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrPort, pc net.PacketConn) []Outgoing {
+	me := &peerState{token: m.Token, addr: from, info: m.Info, pc: pc}
 	switch {
 	case p == nil && m.Type == TypeJoin:
 		return r.errorLocked(from, "unknown or expired pairing code")
@@ -152,7 +208,7 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 	i := p.slot(m.Token)
 	switch {
 	case i >= 0: // a retransmission, maybe from a new address
-		p.peers[i].addr, p.peers[i].info = from, m.Info
+		p.peers[i].addr, p.peers[i].info, p.peers[i].pc = from, m.Info, pc
 	case m.Type == TypeCreate:
 		return r.errorLocked(from, "pairing code already in use")
 	case p.peers[1] != nil:
@@ -174,7 +230,7 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 	return out
 }
 
-func (r *Registry) step(p *pairing, m Message, from netip.AddrPort) []Outgoing {
+func (r *Registry) step(p *pairing, m Message, from netip.AddrPort, pc net.PacketConn) []Outgoing {
 	if p == nil {
 		return r.errorLocked(from, "unknown or expired pairing code (did the server restart?)")
 	}
@@ -194,12 +250,19 @@ func (r *Registry) step(p *pairing, m Message, from netip.AddrPort) []Outgoing {
 		// may have finished just before this one heard its go.
 		return r.errorLocked(from, "the other peer left this pairing")
 	}
-	me.addr = from
+	me.addr, me.pc = from, pc
 	if m.Step > me.step {
 		if me.data == nil {
 			me.data = map[int]json.RawMessage{}
 		}
-		me.step, me.data[m.Step], me.rtt = m.Step, m.Data, m.RTT
+		me.step, me.data[m.Step], me.rtt = m.Step, m.Data, clampRTT(m.RTT)
+		// A peer can be at most one step behind the other, so older data
+		// is never asked for again: two steps bound a pairing's memory.
+		for k := range me.data {
+			if k < m.Step-1 {
+				delete(me.data, k)
+			}
+		}
 	}
 	// goMsg releases step m.Step to a peer with the other's data for it.
 	goMsg := func(src *peerState) Message {
@@ -224,6 +287,16 @@ func (r *Registry) step(p *pairing, m Message, from netip.AddrPort) []Outgoing {
 	return r.replyLocked(from, Message{Type: TypeWait, Code: m.Code, Step: m.Step})
 }
 
+// clampRTT bounds a client-reported round trip (ms) to what alignDelays
+// may act on.
+func clampRTT(ms float64) float64 {
+	limit := float64(2 * MaxAlignDelay / time.Millisecond)
+	if !(ms > 0) { // negative, zero or NaN
+		return 0
+	}
+	return min(ms, limit)
+}
+
 // alignDelays returns how long to hold each peer's go so that both arrive
 // together: one-way time is half the round trip.
 func alignDelays(rttA, rttB float64) (a, b time.Duration) {
@@ -238,9 +311,20 @@ func (r *Registry) expire() {
 	now := r.now()
 	for c, p := range r.pairings {
 		if now.After(p.expires) {
-			delete(r.pairings, c)
+			r.drop(c, p)
 		}
 	}
+}
+
+// drop removes a pairing and stops its timers.
+func (r *Registry) drop(code string, p *pairing) {
+	delete(r.pairings, code)
+	p.dead = true
+	for ps := range p.timers {
+		ps.t.Stop()
+	}
+	r.timers -= len(p.timers)
+	p.timers = nil
 }
 
 func (r *Registry) errorTo(to netip.AddrPort, msg string) []Outgoing {
@@ -282,6 +366,6 @@ func (r *Registry) Serve(conn net.PacketConn) error {
 			}
 			return fmt.Errorf("rendezvous: %w", err)
 		}
-		r.Send(conn, r.Handle(buf[:n], netaddr.AddrPort(from)))
+		r.HandleFrom(conn, buf[:n], netaddr.AddrPort(from))
 	}
 }

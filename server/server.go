@@ -299,7 +299,7 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 			continue
 		}
 		if s.rz != nil && rendezvous.IsRendezvous(buf[:n]) {
-			s.rz.Send(c, s.rz.Handle(buf[:n], netaddr.AddrPort(from)))
+			s.rz.HandleFrom(c, buf[:n], netaddr.AddrPort(from))
 			continue
 		}
 		if d := s.turnDemux(local); d != nil && isTURN(buf[:n]) {
@@ -351,7 +351,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		for i := range n {
 			b, from := (*bufs[i])[:msgs[i].N], msgs[i].Addr
 			if s.rz != nil && rendezvous.IsRendezvous(b) {
-				s.rz.Send(uc, s.rz.Handle(b, netaddr.AddrPort(from)))
+				s.rz.HandleFrom(uc, b, netaddr.AddrPort(from))
 				continue
 			}
 			if d := s.turnDemux(local); d != nil && isTURN(b) {

@@ -1,0 +1,138 @@
+package rendezvous_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/internal/leakcheck"
+	"github.com/natlab/natlab/rendezvous"
+)
+
+// peerMsg builds one message of a test peer.
+func peerMsg(t *testing.T, typ, code, tok string, step int, rtt float64, data string) []byte {
+	t.Helper()
+	m := rendezvous.Message{Type: typ, Code: code, Token: tok, Step: step, RTT: rtt}
+	if data != "" {
+		m.Data = json.RawMessage(data)
+	}
+	b, err := rendezvous.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const (
+	testCode = "abcdefghijklmnop"
+	tokA     = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	tokB     = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+// Vulnerability 4 of issue 11: rtt_ms came from the client unclamped
+// and delayed a "go" message by half the difference, so rtt_ms 1e12 parked
+// a timer (and its datagram) for years. The delay is now bounded by
+// MaxAlignDelay, and the pairing's timers stop when it expires.
+func TestStepDelayClamped(t *testing.T) {
+	now := time.Unix(1000, 0)
+	reg := rendezvous.NewRegistry(func() time.Time { return now })
+	a, b := netip.MustParseAddrPort("198.51.100.1:1000"), netip.MustParseAddrPort("198.51.100.2:2000")
+	reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), a)
+	reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, tokB, 0, 0, ""), b)
+	reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokA, 1, 1e12, `"x"`), a)
+	out := reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokB, 1, 0, `"y"`), b)
+	if len(out) != 2 {
+		t.Fatalf("step released %d messages, want 2", len(out))
+	}
+	for _, o := range out {
+		if o.Delay < 0 || o.Delay > rendezvous.MaxAlignDelay {
+			t.Errorf("go to %s delayed %v, over %v", o.To, o.Delay, rendezvous.MaxAlignDelay)
+		}
+	}
+}
+
+// Delayed messages belong to their pairing: when it expires, its timers
+// are stopped, and nothing is left behind.
+func TestTimersStopWithPairing(t *testing.T) {
+	leakcheck.Check(t)
+	var now clock
+	now.set(time.Now())
+	reg := rendezvous.NewRegistry(now.get)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	a, b := netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:10")
+	reg.Send(pc, reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), a))
+	reg.Send(pc, reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, tokB, 0, 0, ""), b))
+	reg.Send(pc, reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokA, 1, 1e6, `"x"`), a))
+	reg.Send(pc, reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokB, 1, 0, `"y"`), b))
+	if got := reg.Stats().Timers; got != 1 {
+		t.Fatalf("%d timers pending, want 1", got)
+	}
+	now.set(now.get().Add(rendezvous.CodeTTL + time.Second))
+	reg.Handle(peerMsg(t, rendezvous.TypeCreate, "bbbbbbbbbbbbbbbb", tokA, 0, 0, ""), a) // runs expiry
+	if st := reg.Stats(); st.Timers != 0 || st.Pairings != 1 {
+		t.Errorf("after expiry: %+v", st)
+	}
+}
+
+// Vulnerability 5 of issue 11: the server wrote to TCP peers from the
+// UDP read loop, waiting up to 5 s per write, so a TCP peer that never
+// reads stalled every UDP client of the socket. Send must not wait for a
+// stream peer; a peer that does not read is dropped once its queue fills.
+func TestStreamPeerThatNeverReads(t *testing.T) {
+	leakcheck.Check(t)
+	reg := rendezvous.NewRegistry(nil)
+	srvSide, peer := net.Pipe() // unbuffered: every write waits for a read
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer srvSide.Close()
+		reg.ServeStream(srvSide, nil)
+	}()
+	defer func() { peer.Close(); <-done }()
+	if _, err := peer.Write(append(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), '\n')); err != nil {
+		t.Fatal(err)
+	}
+	// Read the "wait" answer, then never read again.
+	_ = peer.SetReadDeadline(time.Now().Add(testBound))
+	if _, err := bufio.NewReader(peer).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	b := netip.MustParseAddrPort("127.0.0.1:9")
+	info := `"` + strings.Repeat("i", 900) + `"`
+	join := rendezvous.Message{Type: rendezvous.TypeJoin, Code: testCode, Token: tokB, Info: json.RawMessage(info)}
+	raw, err := rendezvous.Encode(join)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range 200 { // each join retransmission tells the TCP peer again
+		reg.Send(pc, reg.Handle(raw, b))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("200 UDP messages took %v: the UDP side waited for a TCP peer that does not read", d)
+	}
+}
+
+// clock is a settable time source safe for the registry's timers.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+func (c *clock) get() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -36,7 +35,6 @@ type LabOptions struct {
 	Kernel   bool
 	Lifetime bool
 	Matrix   bool
-	Events   bool
 }
 
 func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
@@ -86,8 +84,8 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
-	c.Flags().BoolVar(&o.Events, "events", false, "print progress events as JSON lines, then the report as the last line")
 	addOutputFlags(c, &o.Output)
+	addEventsFlag(c, &o.Output)
 	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s))
 	return c
 }
@@ -100,59 +98,17 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	if o.Matrix {
 		return runMatrix(ctx, o, backend)
 	}
-	lo := lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime}
-	// RunLab has no progress hook: its events are the plan before and the
-	// sites after.
-	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
-		start := time.Now()
-		plan := labPlan(backend, o.NATA, o.NATB)
-		emit(labEvent(start, "lab", fmt.Sprintf("building the %s lab and profiling %d site(s)", backend, len(plan.Sites)), plan))
-		rep, err := lab.Run(ctx, lo)
-		if err != nil {
-			return tui.Result{}, err
-		}
-		for i, s := range rep.Sites {
-			msg := fmt.Sprintf("site %s: %s", s.Name, s.Error)
-			if s.Profile != nil {
-				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", s.Name, s.Profile.NATType, len(s.Mismatches), s.Preset)
-			}
-			emit(labEvent(start, "site", msg, &rep.Sites[i]))
-		}
-		return tui.Result{Lab: rep}, nil
-	}
-	var rep *lab.Report
-	switch {
-	case useTUI(o.IO, o.Output, o.Events):
-		res, err := runTUI(ctx, o.IO, tui.KindLab, "natlab lab", run)
-		if res.Lab == nil {
-			return err
-		}
-		rep = res.Lab
-		if err := writeLabReport(o.IO.Out, rep); err != nil {
-			return err
-		}
-	case o.Events:
-		res, err := run(ctx, func(e probe.Event) { _ = writeJSONLine(o.IO.Out, e) })
-		if err != nil {
-			return err
-		}
-		rep = res.Lab
-		if err := writeJSONLine(o.IO.Out, rep); err != nil {
-			return err
-		}
-	default:
-		var err error
-		if rep, err = lab.Run(ctx, lo); err != nil {
-			return err
-		}
-		if o.Output.JSON {
-			err = writeJSON(o.IO.Out, rep)
-		} else {
-			err = writeLabReport(o.IO.Out, rep)
-		}
-		if err != nil {
-			return err
-		}
+	rep, err := show(ctx, o.IO, o.Output, view[*lab.Report]{
+		kind: tui.KindLab, title: "natlab lab",
+		run: func(ctx context.Context, emit func(probe.Event)) (*lab.Report, error) {
+			return lab.Run(ctx, lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit})
+		},
+		toTUI:   func(r *lab.Report) tui.Result { return tui.Result{Lab: r} },
+		fromTUI: func(r tui.Result) *lab.Report { return r.Lab },
+		text:    writeLabReport,
+	})
+	if err != nil {
+		return err
 	}
 	return labExit(rep)
 }
@@ -165,25 +121,6 @@ func labExit(rep *lab.Report) error {
 		return &ExitError{Code: ExitInternal, Err: errors.New("lab: a measured profile differs from its preset (see mismatches above)")}
 	}
 	return nil
-}
-
-func labEvent(start time.Time, stage, msg string, data any) probe.Event {
-	now := time.Now()
-	return probe.Event{Time: now, Stage: stage, Message: msg, Data: data, Elapsed: float64(now.Sub(start).Microseconds()) / 1000}
-}
-
-// labPlan is the sites of a lab run with what their presets should
-// produce, before anything is measured.
-func labPlan(backend testnet.Backend, a, b string) tui.LabPlan {
-	plan := tui.LabPlan{Backend: string(backend)}
-	topo, err := testnet.PairTopology(a, b)
-	if err != nil {
-		return plan // the flags were checked; RunLab reports the error
-	}
-	for _, s := range topo.Sites {
-		plan.Sites = append(plan.Sites, lab.Site{Name: s.Name, Preset: s.Preset, Expected: s.NAT.Expect()})
-	}
-	return plan
 }
 
 func writeLabReport(w io.Writer, r *lab.Report) error {

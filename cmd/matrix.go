@@ -7,9 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
-	"time"
 
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/probe"
@@ -18,73 +16,28 @@ import (
 )
 
 func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) error {
-	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
-		plan := matrixPlan(backend)
-		emit(labEvent(time.Now(), "matrix", fmt.Sprintf("pairing %d presets in %d labs", len(plan.Presets), len(plan.Presets)*(len(plan.Presets)+1)/2), plan))
-		rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Events: emit})
-		return tui.Result{Matrix: rep}, err
-	}
-	var rep *lab.MatrixReport
-	switch {
-	case useTUI(o.IO, o.Output, o.Events):
-		res, err := runTUI(ctx, o.IO, tui.KindMatrix, "natlab lab --matrix", run)
-		if res.Matrix == nil {
-			return err
-		}
-		rep = res.Matrix
-		if err := writeMatrix(o.IO.Out, rep); err != nil {
-			return err
-		}
-	case o.Events:
-		var mu sync.Mutex // pairs finish on their own goroutines
-		res, err := run(ctx, func(e probe.Event) {
-			mu.Lock()
-			defer mu.Unlock()
-			_ = writeJSONLine(o.IO.Out, e)
-		})
-		if err != nil {
-			return err
-		}
-		rep = res.Matrix
-		if err := writeJSONLine(o.IO.Out, rep); err != nil {
-			return err
-		}
-	default:
-		opts := lab.MatrixOptions{Backend: backend}
-		if !o.Output.JSON {
-			opts.Events = func(e probe.Event) { fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message) }
-		}
-		var err error
-		if rep, err = lab.RunMatrix(ctx, opts); err != nil {
-			return err
-		}
-		if o.Output.JSON {
-			err = writeJSON(o.IO.Out, rep)
-		} else {
-			err = writeMatrix(o.IO.Out, rep)
-		}
-		if err != nil {
-			return err
-		}
+	rep, err := show(ctx, o.IO, o.Output, view[*lab.MatrixReport]{
+		kind: tui.KindMatrix, title: "natlab lab --matrix",
+		run: func(ctx context.Context, emit func(probe.Event)) (*lab.MatrixReport, error) {
+			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Events: emit})
+		},
+		toTUI:   func(r *lab.MatrixReport) tui.Result { return tui.Result{Matrix: r} },
+		fromTUI: func(r tui.Result) *lab.MatrixReport { return r.Matrix },
+		text:    writeMatrix,
+		progress: func(e probe.Event) string {
+			if _, ok := e.Data.(*lab.MatrixPair); ok {
+				return e.Message // one line per finished pair
+			}
+			return ""
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if !rep.Match {
 		return &ExitError{Code: ExitInternal, Err: errors.New("lab matrix: a measured outcome differs from its prediction (see above)")}
 	}
 	return nil
-}
-
-// matrixPlan is the grid before any pair has run, so the TUI can draw it
-// at once. It mirrors RunMatrix's rule (no UDP-blocked preset in-process);
-// the report replaces it when the run ends.
-func matrixPlan(backend testnet.Backend) tui.MatrixPlan {
-	plan := tui.MatrixPlan{Backend: string(backend)}
-	for _, p := range testnet.Presets() {
-		if n, err := testnet.Preset(p); err == nil && n.BlockUDP && backend == testnet.InProcess {
-			continue
-		}
-		plan.Presets = append(plan.Presets, p)
-	}
-	return plan
 }
 
 // matrixLegend explains the cells (natclass's short technique names; a

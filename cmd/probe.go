@@ -38,7 +38,6 @@ const (
 type ProbeOptions struct {
 	IO          IOStreams
 	Output      outputFlags
-	Events      bool
 	Server      string
 	Join        string
 	Code        string
@@ -163,10 +162,10 @@ interrupted, 1 if metrics cannot be served.`,
 	c.Flags().StringVar(&o.TURNSecret, "turn-secret", "", "TURN REST API shared secret (natlab serve --auth-secret, coturn static-auth-secret)")
 	c.Flags().StringVar(&o.TURNTLS, "turn-tls", "", "HOST:PORT of TURN over TLS, tried when UDP and TCP to the relay fail")
 	c.Flags().DurationVar(&o.PairTimeout, "pair-timeout", probe.DefaultPairTimeout, "how long to wait for the peer")
-	c.Flags().BoolVar(&o.Events, "events", false, "print progress events as JSON lines, then the report as the last line")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep probing, one round per DURATION, one JSON report line per round (both hosts pass the same value)")
 	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve Prometheus metrics on HOST:PORT at /metrics")
 	addOutputFlags(c, &o.Output)
+	addEventsFlag(c, &o.Output)
 	return c
 }
 
@@ -206,48 +205,60 @@ func runProbe(ctx context.Context, o *ProbeOptions) error {
 	if o.Interval > 0 {
 		return runProbeInterval(ctx, o, opts)
 	}
-	if useTUI(o.IO, o.Output, o.Events) {
-		return runProbeTUI(ctx, o, opts)
-	}
-	opts.OnCode = func(code string) {
-		if opts.Mode == rendezvous.Create {
-			printCode(o.IO.ErrOut, o, code)
-		}
-	}
-	var mu sync.Mutex // events come from the probe's goroutines
-	switch {
-	case o.Events:
-		opts.Events = func(e probe.Event) {
-			mu.Lock()
-			defer mu.Unlock()
-			_ = writeJSONLine(o.IO.Out, e)
-		}
-	case !o.Output.JSON:
-		opts.Events = func(e probe.Event) {
-			if e.Stage == "verdict" || (e.Stage == "technique" && e.Outcome == "") {
-				return // the report prints these
+	if !useTUI(o.IO, o.Output) {
+		opts.OnCode = func(code string) {
+			if opts.Mode == rendezvous.Create {
+				printCode(o.IO.ErrOut, o, code)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(o.IO.ErrOut, "%7.0f ms  %s\n", e.Elapsed, e.Message)
 		}
 	}
-	rep, err := probe.Run(ctx, opts)
-	if err != nil {
-		return probeExit(nil, err)
+	rep, err := show(ctx, o.IO, o.Output, view[*probe.Report]{
+		kind: tui.KindProbe, title: "natlab probe · server " + o.Server,
+		run:     probeRuns(opts),
+		toTUI:   func(r *probe.Report) tui.Result { return tui.Result{Probe: r} },
+		fromTUI: func(r tui.Result) *probe.Report { return r.Probe },
+		text:    writeProbeReport,
+		progress: func(e probe.Event) string {
+			switch e.Data.(type) {
+			case probe.Verdict, natclass.Prediction, probe.PairingCode:
+				return "" // the report prints the verdict and techniques; printCode the code
+			}
+			return e.Message
+		},
+	})
+	return probeExit(rep, err)
+}
+
+// probeRuns runs the probe; each call after the first is a rerun from the
+// TUI, which cannot reuse the first run's code (the server keeps a
+// finished pairing until it expires), so rerun k meets on
+// roundCode(code, -k): pressing r on both hosts pairs them again without
+// a new code to carry. Negative numbers keep these apart from
+// --interval's time slots.
+func probeRuns(opts probe.Options) func(context.Context, func(probe.Event)) (*probe.Report, error) {
+	var mu sync.Mutex // the first run's code, learned from the server
+	base := opts.Code
+	attempt := 0
+	return func(ctx context.Context, emit func(probe.Event)) (*probe.Report, error) {
+		mu.Lock()
+		attempt++
+		ro := opts
+		if attempt > 1 && base != "" {
+			ro.Mode, ro.Code = rendezvous.Meet, roundCode(base, -int64(attempt))
+		}
+		mu.Unlock()
+		ro.Events = func(e probe.Event) {
+			if c, ok := e.Data.(probe.PairingCode); ok {
+				mu.Lock()
+				if base == "" {
+					base = c.Code
+				}
+				mu.Unlock()
+			}
+			emit(e)
+		}
+		return probe.Run(ctx, ro)
 	}
-	switch {
-	case o.Events:
-		err = writeJSONLine(o.IO.Out, rep)
-	case o.Output.JSON:
-		err = writeJSON(o.IO.Out, rep)
-	default:
-		err = writeProbeReport(o.IO.Out, rep)
-	}
-	if err != nil {
-		return err
-	}
-	return probeExit(rep, nil)
 }
 
 // probeExit maps a probe's outcome to the documented exit status: one
@@ -258,55 +269,10 @@ func probeExit(rep *probe.Report, err error) error {
 		return &ExitError{Code: ExitNoPath, Err: err}
 	case err != nil:
 		return err
-	case !rep.Verdict.Direct:
+	case rep == nil || !rep.Verdict.Direct:
 		return &ExitError{Code: ExitRelay}
 	}
 	return nil
-}
-
-// runProbeTUI shows the probe live; once the user quits, the last report
-// is printed as text so it stays in the terminal.
-//
-// A rerun cannot reuse the first run's code (the server keeps a finished
-// pairing until it expires), so rerun k meets on roundCode(code, -k):
-// pressing r on both hosts pairs them again without a new code to carry.
-// Negative numbers keep these apart from --interval's time slots.
-func runProbeTUI(ctx context.Context, o *ProbeOptions, opts probe.Options) error {
-	var mu sync.Mutex // the first run's code, learned from the server
-	base := opts.Code
-	attempt := 0
-	run := func(ctx context.Context, emit func(probe.Event)) (tui.Result, error) {
-		mu.Lock()
-		attempt++
-		ro := opts
-		if attempt > 1 && base != "" {
-			ro.Mode, ro.Code = rendezvous.Meet, roundCode(base, -int64(attempt))
-		}
-		mu.Unlock()
-		ro.Events = emit
-		ro.OnCode = func(code string) {
-			mu.Lock()
-			if base == "" {
-				base = code
-			}
-			mu.Unlock()
-			msg := "pairing code: " + code + " (pass --code " + code + " on the other host too)"
-			if ro.Mode == rendezvous.Create {
-				msg = "on the other host run: natlab probe --server " + o.Server + " --join " + code
-			}
-			emit(probe.Event{Time: time.Now(), Stage: "pair", Message: msg, Data: tui.PairingCode(code)})
-		}
-		rep, err := probe.Run(ctx, ro)
-		return tui.Result{Probe: rep}, err
-	}
-	res, err := runTUI(ctx, o.IO, tui.KindProbe, "natlab probe · server "+o.Server, run)
-	if res.Probe == nil {
-		return probeExit(nil, err)
-	}
-	if err := writeProbeReport(o.IO.Out, res.Probe); err != nil {
-		return err
-	}
-	return probeExit(res.Probe, nil)
 }
 
 // runProbeInterval probes once per interval until ctx ends, one JSON line
@@ -336,11 +302,12 @@ func runProbeInterval(ctx context.Context, o *ProbeOptions, opts probe.Options) 
 		fmt.Fprintf(o.IO.ErrOut, "serving metrics on %s\n", ms.URL())
 	}
 	var mu sync.Mutex
-	if o.Events {
+	if o.Output.Events {
+		write := eventWriter(o.IO.Out)
 		opts.Events = func(e probe.Event) {
 			mu.Lock()
 			defer mu.Unlock()
-			_ = writeJSONLine(o.IO.Out, e)
+			write(e)
 		}
 	}
 	for round := 1; ; round++ {

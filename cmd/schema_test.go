@@ -206,9 +206,9 @@ func checkEvent(t *testing.T, raw []byte) probe.Event {
 		t.Fatalf("event does not decode strictly into probe.Event: %v\n%s", err, raw)
 	}
 	requireKeys(t, "event", raw, "time", "stage", "message", "elapsed_ms")
-	checkEnum(t, "event.stage", e.Stage, stages)
+	checkEnum(t, "event.stage", string(e.Stage), stages)
 	if e.Outcome != "" {
-		checkEnum(t, "event.outcome", e.Outcome, outcomes)
+		checkEnum(t, "event.outcome", string(e.Outcome), outcomes)
 	}
 	data, _ := json.Marshal(e.Data)
 	switch {

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/testnet"
@@ -34,7 +36,10 @@ type Options struct {
 	Topology testnet.Topology
 	// Lifetime also measures binding lifetimes (slow).
 	Lifetime bool
-	Logger   *slog.Logger
+	// Events, if set, receives the Plan first, then each site as its
+	// profile finishes; calls do not overlap.
+	Events func(probe.Event)
+	Logger *slog.Logger
 }
 
 // Report is the result of one lab run: each site's profile next to what
@@ -78,6 +83,7 @@ func StartServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 // compares each profile with its preset and tears the lab down.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
+	ev := newEmitter(o.Events)
 	topo := o.Topology
 	if len(topo.Sites) == 0 {
 		var err error
@@ -92,6 +98,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	plan := Plan{Backend: string(cmp.Or(o.Backend, testnet.InProcess))}
+	for _, s := range topo.Sites {
+		plan.Sites = append(plan.Sites, Site{Name: s.Name, Preset: s.Preset, Expected: s.NAT.Expect()})
+	}
+	ev.emit(StageLab, fmt.Sprintf("building the %s lab and profiling %d site(s)", plan.Backend, len(plan.Sites)), plan)
 	lab, err := testnet.Start(ctx, topo, o.Backend)
 	if err != nil {
 		return nil, fmt.Errorf("start %s lab: %w", o.Backend, err)
@@ -124,16 +135,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		wg.Add(1)
 		go func(ls *Site, h *testnet.Host) {
 			defer wg.Done()
-			p, err := natclass.Discover(ctx, natclass.Options{
+			profileSite(ctx, ls, natclass.Options{
 				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,
 				Logger: log.With("site", ls.Name),
 			})
-			if err != nil {
-				ls.Error = err.Error()
-				return
+			msg := fmt.Sprintf("site %s: %s", ls.Name, ls.Error)
+			if ls.Profile != nil {
+				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", ls.Name, ls.Profile.NATType, len(ls.Mismatches), ls.Preset)
 			}
-			ls.Profile = p
-			ls.Mismatches = Compare(ls.Expected, p)
+			ev.emit(StageSite, msg, ls)
 		}(&rep.Sites[i], site.Host)
 	}
 	wg.Wait()
@@ -147,6 +157,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
 	return rep, nil
+}
+
+// profileSite measures one site and compares its profile with the preset.
+func profileSite(ctx context.Context, ls *Site, o natclass.Options) {
+	p, err := natclass.Discover(ctx, o)
+	if err != nil {
+		ls.Error = err.Error()
+		return
+	}
+	ls.Profile = p
+	ls.Mismatches = Compare(ls.Expected, p)
 }
 
 // Compare lists, in words, where a measured profile differs from what a

@@ -30,7 +30,8 @@ type MatrixOptions struct {
 	// Presets to pair (every unordered pair, each with itself too);
 	// testnet.Presets() when empty.
 	Presets []string
-	// Events, if set, receives one event per finished pair.
+	// Events, if set, receives the MatrixPlan first, then one event per
+	// finished pair (Data *MatrixPair); calls do not overlap.
 	Events func(probe.Event)
 	Logger *slog.Logger
 }
@@ -69,23 +70,14 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	if backend == "" {
 		backend = testnet.InProcess
 	}
-	rep := &MatrixReport{Schema: MatrixSchema, Backend: string(backend), Match: true}
-	for _, p := range presets {
-		n, err := testnet.Preset(p)
-		if err != nil {
-			return nil, err
-		}
-		if n.BlockUDP && backend == testnet.InProcess {
-			// Without UDP a host reaches the rendezvous only over TCP,
-			// which the in-process lab does not have.
-			if rep.Excluded == nil {
-				rep.Excluded = map[string]string{}
-			}
-			rep.Excluded[p] = "UDP is blocked and the in-process lab has no TCP: use --kernel"
-			continue
-		}
-		rep.Presets = append(rep.Presets, p)
+	ev := newEmitter(o.Events)
+	plan, err := planMatrix(backend, presets)
+	if err != nil {
+		return nil, err
 	}
+	n := len(plan.Presets)
+	ev.emit(StageMatrix, fmt.Sprintf("pairing %d presets in %d labs", n, n*(n+1)/2), plan)
+	rep := &MatrixReport{Schema: MatrixSchema, Backend: string(backend), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
 	presets = rep.Presets
 	for i := range presets {
 		for j := i; j < len(presets); j++ {
@@ -112,10 +104,7 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 				fatal = err
 				mu.Unlock()
 			}
-			if o.Events != nil {
-				o.Events(probe.Event{Time: time.Now(), Stage: "pair", Message: fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), Data: mp,
-					Elapsed: float64(time.Since(start).Microseconds()) / 1000})
-			}
+			ev.emit(probe.StagePair, fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), mp)
 		}(&rep.Pairs[i])
 	}
 	wg.Wait()
@@ -132,6 +121,29 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	}
 	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
 	return rep, nil
+}
+
+// planMatrix is the grid a backend can run: the presets, less those it
+// cannot pair, with why.
+func planMatrix(backend testnet.Backend, presets []string) (MatrixPlan, error) {
+	plan := MatrixPlan{Backend: string(backend)}
+	for _, p := range presets {
+		n, err := testnet.Preset(p)
+		if err != nil {
+			return MatrixPlan{}, err
+		}
+		if n.BlockUDP && backend == testnet.InProcess {
+			// Without UDP a host reaches the rendezvous only over TCP,
+			// which the in-process lab does not have.
+			if plan.Excluded == nil {
+				plan.Excluded = map[string]string{}
+			}
+			plan.Excluded[p] = "UDP is blocked and the in-process lab has no TCP: use --kernel"
+			continue
+		}
+		plan.Presets = append(plan.Presets, p)
+	}
+	return plan, nil
 }
 
 // runCell builds a lab for one pair and runs both probes in it.

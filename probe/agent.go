@@ -68,18 +68,6 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Event is one step of progress, for live views and --events.
-type Event struct {
-	Time    time.Time `json:"time"`
-	Stage   string    `json:"stage"`             // profile, pair, technique, verdict
-	Message string    `json:"message"`           // one line for people
-	Data    any       `json:"data,omitempty"`    // the stage's result
-	Elapsed float64   `json:"elapsed_ms"`        // since the probe started
-	Side    string    `json:"side,omitempty"`    // A or B, once paired
-	Step    int       `json:"step,omitempty"`    // technique number
-	Outcome string    `json:"outcome,omitempty"` // for technique events
-}
-
 // TechniqueResult is one technique for this pair: predicted and measured.
 type TechniqueResult struct {
 	Technique natclass.Technique `json:"technique"`
@@ -230,7 +218,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	a.srv = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	a.tcp = supportsTCP(a.o.Net)
 
-	a.emit(Event{Stage: "profile", Message: "profiling this host's NAT against " + a.o.Server})
+	a.emit(Event{Stage: StageProfile, Message: "profiling this host's NAT against " + a.o.Server})
 	// The port-mapping probe talks to the gateway, the profile to the
 	// server: run them together, so the probe costs no extra time.
 	var pmDone chan struct{}
@@ -252,9 +240,9 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
 	}
-	a.emit(Event{Stage: "profile", Message: "this host: " + string(a.self.NATType), Data: a.self})
+	a.emit(Event{Stage: StageProfile, Message: "this host: " + string(a.self.NATType), Data: a.self})
 	if a.pm != nil {
-		a.emit(Event{Stage: "profile", Message: "port mapping: " + a.pm.Summary(), Data: a.pm})
+		a.emit(Event{Stage: StageProfile, Message: "port mapping: " + a.pm.Summary(), Data: a.pm})
 	}
 	if a.self.NATType == natclass.UDPBlocked && !a.tcp {
 		return nil, fmt.Errorf("%w: no UDP answer from %s, and this network stack has no TCP to fall back on", ErrNoPath, a.o.Server)
@@ -297,7 +285,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		rep.Techniques = append(rep.Techniques, relayRow(a.summary(), a.peer, rr))
 		rep.Verdict = relayVerdict(rep.Verdict, rr)
 	}
-	a.emit(Event{Stage: "verdict", Message: rep.Verdict.Summary, Data: rep.Verdict})
+	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = float64(time.Since(a.start).Microseconds()) / 1000
 	return rep, nil
 }
@@ -366,10 +354,11 @@ func (a *agent) pair(ctx context.Context) error {
 		rz.Close()
 		return fmt.Errorf("peer info: %w", err)
 	}
-	a.emit(Event{Stage: "pair", Message: "waiting for the peer"})
+	a.emit(Event{Stage: StagePair, Message: "waiting for the peer"})
 	pctx, cancel := context.WithTimeout(ctx, a.o.PairTimeout)
 	defer cancel()
 	peer, err := rz.Pair(pctx, mode, code, info, func() {
+		a.emit(Event{Stage: StagePair, Message: "pairing code: " + code, Data: PairingCode{Code: code, Server: a.o.Server, Mode: mode}})
 		if a.o.OnCode != nil {
 			a.o.OnCode(code)
 		}
@@ -388,7 +377,7 @@ func (a *agent) pair(ctx context.Context) error {
 	}
 	a.peer = pi.Summary
 	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token)
-	a.emit(Event{Stage: "pair", Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
+	a.emit(Event{Stage: StagePair, Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
 	return nil
 }
 
@@ -411,10 +400,10 @@ func sessionFor(code, mine, theirs string) (holepunch.Side, holepunch.Session) {
 // technique runs step k of the plan with the peer.
 func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, prev *natclass.Outcome) TechniqueResult {
 	tr := TechniqueResult{Technique: p.Technique, Predicted: p.Outcome, Reason: p.Reason, Measured: natclass.Skipped}
-	a.emit(Event{Stage: "technique", Step: k, Message: fmt.Sprintf("%s: predicted %s (%s)", p.Technique, p.Outcome, p.Reason)})
+	a.emit(Event{Stage: StageTechnique, Step: k, Data: p, Message: fmt.Sprintf("%s: predicted %s (%s)", p.Technique, p.Outcome, p.Reason)})
 	defer func() {
 		*prev = tr.Measured
-		a.emit(Event{Stage: "technique", Step: k, Outcome: string(tr.Measured), Data: tr,
+		a.emit(Event{Stage: StageTechnique, Step: k, Outcome: tr.Measured, Data: tr,
 			Message: fmt.Sprintf("%s: %s", p.Technique, tr.Measured)})
 	}()
 	tries := 1
@@ -594,7 +583,7 @@ func (a *agent) closeDirect() {
 // at two barriers: offers, then between the measurements (so the bursts
 // do not overlap).
 func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, error) {
-	a.emit(Event{Stage: "relay", Message: "allocating on the TURN relay"})
+	a.emit(Event{Stage: StageRelay, Message: "allocating on the TURN relay"})
 	direct, tech := a.direct, a.directTech
 	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
 		// The peer did not confirm this path: measuring it would hang.
@@ -621,7 +610,7 @@ func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, error
 	}
 	rs.MeasureRelay(ctx, peer, tag)
 	rr := rs.Report()
-	a.emit(Event{Stage: "relay", Message: RelaySummary(rep.Verdict.Direct, rr), Data: rr})
+	a.emit(Event{Stage: StageRelay, Message: RelaySummary(rep.Verdict.Direct, rr), Data: rr})
 	return rr, nil
 }
 

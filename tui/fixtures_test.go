@@ -6,6 +6,7 @@ import (
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -27,7 +28,7 @@ func peerSummary() natclass.Summary {
 		Allocation: natclass.Preserving, Mapped: "198.51.100.20:40000"}
 }
 
-func ev(stage, msg string, ms float64, data any) probe.Event {
+func ev(stage probe.Stage, msg string, ms float64, data any) probe.Event {
 	return probe.Event{Time: t0.Add(time.Duration(ms) * time.Millisecond), Stage: stage, Message: msg, Elapsed: ms, Data: data, Side: "A"}
 }
 
@@ -44,18 +45,23 @@ func techs() []probe.TechniqueResult {
 	}
 }
 
+// prediction is the Data of a technique's start event.
+func prediction(tr probe.TechniqueResult) natclass.Prediction {
+	return natclass.Prediction{Technique: tr.Technique, Outcome: tr.Predicted, Reason: tr.Reason}
+}
+
 // probeEvents is a probe up to the middle of its punching.
 func probeEvents() []probe.Event {
 	ts := techs()
 	return []probe.Event{
 		ev("profile", "profiling this host's NAT against 203.0.113.10:3478", 0, nil),
-		ev("pair", "pairing code: abcd-efgh-ijkl-mnop", 1, PairingCode("abcd-efgh-ijkl-mnop")),
+		ev("pair", "pairing code: abcd-efgh-ijkl-mnop", 1, probe.PairingCode{Code: "abcd-efgh-ijkl-mnop", Server: "203.0.113.10:3478", Mode: rendezvous.Create}),
 		ev("profile", "this host: port-restricted-cone", 812, selfProfile()),
 		ev("pair", "waiting for the peer", 813, nil),
 		ev("pair", "paired; peer is full-cone", 1204, peerSummary()),
-		{Stage: "technique", Step: 1, Elapsed: 1205, Side: "A", Message: "same-lan: predicted skipped (different public addresses: not one LAN)"},
+		{Stage: "technique", Step: 1, Elapsed: 1205, Side: "A", Message: "same-lan: predicted skipped (different public addresses: not one LAN)", Data: prediction(ts[0])},
 		{Stage: "technique", Step: 1, Elapsed: 1210, Side: "A", Outcome: "skipped", Message: "same-lan: skipped", Data: ts[0]},
-		{Stage: "technique", Step: 2, Elapsed: 1211, Side: "A", Message: "udp: predicted success (one side filters endpoint-independently)"},
+		{Stage: "technique", Step: 2, Elapsed: 1211, Side: "A", Message: "udp: predicted success (one side filters endpoint-independently)", Data: prediction(ts[1])},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest"
 	"github.com/muesli/termenv"
+
+	"github.com/natlab/natlab/lab"
 )
 
 // Golden screens at 80×24 with the Ascii profile (what NO_COLOR gives),
@@ -62,14 +64,11 @@ func TestGolden(t *testing.T) {
 		running = append(running, EventMsg{Run: 1, Event: e})
 	}
 	matrixDone := []tea.Msg{StartMsg{Run: 1},
-		EventMsg{Run: 1, Event: ev("matrix", "matrix of 4 presets", 0, MatrixPlan{Backend: "in-process", Presets: matrixPresets})},
+		EventMsg{Run: 1, Event: ev("matrix", "matrix of 4 presets", 0, lab.MatrixPlan{Backend: "in-process", Presets: matrixPresets})},
 		DoneMsg{Run: 1, Result: Result{Matrix: matrixReport()}}}
 
 	pairing := []tea.Msg{StartMsg{Run: 1}}
 	for _, e := range probeEvents()[:4] {
-		if _, ok := e.Data.(PairingCode); ok {
-			e.Message = "on the other host run: natlab probe --server 203.0.113.10:3478 --join abcd-efgh-ijkl-mnop"
-		}
 		pairing = append(pairing, EventMsg{Run: 1, Event: e})
 	}
 	cases := []struct {
@@ -81,7 +80,7 @@ func TestGolden(t *testing.T) {
 		{"probe_running", probeOpts, running},
 		{"probe_verdict", probeOpts, append(append([]tea.Msg{}, running...), DoneMsg{Run: 1, Result: Result{Probe: probeReport()}})},
 		{"matrix_running", matrixOpts, []tea.Msg{StartMsg{Run: 1},
-			EventMsg{Run: 1, Event: ev("matrix", "matrix of 4 presets", 0, MatrixPlan{Backend: "in-process", Presets: matrixPresets})},
+			EventMsg{Run: 1, Event: ev("matrix", "matrix of 4 presets", 0, lab.MatrixPlan{Backend: "in-process", Presets: matrixPresets})},
 			EventMsg{Run: 1, Event: ev("pair", "full-cone × symmetric: direct", 2100, &matrixReport().Pairs[2])}}},
 		{"matrix", matrixOpts, append(append([]tea.Msg{}, matrixDone...), keyMsg("down"), keyMsg("right"), keyMsg("right"))},
 		{"matrix_details", matrixOpts, append(append([]tea.Msg{}, matrixDone...), keyMsg("down"), keyMsg("right"), keyMsg("right"), keyMsg("enter"))},

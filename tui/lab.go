@@ -12,7 +12,7 @@ import (
 // labScreen is the state of `natlab lab`'s screen: the sites as planned,
 // then as measured.
 type labScreen struct {
-	plan    *LabPlan
+	plan    *lab.Plan
 	last    string
 	elapsed float64
 	report  *lab.Report
@@ -20,7 +20,7 @@ type labScreen struct {
 
 func (s *labScreen) event(e probe.Event) {
 	s.last, s.elapsed = e.Message, e.Elapsed
-	if p, ok := e.Data.(LabPlan); ok {
+	if p, ok := e.Data.(lab.Plan); ok {
 		s.plan = &p
 	}
 }

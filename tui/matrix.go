@@ -45,7 +45,7 @@ func pairKey(a, b string) [2]string {
 func (s *matrixScreen) event(e probe.Event) {
 	s.elapsed = e.Elapsed
 	switch d := e.Data.(type) {
-	case MatrixPlan:
+	case lab.MatrixPlan:
 		s.backend, s.presets, s.excluded = d.Backend, d.Presets, d.Excluded
 	case *lab.MatrixPair:
 		if s.pairs == nil {

@@ -53,27 +53,6 @@ type (
 	RerunMsg struct{}
 )
 
-// PairingCode is the Data of the event the command layer emits once the
-// server has registered this probe's code, so the screen can show it.
-type PairingCode string
-
-// LabPlan is the Data of the event that starts a lab run: the sites with
-// what their presets should produce, shown while they are measured.
-// It is also the first line of `natlab lab --events`.
-type LabPlan struct {
-	Backend string     `json:"backend"`
-	Sites   []lab.Site `json:"sites"` // name, preset and expected; no profile yet
-}
-
-// MatrixPlan is the Data of the event that starts a matrix run: the grid's
-// rows and columns before any pair has finished.
-// It is also the first line of `natlab lab --matrix --events`.
-type MatrixPlan struct {
-	Backend  string            `json:"backend"`
-	Presets  []string          `json:"presets"`
-	Excluded map[string]string `json:"excluded,omitempty"`
-}
-
 // Options configure a Model.
 type Options struct {
 	Kind  Kind

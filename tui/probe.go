@@ -6,22 +6,25 @@ import (
 
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/rendezvous"
 )
 
-// Stages of a probe, in order; "relay" is shown once the probe reaches it
-// (a probe without a relay stage never does).
-var probeStages = []string{"profile", "pair", "punch", "relay", "verdict"}
+// The screen's stages, in order; "relay" is shown once the probe reaches
+// it (a probe without a relay stage never does). Punching is the
+// probe's technique stage.
+const stagePunch probe.Stage = "punch"
+
+var probeStages = []probe.Stage{probe.StageProfile, probe.StagePair, stagePunch, probe.StageRelay, probe.StageVerdict}
 
 // probeScreen is the state of `natlab probe`'s screen, built from events
 // and replaced by the report when the run ends.
 type probeScreen struct {
-	stage    string // the stage in progress
-	seen     map[string]bool
+	stage    probe.Stage // the stage in progress
+	seen     map[probe.Stage]bool
 	last     string // the latest event's message
 	elapsed  float64
 	side     string
-	code     PairingCode
-	codeHint string // what to run on the other host
+	code     *probe.PairingCode
 	self     *natclass.Profile
 	peer     *natclass.Summary
 	rows     []techRow
@@ -37,42 +40,35 @@ type techRow struct {
 
 // stageOf maps an event to the screen's stage: the relay techniques are
 // the relay stage, the others punching.
-func stageOf(e probe.Event, tech natclass.Technique) string {
-	switch e.Stage {
-	case "technique":
-		if tech.IsRelay() {
-			return "relay"
-		}
-		return "punch"
+func stageOf(e probe.Event, tech natclass.Technique) probe.Stage {
+	switch {
+	case e.Stage != probe.StageTechnique:
+		return e.Stage
+	case tech.IsRelay():
+		return probe.StageRelay
 	}
-	return e.Stage
+	return stagePunch
 }
 
-// techniqueOf names the technique of an event: from its result when
-// there is one, else from the "name: predicted ..." message.
-func techniqueOf(e probe.Event) (probe.TechniqueResult, bool) {
+// techniqueOf is the technique row an event carries: its prediction when
+// it starts, its result when done.
+func techniqueOf(e probe.Event) (tr probe.TechniqueResult, done, ok bool) {
 	switch d := e.Data.(type) {
 	case probe.TechniqueResult:
-		return d, true
+		return d, true, true
 	case *probe.TechniqueResult:
 		if d != nil {
-			return *d, true
+			return *d, true, true
 		}
+	case natclass.Prediction:
+		return probe.TechniqueResult{Technique: d.Technique, Predicted: d.Outcome, Reason: d.Reason}, false, true
 	}
-	name, rest, ok := strings.Cut(e.Message, ":")
-	if !ok || name == "" || strings.Contains(name, " ") {
-		return probe.TechniqueResult{}, false
-	}
-	tr := probe.TechniqueResult{Technique: natclass.Technique(name)}
-	if p, ok := strings.CutPrefix(strings.TrimSpace(rest), "predicted "); ok {
-		tr.Predicted = natclass.Outcome(strings.Fields(p)[0])
-	}
-	return tr, false
+	return probe.TechniqueResult{}, false, false
 }
 
 func (s *probeScreen) event(e probe.Event) {
 	if s.seen == nil {
-		s.seen = map[string]bool{}
+		s.seen = map[probe.Stage]bool{}
 	}
 	s.last, s.elapsed = e.Message, e.Elapsed
 	if e.Side != "" {
@@ -80,8 +76,8 @@ func (s *probeScreen) event(e probe.Event) {
 	}
 	var tech natclass.Technique
 	switch d := e.Data.(type) {
-	case PairingCode:
-		s.code, s.codeHint = d, e.Message
+	case probe.PairingCode:
+		s.code = &d
 	case *natclass.Profile:
 		s.self = d
 	case natclass.Summary:
@@ -89,12 +85,9 @@ func (s *probeScreen) event(e probe.Event) {
 	case probe.Verdict:
 		s.verdict = &d
 	}
-	if e.Stage == "technique" || e.Stage == "relay" {
-		tr, final := techniqueOf(e)
+	if tr, done, ok := techniqueOf(e); ok {
 		tech = tr.Technique
-		if tech != "" {
-			s.setRow(tr, final || e.Outcome != "")
-		}
+		s.setRow(tr, done)
 	}
 	st := stageOf(e, tech)
 	s.stage = st
@@ -125,13 +118,13 @@ func (s *probeScreen) done(r *probe.Report) {
 	}
 	v := r.Verdict
 	s.verdict = &v
-	s.stage = "verdict"
+	s.stage = probe.StageVerdict
 	if s.seen == nil {
-		s.seen = map[string]bool{}
+		s.seen = map[probe.Stage]bool{}
 	}
 	for _, t := range r.Techniques {
 		if t.Technique.IsRelay() {
-			s.seen["relay"] = true
+			s.seen[probe.StageRelay] = true
 		}
 	}
 	s.elapsed = r.DurationMillis
@@ -150,7 +143,7 @@ func (s *probeScreen) stageLine(v view) string {
 		if st == "relay" && !s.seen["relay"] {
 			continue
 		}
-		label := st
+		label := string(st)
 		if st == "punch" && s.stage == "punch" && v.running {
 			label = fmt.Sprintf("punch %d/%d", s.doneRows(), len(s.rows))
 		}
@@ -191,18 +184,11 @@ func (s *probeScreen) view(v view) string {
 	}
 	out = append(out, "")
 	out = append(out, s.profiles(v)...)
-	if s.peer == nil && s.codeHint != "" && !s.finished {
+	if s.peer == nil && s.code != nil && !s.finished {
 		// The command on a line of its own, so that it is copied whole
 		// (wrapping would break the code at a dash).
-		lead, cmd, ok := strings.Cut(s.codeHint, ": ")
-		if !ok {
-			lead, cmd = "", s.codeHint
-		}
-		out = append(out, "")
-		if lead != "" {
-			out = append(out, lead+":")
-		}
-		out = append(out, titleStyle.Render(cmd))
+		lead, cmd := codeHint(*s.code)
+		out = append(out, "", lead, titleStyle.Render(cmd))
 	}
 	out = append(out, "")
 	out = append(out, s.table(v)...)
@@ -222,6 +208,14 @@ func (s *probeScreen) view(v view) string {
 		out = append(out, warnStyle.Render(fmt.Sprintf("(the view fell behind: %d events skipped; the report above is complete)", v.dropped)))
 	}
 	return strings.Join(out, "\n")
+}
+
+// codeHint is what the person at the other host should run.
+func codeHint(c probe.PairingCode) (lead, cmd string) {
+	if c.Mode == rendezvous.Create {
+		return "on the other host run:", "natlab probe --server " + c.Server + " --join " + c.Code
+	}
+	return "pairing code (pass --code on the other host too):", c.Code
 }
 
 // profiles puts this host's profile and the peer's side by side.
@@ -245,8 +239,8 @@ func (s *probeScreen) profiles(v view) []string {
 		peer = append(peer, titleStyle.Render(string(p.NATType)),
 			p.Mapping.Abbrev("M")+" · "+p.Filtering.Abbrev("F")+" · "+ports(p.Allocation, p.Step),
 			"mapped "+orDash(p.Mapped))
-	case s.code != "":
-		peer = append(peer, dimStyle.Render("waiting for the peer; code:"), titleStyle.Render(string(s.code)))
+	case s.code != nil:
+		peer = append(peer, dimStyle.Render("waiting for the peer; code:"), titleStyle.Render(s.code.Code))
 	default:
 		peer = append(peer, dimStyle.Render("not paired yet"))
 	}

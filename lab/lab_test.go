@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -88,3 +89,33 @@ func TestLabBadInput(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+// TestLabEvents: the progress hook gets the plan before anything is
+// measured, then each site with its profile.
+func TestLabEvents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), labBound)
+	defer cancel()
+	var evs []probe.Event
+	rep, err := lab.Run(ctx, lab.Options{NATA: "full-cone", NATB: "symmetric", Events: func(e probe.Event) { evs = append(evs, e) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 {
+		t.Fatalf("%d events, want plan + 2 sites: %+v", len(evs), evs)
+	}
+	plan, ok := evs[0].Data.(lab.Plan)
+	if evs[0].Stage != lab.StageLab || !ok || plan.Backend != "in-process" || len(plan.Sites) != 2 || plan.Sites[1].Preset != "symmetric" {
+		t.Fatalf("first event %+v, want the plan", evs[0])
+	}
+	seen := map[string]bool{}
+	for _, e := range evs[1:] {
+		s, ok := e.Data.(*lab.Site)
+		if e.Stage != lab.StageSite || !ok || s.Profile == nil || e.Elapsed <= 0 {
+			t.Fatalf("site event %+v", e)
+		}
+		seen[s.Name] = true
+	}
+	if !seen["a"] || !seen["b"] || len(rep.Sites) != 2 {
+		t.Errorf("sites seen %v, report %d sites", seen, len(rep.Sites))
+	}
+}

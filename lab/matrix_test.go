@@ -8,6 +8,7 @@ import (
 
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -65,5 +66,31 @@ func TestMatrix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMatrixPlanExcludes: the plan event is the grid RunMatrix will run,
+// with the presets this backend cannot pair left out and said why.
+func TestMatrixPlanExcludes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), matrixBound)
+	defer cancel()
+	var plan *lab.MatrixPlan
+	var pairs int
+	rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Presets: []string{"full-cone", "udp-blocked"}, Events: func(e probe.Event) {
+		switch d := e.Data.(type) {
+		case lab.MatrixPlan:
+			plan = &d
+		case *lab.MatrixPair:
+			pairs++
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan == nil || len(plan.Presets) != 1 || plan.Presets[0] != "full-cone" || plan.Excluded["udp-blocked"] == "" {
+		t.Fatalf("plan %+v", plan)
+	}
+	if pairs != 1 || len(rep.Pairs) != 1 || rep.Excluded["udp-blocked"] != plan.Excluded["udp-blocked"] {
+		t.Errorf("%d pair events, report %+v", pairs, rep)
 	}
 }

@@ -24,3 +24,28 @@ func TestMatrixLegendNamesEveryTechnique(t *testing.T) {
 		}
 	}
 }
+
+// TestTechniqueRowsFromData: a technique's row comes from its event's
+// data, whatever the message says.
+func TestTechniqueRowsFromData(t *testing.T) {
+	var s probeScreen
+	s.event(probe.Event{Stage: probe.StageTechnique, Step: 1, Message: "(any words)",
+		Data: natclass.Prediction{Technique: natclass.Birthday, Outcome: natclass.Success, Reason: "r"}})
+	if len(s.rows) != 1 || s.rows[0].Technique != natclass.Birthday || s.rows[0].Predicted != natclass.Success || s.rows[0].done || s.stage != stagePunch {
+		t.Fatalf("after start: rows %+v stage %s", s.rows, s.stage)
+	}
+	s.event(probe.Event{Stage: probe.StageTechnique, Step: 1, Message: "x", Outcome: natclass.Fail,
+		Data: probe.TechniqueResult{Technique: natclass.Birthday, Predicted: natclass.Success, Measured: natclass.Fail}})
+	if len(s.rows) != 1 || !s.rows[0].done || s.rows[0].Measured != natclass.Fail {
+		t.Fatalf("after end: rows %+v", s.rows)
+	}
+	s.event(probe.Event{Stage: probe.StageTechnique, Message: "relay-udp: predicted success",
+		Data: natclass.Prediction{Technique: natclass.RelayUDP, Outcome: natclass.Success}})
+	if s.stage != probe.StageRelay {
+		t.Errorf("relay technique: stage %s", s.stage)
+	}
+	s.event(probe.Event{Stage: probe.StageTechnique, Message: "udp: predicted success"})
+	if len(s.rows) != 2 {
+		t.Errorf("an event without data made a row: %+v", s.rows)
+	}
+}

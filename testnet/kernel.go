@@ -387,6 +387,9 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	if err := checkKernelPortMapping(t); err != nil {
 		return nil, err
 	}
+	if err := checkShared(t); err != nil {
+		return nil, err
+	}
 	if l := t.ServerLink; l.Loss < 0 || l.Loss >= 1 || l.Delay < 0 {
 		return nil, fmt.Errorf("server link: delay must be >= 0 and loss in [0,1)")
 	}
@@ -419,28 +422,17 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	}
 	loss := map[string]float64{}
 
-	// Server: two public addresses on one point-to-point link.
 	srv, err := b.newNS("srv", false)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.link(inet, "srv", srv, "eth0", t.ServerLink.Delay); err != nil {
-		return nil, err
-	}
 	loss["srv"] = t.ServerLink.Loss
-	if err := b.addr(srv, "eth0", hostPrefix(ServerAddrs[0]), inetServerGW); err != nil {
-		return nil, err
+	if t.shared() {
+		err = b.sharedServer(inet, srv)
+	} else {
+		err = b.routedServer(inet, srv, t.ServerLink.Delay)
 	}
-	if err := b.addr(srv, "eth0", hostPrefix(ServerAddrs[1]), netip.Addr{}); err != nil {
-		return nil, err
-	}
-	if err := b.route(srv, "eth0", netip.Prefix{}, inetServerGW); err != nil {
-		return nil, err
-	}
-	if err := b.addr(inet, "srv", hostPrefix(inetServerGW), ServerAddrs[0]); err != nil {
-		return nil, err
-	}
-	if err := b.route(inet, "srv", hostPrefix(ServerAddrs[1]), netip.Addr{}); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if err := b.stage("server"); err != nil {
@@ -449,7 +441,7 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 
 	lab = &Lab{Backend: Kernel, Topology: t}
 	for i, s := range t.Sites {
-		site, err := b.site(i, s, inet)
+		site, err := b.site(i, s, inet, t.shared())
 		if err != nil {
 			return nil, fmt.Errorf("site %q: %w", s.Name, err)
 		}
@@ -465,7 +457,12 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	if err := lossRules(c, loss); err != nil {
+	family := nftables.TableFamilyIPv4
+	if t.shared() {
+		// Bridged frames pass the bridge family's hooks, not IPv4's.
+		family = nftables.TableFamilyBridge
+	}
+	if err := lossRules(c, family, loss); err != nil {
 		return nil, withPrivErr(err)
 	}
 	if err := b.stage("nftables"); err != nil {
@@ -484,7 +481,7 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 
 // site builds one site: outer router linked to the internet, an optional
 // inner (home) router behind a carrier-grade NAT, and the host.
-func (b *kernelBuilder) site(i int, s SiteSpec, inet string) (*Site, error) {
+func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site, error) {
 	pub := sitePublic(i)
 	inetIf := "s-" + s.Name
 	outer, err := b.newNS(s.Name+"-r", true)
@@ -495,16 +492,12 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string) (*Site, error) {
 	if s.NAT.Mapping == "" {
 		wanIP = kernelFirewallAddr(i)
 	}
-	if err := b.link(inet, inetIf, outer, "wan", s.WAN.Delay); err != nil {
-		return nil, err
+	if shared {
+		err = b.sharedWAN(inet, inetIf, outer, wanIP, s.NAT.Mapping == "")
+	} else {
+		err = b.routedWAN(inet, inetIf, outer, wanIP, s.WAN.Delay)
 	}
-	if err := b.addr(inet, inetIf, hostPrefix(inetSiteGW), wanIP); err != nil {
-		return nil, err
-	}
-	if err := b.addr(outer, "wan", hostPrefix(wanIP), inetSiteGW); err != nil {
-		return nil, err
-	}
-	if err := b.route(outer, "wan", netip.Prefix{}, inetSiteGW); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	hostNS, err := b.newNS(s.Name+"-h", false)
@@ -532,8 +525,10 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string) (*Site, error) {
 		if err := b.route(hostNS, "eth0", netip.Prefix{}, wanIP); err != nil {
 			return nil, err
 		}
-		if err := b.route(inet, inetIf, hostPrefix(hostIP), wanIP); err != nil {
-			return nil, err
+		if !shared {
+			if err := b.route(inet, inetIf, hostPrefix(hostIP), wanIP); err != nil {
+				return nil, err
+			}
 		}
 		if err := b.router(outer, routerSpec{NAT: s.NAT, WAN: "wan", LAN: "lan", Public: wanIP}); err != nil {
 			return nil, err

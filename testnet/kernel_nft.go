@@ -469,9 +469,10 @@ func seqPortMap(c *nftables.Conn, t *nftables.Table, step int) (*nftables.Set, e
 }
 
 // lossRules drops a share of packets crossing each listed interface of the
-// internet namespace, in both directions.
-func lossRules(c *nftables.Conn, loss map[string]float64) error {
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: nftTable})
+// internet namespace, in both directions: routed (family IPv4) or bridged
+// (family bridge, where the interfaces are the switch's ports).
+func lossRules(c *nftables.Conn, family nftables.TableFamily, loss map[string]float64) error {
+	t := c.AddTable(&nftables.Table{Family: family, Name: nftTable})
 	accept := nftables.ChainPolicyAccept
 	fwd := c.AddChain(&nftables.Chain{Name: "loss", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})

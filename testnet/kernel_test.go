@@ -513,10 +513,17 @@ func TestKernelMappingLifetime(t *testing.T) {
 // TestKernelDoubleNATAndOpen checks the addressing of a CGN site and an
 // open site side by side.
 func TestKernelDoubleNATAndOpen(t *testing.T) {
+	for _, seg := range Segments() {
+		t.Run(string(seg), func(t *testing.T) { kernDoubleNATAndOpen(t, seg) })
+	}
+}
+
+func kernDoubleNATAndOpen(t *testing.T, seg Segment) {
 	top, err := PairTopology("double-nat", "open")
 	if err != nil {
 		t.Fatal(err)
 	}
+	top.Segment = seg
 	lab := kernStartLab(t, top)
 	echo := kernStartEcho(t, lab.Server)
 	a, b := lab.Site("a"), lab.Site("b")

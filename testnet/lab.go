@@ -121,6 +121,12 @@ func Start(ctx context.Context, t Topology, b Backend) (*Lab, error) {
 				return nil, fmt.Errorf("site %s: port mapping (%s) runs miniupnpd and needs the kernel backend: %w", s.Name, PortMappingSuffix, ErrNotSupported)
 			}
 		}
+		if t.shared() {
+			// The in-process NATs have no IP TTL and no local stack that
+			// records unsolicited packets, so a shared segment would
+			// behave exactly like a routed one there.
+			return nil, fmt.Errorf("topology %q needs the kernel backend: %w", Shared, ErrNotSupported)
+		}
 		return startInProcess(ctx, t)
 	case Kernel:
 		return startKernel(ctx, t)
@@ -129,6 +135,9 @@ func Start(ctx context.Context, t Topology, b Backend) (*Lab, error) {
 }
 
 func (t Topology) validate() error {
+	if _, err := ParseSegment(string(t.Segment)); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, s := range t.Sites {
 		if s.Name == "" || len(s.Name) > 4 {

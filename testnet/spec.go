@@ -194,12 +194,49 @@ type SiteSpec struct {
 	WAN Link `json:"wan"`
 }
 
+// Segment says what joins the site routers and the server.
+type Segment string
+
+// The two ways of joining the routers; the strings are part of the CLI and
+// JSON.
+const (
+	// Routed puts a router (the emulated internet) between the server and
+	// every site, so two site routers are one router apart: an opening
+	// packet with a low TTL expires between them.
+	Routed Segment = "routed"
+	// Shared puts the server and every site's router on one Ethernet
+	// segment (a bridge): nothing lies between the routers, as with NATs
+	// on one switch or one building LAN. A packet addressed to the peer's
+	// router is delivered there whatever its TTL. Kernel backend only.
+	Shared Segment = "shared"
+)
+
+// Segments lists the topologies, the default first.
+func Segments() []Segment { return []Segment{Routed, Shared} }
+
+// ParseSegment returns the named segment; "" is Routed.
+func ParseSegment(s string) (Segment, error) {
+	switch Segment(s) {
+	case "", Routed:
+		return Routed, nil
+	case Shared:
+		return Shared, nil
+	}
+	return "", fmt.Errorf("unknown topology %q (want %q or %q)", s, Routed, Shared)
+}
+
 // Topology is a whole lab: one server with two public addresses and sites.
 type Topology struct {
 	Sites []SiteSpec `json:"sites"`
 	// ServerLink shapes the server's link to the internet.
 	ServerLink Link `json:"server_link"`
+	// Segment joins the routers and the server: Routed (the default, "")
+	// or Shared.
+	Segment Segment `json:"segment,omitempty"`
 }
+
+// shared reports whether the routers share one segment.
+func (t Topology) shared() bool { return t.Segment == Shared }
 
 // PairTopology is the usual lab: sites "a" and "b" behind the given presets.
 func PairTopology(presetA, presetB string) (Topology, error) {

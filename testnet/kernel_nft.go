@@ -187,6 +187,9 @@ func checkKernelNAT(n NAT, depth int) error {
 	if n.Allocation == natclass.Sequential && n.Step < 0 {
 		return fmt.Errorf("sequential step %d: want >= 0", n.Step)
 	}
+	if err := checkTCP(n); err != nil {
+		return err
+	}
 	if n.Inner != nil {
 		if depth > 0 {
 			return fmt.Errorf("more than two nested NATs on the kernel backend: %w", ErrNotSupported)
@@ -297,6 +300,11 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 					&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regV1}})...)
 		}
 		out := nftIf(expr.MetaKeyOIFNAME, r.WAN)
+		if tcp := n.TCP; tcp != nil {
+			// A per-protocol rule before the general one, as the guides
+			// write them: TCP gets plain masquerade of its own.
+			rule(post, nftJoin(out, nftL4(unix.IPPROTO_TCP), []expr.Any{&expr.Masq{FullyRandom: tcp.Mapping != natclass.EndpointIndependent}})...)
+		}
 		if endpoints != nil {
 			// An internal endpoint (or, address-dependent, endpoint and
 			// remote address) seen before keeps its external port.
@@ -344,7 +352,7 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 	// as a u32, so the kernel always reads "original".)
 	if useMappings || useAllowed || endpoints != nil {
 		rec := chain("record", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource+recordAfterNAT), nil)
-		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		for _, proto := range recorded(n) {
 			head := nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(proto),
 				[]expr.Any{&expr.Ct{Register: regV1, Key: expr.CtKeyDIRECTION},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: regV1, Data: []byte{ctDirOriginal}}})
@@ -435,6 +443,41 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}
+
+// recorded lists the protocols whose flows the record chain writes into
+// the sets: UDP and TCP, or only UDP when TCP has plain masquerade of its
+// own (NAT.TCP), so no TCP flow is ever admitted by DNAT or an allow-set.
+func recorded(n NAT) []byte {
+	if n.TCP != nil {
+		return []byte{unix.IPPROTO_UDP}
+	}
+	return []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP}
+}
+
+// checkTCP rejects a TCP behaviour the router cannot build: TCP of its own
+// is plain masquerade, port-preserving (EIM) or fully random (APDM), with
+// conntrack's filtering (APDF), on a NAT.
+func checkTCP(n NAT) error {
+	t := n.TCP
+	if t == nil {
+		return nil
+	}
+	if n.Mapping == "" || n.BlockUDP {
+		return fmt.Errorf("TCP behaviour of its own on a router without UDP NAT: %w", ErrNotSupported)
+	}
+	switch {
+	case t.Filtering != "" && t.Filtering != natclass.AddressAndPortDependent:
+		return fmt.Errorf("TCP filtering %q: TCP of its own is plain masquerade, address-and-port-dependent: %w", t.Filtering, ErrNotSupported)
+	case t.Mapping == natclass.EndpointIndependent && (t.Allocation == "" || t.Allocation == natclass.Preserving):
+	case t.Mapping == natclass.AddressAndPortDependent && t.Allocation == natclass.Random:
+	default:
+		return fmt.Errorf("TCP mapping %q with %q allocation: want endpoint-independent preserving or address-and-port-dependent random: %w", t.Mapping, t.Allocation, ErrNotSupported)
+	}
+	if t.Hairpinning || t.Inner != nil || t.TCP != nil || t.BlockUDP || t.PortMapping {
+		return fmt.Errorf("TCP behaviour: only mapping, filtering and allocation can differ from UDP: %w", ErrNotSupported)
 	}
 	return nil
 }

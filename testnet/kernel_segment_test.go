@@ -1,13 +1,19 @@
 package testnet
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
 
 	"testing"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // TestKernelSegmentHops checks what lies between a site's router and the
@@ -63,4 +69,79 @@ func TestKernelSharedRejectsDelay(t *testing.T) {
 	if _, err := Start(context.Background(), top, Kernel); err == nil {
 		t.Error("unknown segment accepted")
 	}
+}
+
+// TestKernelTCPOfItsOwn checks presets whose TCP differs from their UDP:
+// an unsolicited SYN from the server's other address to the host's TCP
+// mapping is admitted only where TCP is full cone too, and TCP source
+// ports are randomised where the UDP rule alone keeps them.
+func TestKernelTCPOfItsOwn(t *testing.T) {
+	for _, tc := range []struct {
+		preset      string
+		admit, keep bool
+	}{
+		{"full-cone", true, true},
+		{"fullcone-udp", false, true},
+		{"restricted-cone-udp", false, true},
+		{"static-port-udp", false, false},
+	} {
+		t.Run(tc.preset, func(t *testing.T) {
+			top, err := PairTopology(tc.preset, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lab := kernStartLab(t, top)
+			host := lab.Site("a").Host
+			srv := netip.AddrPortFrom(ServerAddrs[0], 8080)
+			kernTCPEcho(t, lab.Server, srv)
+			ln, err := host.Net.CreateListenConfig(&net.ListenConfig{Control: kernReuse}).Listen(context.Background(), "tcp4", "0.0.0.0:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			local := ln.Addr().(*net.TCPAddr).AddrPort()
+			d := host.Net.CreateDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(local), Control: kernReuse})
+			c, err := d.Dial("tcp4", srv.String())
+			if err != nil {
+				t.Fatalf("dial the server from %v: %v", local, err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mapped, err := netip.ParseAddrPort(strings.TrimSpace(line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if keep := mapped.Port() == local.Port(); keep != tc.keep {
+				t.Errorf("TCP mapping %v of local port %d: port kept %v, want %v", mapped, local.Port(), keep, tc.keep)
+			}
+			// The server's other address knocks on the mapping.
+			sd := lab.Server.Net.CreateDialer(&net.Dialer{Timeout: kernNegativeWait, LocalAddr: &net.TCPAddr{IP: ServerAddrs[1].AsSlice()}})
+			in, err := sd.Dial("tcp4", mapped.String())
+			if in != nil {
+				in.Close()
+			}
+			if admitted := err == nil; admitted != tc.admit {
+				t.Errorf("unsolicited SYN from %v to %v: admitted %v (%v), want %v", ServerAddrs[1], mapped, admitted, err, tc.admit)
+			}
+		})
+	}
+}
+
+// kernReuse lets a connect share the listener's port (TCP simultaneous
+// open's socket sharing).
+func kernReuse(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

@@ -41,6 +41,12 @@ type NAT struct {
 	// host's LAN hangs off (the inner one of a double NAT); the
 	// in-process backend ignores it.
 	PortMapping bool `json:"port_mapping,omitempty"`
+	// TCP, if set, is how the router treats TCP where it differs from
+	// UDP: routers get full- or restricted-cone behaviour from rules
+	// written for UDP only, and TCP gets whatever plain masquerade gives.
+	// Only Mapping, Filtering and Allocation count. Kernel backend only
+	// (the in-process lab has no TCP); nil: TCP as UDP.
+	TCP *NAT `json:"tcp,omitempty"`
 }
 
 // PortMappingSuffix, appended to a preset name ("symmetric+upnp"), turns on
@@ -83,6 +89,33 @@ var presets = map[string]NAT{
 		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
 		Allocation: natclass.Preserving, BlockUDP: true,
 	},
+	// OpenWrt/ImmortalWrt "fullcone" (the FULLCONENAT target of
+	// netfilter-full-cone-nat): full cone for UDP only; "for other
+	// protocols FULLCONENAT is equivalent to MASQUERADE".
+	"fullcone-udp": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent,
+		Allocation: natclass.Preserving,
+		TCP:        masqueradeTCP(),
+	},
+	// The nftables guides' restricted cone: a set of the addresses the
+	// host has sent to (dynamic, with timeout) plus DNAT, written for UDP;
+	// TCP is plain masquerade. A peer packet that arrives before the
+	// host's own packet left is not admitted, and its conntrack entry
+	// decides the flow until it expires (issue 10, cause 3).
+	"restricted-cone-udp": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressDependent,
+		Allocation: natclass.Preserving,
+		TCP:        masqueradeTCP(),
+	},
+	// pfSense hybrid outbound NAT with a Static Port rule for UDP (the
+	// guides' advice for games and VoIP): UDP keeps its port; every other
+	// connection gets the default source-port randomisation.
+	"static-port-udp": {
+		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Preserving,
+		TCP: &NAT{Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
+			Allocation: natclass.Random},
+	},
 	"double-nat": {
 		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
 		Allocation: natclass.Preserving,
@@ -91,6 +124,12 @@ var presets = map[string]NAT{
 			Allocation: natclass.Preserving,
 		},
 	},
+}
+
+// masqueradeTCP is plain masquerade: Linux keeps the source port while it
+// can (EIM) and conntrack admits only replies (APDF).
+func masqueradeTCP() *NAT {
+	return &NAT{Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Preserving}
 }
 
 // Presets returns the preset names in a stable order.
@@ -115,6 +154,10 @@ func Preset(name string) (NAT, error) {
 	if n.Inner != nil {
 		inner := *n.Inner
 		n.Inner = &inner
+	}
+	if n.TCP != nil {
+		tcp := *n.TCP
+		n.TCP = &tcp
 	}
 	if upnp {
 		if n.Inner != nil {
@@ -165,6 +208,23 @@ func (n NAT) Expect() Expected {
 	}
 	e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
 	return e
+}
+
+// ExpectTCP returns the TCP profile a host behind n should see: the
+// router's TCP behaviour where it has one of its own (NAT.TCP), else its
+// UDP behaviour; a UDP-blocked site's TCP passes an EIM/APDF NAT.
+func (n NAT) ExpectTCP() Expected {
+	m := n
+	if n.TCP != nil {
+		m.Mapping, m.Filtering, m.Allocation, m.Hairpinning = n.TCP.Mapping, n.TCP.Filtering, n.TCP.Allocation, false
+	}
+	m.BlockUDP, m.TCP = false, nil
+	if n.Inner != nil && n.Inner.TCP != nil {
+		inner := *n.Inner
+		inner.Mapping, inner.Filtering, inner.Allocation = n.Inner.TCP.Mapping, n.Inner.TCP.Filtering, n.Inner.TCP.Allocation
+		m.Inner = &inner
+	}
+	return m.Expect()
 }
 
 var strictness = map[natclass.Behavior]int{

@@ -132,18 +132,34 @@ func planMatrix(backend testnet.Backend, presets []string) (MatrixPlan, error) {
 		if err != nil {
 			return MatrixPlan{}, err
 		}
-		if n.BlockUDP && backend == testnet.InProcess {
-			// Without UDP a host reaches the rendezvous only over TCP,
-			// which the in-process lab does not have.
+		if why := Exclusion(n, backend); why != "" {
 			if plan.Excluded == nil {
 				plan.Excluded = map[string]string{}
 			}
-			plan.Excluded[p] = "UDP is blocked and the in-process lab has no TCP: use --kernel"
+			plan.Excluded[p] = why
 			continue
 		}
 		plan.Presets = append(plan.Presets, p)
 	}
 	return plan, nil
+}
+
+// Exclusion says why the matrix leaves a preset out on a backend, or "".
+func Exclusion(n testnet.NAT, backend testnet.Backend) string {
+	inproc := backend == testnet.InProcess || backend == ""
+	switch {
+	case n.BlockUDP && inproc:
+		// Without UDP a host reaches the rendezvous only over TCP,
+		// which the in-process lab does not have.
+		return "UDP is blocked and the in-process lab has no TCP: use --kernel"
+	case n.TCP != nil && inproc:
+		return "TCP differs from UDP; no TCP in-process: use --kernel"
+	case n.TCP != nil:
+		// Until natclass measures a TCP profile, TCP is predicted from
+		// the UDP one, which these presets would prove wrong.
+		return "its TCP differs from its UDP, and TCP is still predicted from the UDP profile (issue 10, part 1)"
+	}
+	return ""
 }
 
 // runCell builds a lab for one pair and runs both probes in it.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package testnet
 
 // The two ways the kernel lab joins site routers and the server

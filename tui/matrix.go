@@ -206,9 +206,15 @@ func (s *matrixScreen) view(v view) string {
 	for _, l := range matrixLegend {
 		out = append(out, dimStyle.Render(l))
 	}
-	var ex []string
+	// Presets left out for the same reason share one line.
+	byWhy := map[string][]string{}
 	for p, why := range s.excluded {
-		ex = append(ex, p+": "+why)
+		byWhy[why] = append(byWhy[why], p)
+	}
+	var ex []string
+	for why, ps := range byWhy {
+		sort.Strings(ps)
+		ex = append(ex, strings.Join(ps, ", ")+": "+why)
 	}
 	sort.Strings(ex)
 	for _, e := range ex {

@@ -86,7 +86,7 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
-	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s))
+	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s), newCmdLabUp(s), newCmdLabExec(s), newCmdLabDown(s), newCmdLabHold(s))
 	return c
 }
 

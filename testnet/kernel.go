@@ -134,6 +134,7 @@ func (k *kernelLab) teardown() error {
 		}
 	}
 	if k.lock != nil {
+		removeLabFiles(k.id)
 		os.Remove(k.lock.Name())
 		k.lock.Close() // releases the flock
 	}
@@ -439,7 +440,7 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 		return nil, err
 	}
 
-	lab = &Lab{Backend: Kernel, Topology: t}
+	lab = &Lab{Backend: Kernel, Topology: t, ID: id}
 	for i, s := range t.Sites {
 		site, err := b.site(i, s, inet, t.shared())
 		if err != nil {
@@ -661,6 +662,7 @@ func labLive(id string) (unlock func(), live bool) {
 		return nil, true
 	}
 	return func() {
+		removeLabFiles(id)
 		os.Remove(path)
 		f.Close()
 	}, false

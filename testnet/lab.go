@@ -76,6 +76,9 @@ type Site struct {
 
 // Lab is a running topology. Close it to tear everything down.
 type Lab struct {
+	// ID names a kernel lab: its namespaces are natlab-<ID>-<role>; ""
+	// in-process.
+	ID       string
 	Backend  Backend
 	Topology Topology
 	Server   *Host

@@ -92,9 +92,14 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 			return fmt.Errorf("network stack: %w", err)
 		}
 	}
+	start := time.Now()
 	pmc := startPortMapCheck(ctx, o, n)
 	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime})
 	pm := <-pmc
+	if p != nil {
+		// The check's time is the user's wait: both probes.
+		p.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	}
 	if errors.Is(err, natclass.ErrServerUnreachable) {
 		// Nothing is known about this host's NAT: no type is claimed.
 		return &ExitError{Code: ExitNoPath, Err: err}

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4"
 
 	"github.com/natlab/natlab/natclass"
 )
@@ -39,13 +44,16 @@ var errRefused = errors.New("not offered (port unreachable)")
 // unreachable on a connected socket.
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
-// boundSilence measures the gateway's RTT with one TTL-1 datagram toward
-// c.beyond (the gateway answers Time Exceeded) and, once known, cancels
-// ctx with a cause silentRTTs round trips (at least minSilentWait) after
-// start: a gateway that has not answered by then will not. Without a
-// measurement (no address beyond, not Linux, an ICMP-silent gateway) the
+// boundSilence bounds the wait for a silent gateway by its round trip:
+// once known, ctx is cancelled with a cause silentRTTs round trips (at
+// least minSilentWait) after start, as a gateway that has not answered by
+// then will not. Two measurements race: a TTL-1 datagram toward c.beyond,
+// which the gateway answers Time Exceeded (its own RTT, Linux only), and a
+// STUN Binding request to c.beyond (the server beyond the gateway), whose
+// RTT bounds the gateway's from above and needs no ICMP, which routers
+// rate-limit. Without either (no address beyond, nothing answers) the
 // caller's own timeout stays the bound. The returned stop ends the
-// measurement and the timer.
+// measurements and the timer.
 func (c *Client) boundSilence(ctx context.Context, cancel context.CancelCauseFunc, start time.Time) (stop func()) {
 	if !c.beyond.IsValid() {
 		return func() {}
@@ -56,18 +64,32 @@ func (c *Client) boundSilence(ctx context.Context, cancel context.CancelCauseFun
 		timer *time.Timer
 		wg    sync.WaitGroup
 	)
+	set := func(rtt time.Duration, what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			return // the other measurement came first
+		}
+		c.gwRTT.Store(int64(rtt))
+		wait := max(silentRTTs*rtt, minSilentWait)
+		cause := fmt.Errorf("within %v (%d round trips to the %s, %v each)", wait.Round(time.Millisecond), silentRTTs, what, rtt.Round(time.Microsecond))
+		timer = time.AfterFunc(time.Until(start.Add(wait)), func() { cancel(cause) })
+	}
 	wg.Go(func() {
 		hop, rtt, err := natclass.FirstHop(hctx, c.net, c.beyond)
 		if err != nil || hop != c.gw {
 			c.log.Debug("gateway rtt not measured", "hop", hop, "err", err)
 			return
 		}
-		c.gwRTT.Store(int64(rtt))
-		wait := max(silentRTTs*rtt, minSilentWait)
-		cause := fmt.Errorf("within %v (%d round trips to the gateway, %v each)", wait.Round(time.Millisecond), silentRTTs, rtt.Round(time.Microsecond))
-		mu.Lock()
-		timer = time.AfterFunc(time.Until(start.Add(wait)), func() { cancel(cause) })
-		mu.Unlock()
+		set(rtt, "gateway")
+	})
+	wg.Go(func() {
+		rtt, err := stunRTT(hctx, c.net, c.beyond)
+		if err != nil {
+			c.log.Debug("server rtt not measured", "err", err)
+			return
+		}
+		set(rtt, "server beyond the gateway")
 	})
 	return func() {
 		hcancel()
@@ -77,6 +99,45 @@ func (c *Client) boundSilence(ctx context.Context, cancel context.CancelCauseFun
 			timer.Stop()
 		}
 		mu.Unlock()
+	}
+}
+
+// stunRTT is the round trip of a STUN Binding request to server, sent
+// again at 100, 300 and 700 ms; the time counts from the first send, so a
+// lost request only lengthens the bound.
+func stunRTT(ctx context.Context, n transport.Net, server netip.AddrPort) (time.Duration, error) {
+	conn, err := n.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	buf := make([]byte, 1500)
+	for rto := 100 * time.Millisecond; ; rto *= 2 {
+		if _, err := conn.WriteTo(req.Raw, net.UDPAddrFromAddrPort(server)); err != nil {
+			return 0, err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(rto))
+		for {
+			k, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				var ne net.Error
+				if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+					break
+				}
+				return 0, err
+			}
+			m := &stun.Message{Raw: append([]byte(nil), buf[:k]...)}
+			if m.Decode() == nil && m.TransactionID == req.TransactionID {
+				return time.Since(start), nil
+			}
+		}
 	}
 }
 

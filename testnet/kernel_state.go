@@ -1,11 +1,10 @@
+//go:build linux
+
 package testnet
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,25 +16,11 @@ import (
 // labFileSuffixes are the files named after a lab besides its lock.
 var labFileSuffixes = []string{".json", ".log"}
 
-// validID is what newLabID produces.
-var validID = regexp.MustCompile(`^[0-9a-f]{6}$`)
-
 // StatePath is where the description of kernel lab id is kept.
 func StatePath(id string) string { return filepath.Join(lockDir, id+".json") }
 
 // LogPath is where the process holding kernel lab id writes its log.
 func LogPath(id string) string { return filepath.Join(lockDir, id+".log") }
-
-// ErrNoLab is returned for a lab name that names no lab.
-var ErrNoLab = errors.New("no such lab")
-
-// CheckID checks that id could name a kernel lab (six hex digits).
-func CheckID(id string) error {
-	if !validID.MatchString(id) {
-		return fmt.Errorf("lab name %q: want six hex digits, as `natlab lab up` prints", id)
-	}
-	return nil
-}
 
 // Live reports whether a running process holds kernel lab id.
 func Live(id string) bool {

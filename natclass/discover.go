@@ -76,6 +76,8 @@ type Options struct {
 	// AllocSamples is the number of port allocation samples
 	// (DefaultAllocSamples when 0, none when negative).
 	AllocSamples int
+	// NoTCP skips the TCP behaviour tests (Profile.TCP stays nil).
+	NoTCP bool
 	// Logger receives debug notes; nil discards them.
 	Logger *slog.Logger
 }
@@ -115,6 +117,7 @@ type Profile struct {
 	Hints            []string        `json:"hints"`                        // extra findings, e.g. "cgnat"
 	NotRun           []NotRun        `json:"not_run"`                      // tests that could not run, with why
 	Servers          []ServerResult  `json:"servers"`                      // test I against every given server
+	TCP              *TCPProfile     `json:"tcp"`                          // TCP behaviour (RFC 5382); null when not measured
 	DurationMillis   float64         `json:"duration_ms"`                  // wall time of the check
 }
 
@@ -181,12 +184,25 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 		addrs[i] = a
 	}
 
-	d := &discovery{opts: opts, log: log, socks: map[string]*sock{}}
+	d := &discovery{opts: opts, log: log, socks: map[string]*sock{}, allocSent: make(chan struct{})}
+	d.openGate = sync.OnceFunc(func() { close(d.allocSent) })
+	if opts.AllocSamples == 0 {
+		d.openGate()
+	}
 	defer d.closeAll()
+	tcpc := make(chan *TCPProfile, 1)
+	if opts.NoTCP {
+		tcpc <- nil
+	} else {
+		go func() { tcpc <- discoverTCP(checkCtx, opts, addrs, d.allocSent) }()
+	}
 	p, err := d.run(checkCtx, addrs)
+	d.openGate()
+	tcp := <-tcpc
 	if err != nil {
 		return nil, err
 	}
+	p.TCP = tcp
 	if err := ctx.Err(); err != nil {
 		// Interrupted: the tests cut short would read as negative results.
 		return nil, fmt.Errorf("STUN check: %w", err)
@@ -244,6 +260,11 @@ type discovery struct {
 	primary netip.AddrPort // IP1:P1
 	other   netip.AddrPort // IP2:P2, invalid without RFC 5780
 	rtt     time.Duration
+
+	// allocSent is closed (by openGate) once the last port allocation
+	// sample has gone out: the TCP tests' new mappings wait for it.
+	allocSent chan struct{}
+	openGate  func()
 }
 
 func (d *discovery) socket(name string) (*sock, error) {
@@ -565,6 +586,10 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 			sch.sent = sent[pr.Name]
 			if pr.SentAfter != "" {
 				sch.gate = sentC[pr.SentAfter]
+			}
+			if pr.Test == TestPortAllocation && pr.Name == fmt.Sprintf("alloc-%d", d.opts.AllocSamples-1) {
+				sent := sch.sent
+				sch.sent = func() { sent(); d.openGate() }
 			}
 			r := d.probe(c, pr, self, sch)
 			if pr.Name == "filtering-II" && r.err == nil {

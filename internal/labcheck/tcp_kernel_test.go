@@ -1,0 +1,87 @@
+package labcheck
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/server"
+	"github.com/natlab/natlab/testnet"
+)
+
+// TestTCPProfileKernel: behind every preset built with real Linux NAT, the
+// TCP profile natlab measures (connections from one port to natlab serve's
+// four sockets; the server's connect-backs) is the preset's TCP behaviour,
+// and the UDP profile still is its UDP behaviour beside it.
+func TestTCPProfileKernel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds network namespaces")
+	}
+	var total, tcpTotal time.Duration
+	for _, name := range testnet.Presets() {
+		t.Run(name, func(t *testing.T) {
+			topo, err := testnet.PairTopology(name, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), labTimeout)
+			defer cancel()
+			lab, err := testnet.Start(ctx, topo, testnet.Kernel)
+			if errors.Is(err, testnet.ErrNeedPrivileges) || errors.Is(err, testnet.ErrNotSupported) {
+				t.Skipf("kernel lab unavailable: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lab.Close()
+			primary := netip.AddrPortFrom(testnet.ServerAddrs[0], 3478)
+			srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: server.Addrs{Primary: primary, AltIP: testnet.ServerAddrs[1], AltPort: 3479}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			site := lab.Site("a")
+			p, err := natclass.Discover(ctx, natclass.Options{Net: site.Host.Net, Servers: []string{primary.String()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += time.Duration(p.DurationMillis * float64(time.Millisecond))
+			want, wantUDP := expectTCP(site.Spec.NAT), site.Spec.NAT.Expect()
+			tp := p.TCP
+			if tp == nil {
+				t.Fatal("no TCP profile")
+			}
+			tcpTotal += time.Duration(tp.DurationMillis * float64(time.Millisecond))
+			var alloc natclass.Allocation
+			if tp.PortAllocation != nil {
+				alloc = tp.PortAllocation.Pattern
+			}
+			t.Logf("TCP %s/%s %s in %.0f ms (whole check %.0f ms); UDP %s", tp.Mapping.Abbrev("M"), tp.Filtering.Abbrev("F"), alloc, tp.DurationMillis, p.DurationMillis, p.NATType)
+			if tp.Reached != natclass.Yes || tp.Mapping != want.Mapping || tp.Filtering != want.Filtering || len(tp.NotRun) != 0 {
+				t.Errorf("TCP profile %+v, want reached, %s/%s", *tp, want.Mapping, want.Filtering)
+			}
+			if alloc != want.Allocation {
+				t.Errorf("TCP port allocation %+v, want %s", tp.PortAllocation, want.Allocation)
+			}
+			if p.NATType != wantUDP.NATType || p.Mapping != wantUDP.Mapping || p.Filtering != wantUDP.Filtering {
+				t.Errorf("UDP profile %s %s/%s, want %s %s/%s", p.NATType, p.Mapping, p.Filtering, wantUDP.NATType, wantUDP.Mapping, wantUDP.Filtering)
+			}
+		})
+	}
+	t.Logf("all presets: checks took %v, their TCP tests %v", total.Round(time.Millisecond), tcpTotal.Round(time.Millisecond))
+}
+
+// expectTCP is what the TCP tests must find behind n: its behaviour with
+// UDP blocking taken away (the lab applies one rule set to both protocols).
+func expectTCP(n testnet.NAT) testnet.Expected {
+	n.BlockUDP = false
+	e := n.Expect()
+	if n.Mapping == "" {
+		// No NAT: nothing to allocate; the ports are the host's own.
+		e.Allocation = natclass.Preserving
+	}
+	return e
+}

@@ -162,6 +162,16 @@ func writeProfile(w io.Writer, p *natclass.Profile, pm *portmap.Report) error {
 		}
 		line("server", fmt.Sprintf("%s (rtt %.1f ms)", p.Server, p.RTTMillis))
 	}
+	if t := p.TCP; t != nil {
+		v := "TCP " + t.Brief()
+		if t.MappedAddress != "" {
+			v += ", mapped " + t.MappedAddress
+		}
+		line("TCP profile", strings.TrimPrefix(v, "TCP "))
+		for _, n := range t.NotRun {
+			line("not run", fmt.Sprintf("%s: %s", n.Test, n.Reason))
+		}
+	}
 	for _, s := range p.Servers {
 		if s.Error != "" && p.NATType != natclass.UDPBlocked {
 			line("other server", fmt.Sprintf("%s: %s", s.Server, s.Error))

@@ -379,7 +379,9 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 	fmt.Fprintf(w, "%s\n\n", r.Verdict.Summary)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, r.Self.Mapping.Abbrev("M"), r.Self.Filtering.Abbrev("F"), orDash(r.Self.MappedAddress))
+	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Self.TCP.Brief(), orDash(tcpMapped(r.Self.TCP)))
 	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, r.Peer.Mapping.Abbrev("M"), r.Peer.Filtering.Abbrev("F"), orDash(r.Peer.Mapped))
+	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Peer.TCPProfile.Brief(), orDash(peerTCPMapped(r.Peer.TCPProfile)))
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "technique\tpredicted\tmeasured\tattempts\tfirst packet\trtt\twhy")
 	for _, t := range r.Techniques {
@@ -400,4 +402,18 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+func tcpMapped(t *natclass.TCPProfile) string {
+	if t == nil {
+		return ""
+	}
+	return t.MappedAddress
+}
+
+func peerTCPMapped(t *natclass.TCPSummary) string {
+	if t == nil {
+		return ""
+	}
+	return t.Mapped
 }

@@ -77,8 +77,10 @@ var (
 	natTypes   = set("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric", "symmetric-firewall", "udp-blocked", "unknown")
 	behaviours = set("", "endpoint-independent", "address-dependent", "address-and-port-dependent")
 	outcomes   = set("success", "fail", "skipped")
-	techniques = set("same-lan", "udp", "udp-predict", "udp-birthday", "udp-portmap", "tcp", "relay-udp", "relay-tcp")
-	stages     = set("profile", "pair", "technique", "relay", "verdict", "lab", "site", "matrix")
+	// A prediction may also be "unknown": a side's TCP profile was not measured.
+	predictions = set("success", "fail", "skipped", "unknown")
+	techniques  = set("same-lan", "udp", "udp-predict", "udp-birthday", "udp-portmap", "tcp", "relay-udp", "relay-tcp")
+	stages      = set("profile", "pair", "technique", "relay", "verdict", "lab", "site", "matrix")
 )
 
 func set(xs ...string) map[string]bool {
@@ -105,6 +107,15 @@ func checkProfile(t *testing.T, what string, p *natclass.Profile) {
 	checkEnum(t, what+".nat_type", string(p.NATType), natTypes)
 	checkEnum(t, what+".mapping", string(p.Mapping), behaviours)
 	checkEnum(t, what+".filtering", string(p.Filtering), behaviours)
+	if p.TCP == nil {
+		t.Errorf("%s: no tcp profile", what)
+		return
+	}
+	checkEnum(t, what+".tcp.mapping", string(p.TCP.Mapping), behaviours)
+	checkEnum(t, what+".tcp.filtering", string(p.TCP.Filtering), behaviours)
+	if p.TCP.Reached != natclass.Yes && len(p.TCP.NotRun) == 0 {
+		t.Errorf("%s.tcp: not reached, and no not_run says why", what)
+	}
 }
 
 func checkTechniques(t *testing.T, what string, ts []probe.TechniqueResult) {
@@ -114,7 +125,7 @@ func checkTechniques(t *testing.T, what string, ts []probe.TechniqueResult) {
 	}
 	for _, tr := range ts {
 		checkEnum(t, what+".technique", string(tr.Technique), techniques)
-		checkEnum(t, what+".predicted", string(tr.Predicted), outcomes)
+		checkEnum(t, what+".predicted", string(tr.Predicted), predictions)
 		checkEnum(t, what+".measured", string(tr.Measured), outcomes)
 	}
 }

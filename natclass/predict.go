@@ -13,6 +13,10 @@ const (
 	Success Outcome = "success"
 	Fail    Outcome = "fail"
 	Skipped Outcome = "skipped" // not applicable to this pair (or this backend)
+	// UnknownOutcome is a prediction without the measurements it needs
+	// (a peer whose TCP profile was not measured): the technique is tried,
+	// and only the measurement says.
+	UnknownOutcome Outcome = "unknown"
 )
 
 // Summary is the part of a profile a peer needs to predict and punch: it
@@ -28,9 +32,21 @@ type Summary struct {
 	// TCP says whether the peer can try TCP at all (its network stack
 	// supports it).
 	TCP bool `json:"tcp"`
+	// TCPProfile is the peer's measured TCP behaviour; nil when it was
+	// not measured (or the peer predates the measurement).
+	TCPProfile *TCPSummary `json:"tcp_profile,omitempty"`
 	// PortMapping says the peer's gateway maps ports on request (and, when
 	// it was checked, that a mapping let traffic in).
 	PortMapping bool `json:"port_mapping,omitempty"`
+}
+
+// TCPSummary is the part of a TCP profile a peer needs to predict TCP.
+type TCPSummary struct {
+	Reached    Tri        `json:"reached"`
+	Mapping    Behavior   `json:"mapping,omitempty"`
+	Filtering  Behavior   `json:"filtering,omitempty"`
+	Allocation Allocation `json:"allocation,omitempty"`
+	Mapped     string     `json:"mapped,omitempty"`
 }
 
 // Summary returns the profile's summary; tcp is whether the host can try
@@ -39,6 +55,12 @@ func (p *Profile) Summary(tcp bool) Summary {
 	s := Summary{NATType: p.NATType, Mapping: p.Mapping, Filtering: p.Filtering, Mapped: p.MappedAddress, TCP: tcp}
 	if p.PortAllocation != nil {
 		s.Allocation, s.Step = p.PortAllocation.Pattern, p.PortAllocation.Step
+	}
+	if t := p.TCP; t != nil {
+		s.TCPProfile = &TCPSummary{Reached: t.Reached, Mapping: t.Mapping, Filtering: t.Filtering, Mapped: t.MappedAddress}
+		if t.PortAllocation != nil {
+			s.TCPProfile.Allocation = t.PortAllocation.Pattern
+		}
 	}
 	return s
 }
@@ -128,26 +150,40 @@ func predictSameLAN(a, b Summary) (Outcome, string) {
 	return Success, "same public address: host candidates should reach each other on the LAN"
 }
 
+// behaviour is a NAT's mapping and filtering for one protocol.
+type behaviour struct{ mapping, filtering Behavior }
+
+func (b behaviour) eim() bool { return b.mapping == EndpointIndependent }
+
+func udpOf(s Summary) behaviour { return behaviour{s.Mapping, s.Filtering} }
+
 // predictUDP: plain punching succeeds when each side's packets can get
 // through the other's filter. An EIM side's address is the srflx the peer
 // probes; an APDM side's new mapping is unknown, so its packets get through
 // only a filter that does not look at the port (EIF, or ADF once the filter
 // side has sent to its IP), and the reply then goes peer-reflexive.
 func predictUDP(a, b Summary) (Outcome, string) {
+	return predictPunch(udpOf(a), udpOf(b), "srflx", "peer-reflexive")
+}
+
+// predictPunch is the punching rule for one protocol's behaviours; addr
+// names where an EIM side is reached, reflexive how the answer to an
+// APDM side's new mapping goes.
+func predictPunch(a, b behaviour, addr, reflexive string) (Outcome, string) {
 	switch {
-	case eim(a) && eim(b):
-		return Success, "both mappings are endpoint-independent: each side's srflx is where the other's packets arrive"
-	case !eim(a) && !eim(b):
+	case a.eim() && b.eim():
+		return Success, fmt.Sprintf("both mappings are endpoint-independent: each side's %s is where the other's packets arrive", addr)
+	case !a.eim() && !b.eim():
 		return Fail, "both mappings depend on the destination: neither side knows the port the other's NAT will use"
 	}
 	cone, sn, cn := b, "A", "B"
-	if eim(a) {
+	if a.eim() {
 		cone, sn, cn = a, "B", "A"
 	}
-	if cone.Filtering == AddressAndPortDependent {
+	if cone.filtering == AddressAndPortDependent {
 		return Fail, fmt.Sprintf("%s's mapping depends on the destination and %s filters by port: %s's packets arrive from a port %s never sent to", sn, cn, sn, cn)
 	}
-	return Success, fmt.Sprintf("%s's filter (%s) admits %s's new mapping; %s answers it peer-reflexive", cn, cone.Filtering, sn, cn)
+	return Success, fmt.Sprintf("%s's filter (%s) admits %s's new mapping; %s answers it %s", cn, cone.filtering, sn, cn, reflexive)
 }
 
 // predictSequential: port prediction needs one sequential side and an EIM
@@ -193,31 +229,34 @@ func predictBirthday(a, b Summary) (Outcome, string) {
 	return Success, fmt.Sprintf("%s opens many mappings toward %s, which scans %s's ports until two meet", rn, on, rn)
 }
 
-// predictTCP: simultaneous open follows the same rule as UDP punching
-// (Linux NATs map and filter TCP as they do UDP): two EIM sides meet at
-// their srflx; a destination-dependent side gets in only through a filter
-// that ignores the port. A site whose UDP is blocked tells nothing about
-// its TCP NAT, so it is taken to be the common case, a port-restricted
-// cone (EIM, APDF); its TCP srflx is learned over STUN-over-TCP.
+// predictTCP: simultaneous open follows the punching rule, applied to
+// each side's measured TCP behaviour (RFC 5382) and nothing else: routers
+// often give UDP a cone from explicit rules and TCP plain masquerade, so
+// the UDP profile says nothing about TCP. A side whose TCP was not
+// measured makes the outcome unknown; one that cannot reach the server
+// over TCP fails.
 func predictTCP(a, b Summary) (Outcome, string) {
 	if !a.TCP || !b.TCP {
 		return Skipped, "TCP is not available on both sides (the in-process lab is UDP only)"
 	}
-	for _, s := range []*Summary{&a, &b} {
-		if blocked(*s) {
-			s.Mapping, s.Filtering = EndpointIndependent, AddressAndPortDependent
-		}
-	}
-	for _, s := range []struct {
+	var tb [2]behaviour
+	for i, s := range []struct {
 		name string
 		Summary
 	}{{"A", a}, {"B", b}} {
-		if !known(s.Summary) {
-			return Fail, fmt.Sprintf("%s's NAT behaviour is unknown", s.name)
+		t := s.TCPProfile
+		switch {
+		case t == nil || t.Reached == NotChecked:
+			return UnknownOutcome, fmt.Sprintf("%s's TCP NAT behaviour was not measured", s.name)
+		case t.Reached == No:
+			return Fail, fmt.Sprintf("%s reaches no server over TCP: its network blocks TCP", s.name)
+		case t.Mapping == "" || t.Filtering == "":
+			return UnknownOutcome, fmt.Sprintf("%s's TCP NAT behaviour is only partly measured", s.name)
 		}
+		tb[i] = behaviour{t.Mapping, t.Filtering}
 	}
-	o, why := predictUDP(a, b)
-	return o, "TCP as UDP: " + why
+	o, why := predictPunch(tb[0], tb[1], "TCP srflx", "on the listening port")
+	return o, "TCP profiles: " + why
 }
 
 // predictMapped: a mapped port is reachable at a known address with

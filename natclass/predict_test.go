@@ -6,9 +6,21 @@ import (
 	"github.com/natlab/natlab/natclass"
 )
 
+// sum is a summary whose TCP behaves as its UDP does.
 func sum(m, f natclass.Behavior, a natclass.Allocation) natclass.Summary {
 	nat := m != ""
-	return natclass.Summary{NATType: natclass.ClassicName(nat, m, f), Mapping: m, Filtering: f, Allocation: a, TCP: true}
+	return natclass.Summary{NATType: natclass.ClassicName(nat, m, f), Mapping: m, Filtering: f, Allocation: a, TCP: true,
+		TCPProfile: tcpSum(m, f, a)}
+}
+
+func tcpSum(m, f natclass.Behavior, a natclass.Allocation) *natclass.TCPSummary {
+	return &natclass.TCPSummary{Reached: natclass.Yes, Mapping: m, Filtering: f, Allocation: a}
+}
+
+// withTCP is s with another TCP behaviour.
+func withTCP(s natclass.Summary, t *natclass.TCPSummary) natclass.Summary {
+	s.TCPProfile = t
+	return s
 }
 
 var (
@@ -18,11 +30,17 @@ var (
 	portRestr   = sum(ei, apd, natclass.Preserving)
 	symRandom   = sum(apd, apd, natclass.Random)
 	symSeq      = func() natclass.Summary { s := sum(apd, apd, natclass.Sequential); s.Step = 1; return s }()
-	udpBlocked  = natclass.Summary{NATType: natclass.UDPBlocked, TCP: true}
+	udpBlocked  = natclass.Summary{NATType: natclass.UDPBlocked, TCP: true, TCPProfile: tcpSum(ei, apd, natclass.Preserving)}
+	// Routers whose cone is built from UDP-only rules: TCP is plain
+	// masquerade (EIM/APDF), or randomised per connection.
+	fullConeUDP   = withTCP(fullCone, tcpSum(ei, apd, natclass.Preserving))
+	staticPortUDP = withTCP(portRestr, tcpSum(apd, apd, natclass.Random))
+	tcpBlocked    = withTCP(portRestr, &natclass.TCPSummary{Reached: natclass.No})
+	tcpUnmeasured = withTCP(fullCone, nil)
 )
 
 func TestPredict(t *testing.T) {
-	S, F, K := natclass.Success, natclass.Fail, natclass.Skipped
+	S, F, K, U := natclass.Success, natclass.Fail, natclass.Skipped, natclass.UnknownOutcome
 	tests := []struct {
 		name                           string
 		a, b                           natclass.Summary
@@ -40,6 +58,15 @@ func TestPredict(t *testing.T) {
 		{"sequential x random", symSeq, symRandom, F, F, F, F},
 		{"udp blocked x cone", udpBlocked, fullCone, F, F, F, S},
 		{"udp blocked x symmetric", udpBlocked, symRandom, F, F, F, F},
+		{"udp blocked x its TCP blocked too", udpBlocked, withTCP(udpBlocked, &natclass.TCPSummary{Reached: natclass.No}), F, F, F, F},
+		{"UDP-only full cone x symmetric", fullConeUDP, symRandom, S, K, S, F},
+		{"UDP-only full cone x full cone", fullConeUDP, fullCone, S, K, K, S},
+		{"UDP-only static port x port-restricted", staticPortUDP, portRestr, S, K, K, F},
+		{"UDP-only static port x full cone", staticPortUDP, fullCone, S, K, K, S},
+		{"TCP-only full cone x symmetric", withTCP(portRestr, tcpSum(ei, ei, natclass.Preserving)), symRandom, F, K, S, S},
+		{"TCP blocked x cone", tcpBlocked, fullCone, S, K, K, F},
+		{"TCP not measured x cone", tcpUnmeasured, fullCone, S, K, K, U},
+		{"TCP only partly measured", withTCP(fullCone, &natclass.TCPSummary{Reached: natclass.Yes, Mapping: ei}), fullCone, S, K, K, U},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +92,60 @@ func TestPredict(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPredictProtocolsApart: every TCP prediction depends on the TCP
+// profiles only, every UDP one on the UDP fields only. Each side's other
+// protocol is set to every behaviour in turn, and nothing may change.
+func TestPredictProtocolsApart(t *testing.T) {
+	bs := []natclass.Behavior{ei, ad, apd}
+	var tcps []*natclass.TCPSummary
+	var udps []natclass.Summary
+	for _, m := range bs {
+		for _, f := range bs {
+			for _, a := range []natclass.Allocation{natclass.Preserving, natclass.Sequential, natclass.Random} {
+				tcps = append(tcps, tcpSum(m, f, a))
+				udps = append(udps, sum(m, f, a))
+			}
+		}
+	}
+	udps = append(udps, udpBlocked)
+	tcps = append(tcps, &natclass.TCPSummary{Reached: natclass.No}, nil)
+	outcome := func(ps []natclass.Prediction, tech natclass.Technique) natclass.Outcome {
+		for _, p := range ps {
+			if p.Technique == tech {
+				return p.Outcome
+			}
+		}
+		return ""
+	}
+	for _, a := range udps {
+		for _, b := range udps {
+			base := natclass.Predict(a, b)
+			for _, ta := range tcps {
+				for _, tb := range tcps[:3] {
+					got := natclass.Predict(withTCP(a, ta), withTCP(b, tb))
+					for i, p := range got {
+						if p.Technique != natclass.DirectTCP && p != base[i] {
+							t.Fatalf("%s changed with the TCP profile: %+v, was %+v", p.Technique, p, base[i])
+						}
+					}
+				}
+			}
+		}
+	}
+	for _, ta := range tcps {
+		for _, tb := range tcps {
+			want := outcome(natclass.Predict(withTCP(fullCone, ta), withTCP(fullCone, tb)), natclass.DirectTCP)
+			for _, ua := range udps {
+				for _, ub := range udps[:5] {
+					if got := outcome(natclass.Predict(withTCP(ua, ta), withTCP(ub, tb)), natclass.DirectTCP); got != want {
+						t.Fatalf("tcp changed with the UDP profile %+v / %+v: %s, want %s", ua, ub, got, want)
+					}
+				}
+			}
+		}
 	}
 }
 

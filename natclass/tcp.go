@@ -486,3 +486,38 @@ func readStreamMessage(c io.Reader) (*stun.Message, error) {
 	}
 	return m, nil
 }
+
+// Brief is the TCP profile in a few words for views: "EIM APDF
+// preserving", "blocked" or "not measured".
+func (t *TCPProfile) Brief() string {
+	if t == nil {
+		return tcpBrief(NotChecked, "", "", "")
+	}
+	var a Allocation
+	if t.PortAllocation != nil {
+		a = t.PortAllocation.Pattern
+	}
+	return tcpBrief(t.Reached, t.Mapping, t.Filtering, a)
+}
+
+// Brief is the peer's TCP profile in the same words as TCPProfile.Brief.
+func (t *TCPSummary) Brief() string {
+	if t == nil {
+		return tcpBrief(NotChecked, "", "", "")
+	}
+	return tcpBrief(t.Reached, t.Mapping, t.Filtering, t.Allocation)
+}
+
+func tcpBrief(reached Tri, m, f Behavior, a Allocation) string {
+	switch reached {
+	case NotChecked:
+		return "not measured"
+	case No:
+		return "blocked"
+	}
+	s := m.Abbrev("M") + " " + f.Abbrev("F")
+	if a != "" {
+		s += " " + string(a)
+	}
+	return s
+}

@@ -407,7 +407,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 			Message: fmt.Sprintf("%s: %s", p.Technique, tr.Measured)})
 	}()
 	tries := 1
-	if p.Technique == natclass.DirectTCP && p.Outcome == natclass.Success {
+	if p.Technique == natclass.DirectTCP && (p.Outcome == natclass.Success || p.Outcome == natclass.UnknownOutcome) {
 		// Two Linux NATs race: a SYN that reaches the peer's router before
 		// the peer's own SYN left leaves an unreplied conntrack entry that
 		// moves the peer's port (the DESIGN.md trap, which a low TTL
@@ -632,12 +632,24 @@ func relayVerdict(v Verdict, r RelayReport) Verdict {
 // relayRow is the relay stage as one more technique row, so every view
 // (table, chart, metrics, matrix) shows it next to the direct ones. Its
 // prediction: a TURN relay reached over UDP works unless a side's UDP is
-// blocked, and then only over TCP or TLS.
+// blocked, and then only over TCP or TLS, which that side's TCP profile
+// says it reaches (or not, or was not measured).
 func relayRow(self, peer natclass.Summary, r RelayReport) TechniqueResult {
 	tr := TechniqueResult{Technique: natclass.RelayUDP, Predicted: natclass.Success, Measured: natclass.Fail,
 		Reason: "both sides reach the relay over UDP", Attempts: len(r.Attempts), Error: r.Error}
-	if self.NATType == natclass.UDPBlocked || peer.NATType == natclass.UDPBlocked {
-		tr.Technique, tr.Reason = natclass.RelayTCP, "a side's UDP is blocked: it reaches the relay over TCP or TLS"
+	for _, s := range []natclass.Summary{self, peer} {
+		if s.NATType != natclass.UDPBlocked {
+			continue
+		}
+		tr.Technique = natclass.RelayTCP
+		switch t := s.TCPProfile; {
+		case t == nil || t.Reached == natclass.NotChecked:
+			tr.Predicted, tr.Reason = natclass.UnknownOutcome, "a side's UDP is blocked and its TCP was not measured"
+		case t.Reached == natclass.No:
+			tr.Predicted, tr.Reason = natclass.Fail, "a side's UDP is blocked and it reaches no server over TCP"
+		case tr.Predicted == natclass.Success:
+			tr.Reason = "a side's UDP is blocked: it reaches the relay over TCP or TLS"
+		}
 	}
 	if r.Technique != "" && r.Relay != nil {
 		tr.Technique, tr.Measured = r.Technique, natclass.Success

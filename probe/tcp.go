@@ -91,7 +91,7 @@ func (a *agent) tcpReflexive(ctx context.Context, port uint16) (netip.AddrPort, 
 // path until the peer is past the next barrier.
 func (a *agent) punchTCP(ctx context.Context, p natclass.Prediction, s *socket, theirs stepData) (*holepunch.Path, holepunch.Result) {
 	timeout := holepunch.DefaultTCPTimeout
-	if p.Outcome != natclass.Success {
+	if p.Outcome == natclass.Fail {
 		timeout = punchTimeout // confirming a predicted failure
 	}
 	ln := s.ln

@@ -20,12 +20,17 @@ func selfProfile() *natclass.Profile {
 		NATType: natclass.PortRestrictedCone, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
 		MappedAddress: "198.51.100.10:40000", LocalAddress: "10.0.1.2:40000", Hairpinning: natclass.No,
 		PortAllocation: &natclass.PortAllocation{Pattern: natclass.Preserving}, Server: "203.0.113.10:3478", RTTMillis: 4.2,
+		TCP: &natclass.TCPProfile{Reached: natclass.Yes, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+			MappedAddress: "198.51.100.10:40001", PortAllocation: &natclass.PortAllocation{Pattern: natclass.Preserving}},
 	}
 }
 
 func peerSummary() natclass.Summary {
 	return natclass.Summary{NATType: natclass.FullCone, Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent,
-		Allocation: natclass.Preserving, Mapped: "198.51.100.20:40000"}
+		Allocation: natclass.Preserving, Mapped: "198.51.100.20:40000",
+		// A full cone built from UDP-only rules: TCP is plain masquerade.
+		TCPProfile: &natclass.TCPSummary{Reached: natclass.Yes, Mapping: natclass.EndpointIndependent,
+			Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Preserving}}
 }
 
 func ev(stage probe.Stage, msg string, ms float64, data any) probe.Event {
@@ -111,6 +116,9 @@ func labReport() *lab.Report {
 	a, b := selfProfile(), selfProfile()
 	b.NATType, b.Mapping, b.MappedAddress = natclass.Symmetric, natclass.AddressAndPortDependent, "198.51.100.20:51234"
 	b.PortAllocation = &natclass.PortAllocation{Pattern: natclass.Random}
+	// The in-process lab has no TCP.
+	noTCP := &natclass.TCPProfile{NotRun: []natclass.NotRun{{Test: natclass.TestTCPMapping, Reason: "this network stack has no TCP"}}}
+	a.TCP, b.TCP = noTCP, noTCP
 	return &lab.Report{Schema: lab.Schema, Backend: "in-process", Server: []string{"203.0.113.10:3478", "203.0.113.11:3479"}, Match: true, DurationMillis: 1530,
 		Sites: []lab.Site{
 			{Name: "a", Preset: "port-restricted-cone", Public: "198.51.100.10", Expected: testnet.Expected{NATType: natclass.PortRestrictedCone}, Profile: a},

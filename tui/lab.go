@@ -106,6 +106,7 @@ func siteColumn(s lab.Site, finished bool) []string {
 		row("filtering", p.Filtering.Abbrev("F"))
 		row("ports", strings.TrimPrefix(ports(pa, step), "ports "))
 		row("hairpin", p.Hairpinning.String())
+		row("tcp", p.TCP.Brief())
 		row("mapped", orDash(p.MappedAddress))
 		row("rtt", fmt.Sprintf("%.1f ms", p.RTTMillis))
 		col = append(col, mark)

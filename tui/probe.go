@@ -229,7 +229,8 @@ func (s *probeScreen) profiles(v view) []string {
 		}
 		self = append(self, titleStyle.Render(string(p.NATType)),
 			p.Mapping.Abbrev("M")+" · "+p.Filtering.Abbrev("F")+" · "+ports(pa, step),
-			"mapped "+orDash(p.MappedAddress))
+			"mapped "+orDash(p.MappedAddress),
+			"tcp "+p.TCP.Brief())
 	} else {
 		self = append(self, dimStyle.Render("profiling…"))
 	}
@@ -238,7 +239,8 @@ func (s *probeScreen) profiles(v view) []string {
 	case p != nil:
 		peer = append(peer, titleStyle.Render(string(p.NATType)),
 			p.Mapping.Abbrev("M")+" · "+p.Filtering.Abbrev("F")+" · "+ports(p.Allocation, p.Step),
-			"mapped "+orDash(p.Mapped))
+			"mapped "+orDash(p.Mapped),
+			"tcp "+p.TCPProfile.Brief())
 	case s.code != nil:
 		peer = append(peer, dimStyle.Render("waiting for the peer; code:"), titleStyle.Render(s.code.Code))
 	default:

@@ -30,6 +30,7 @@ type CheckOptions struct {
 	Servers  []string
 	Lifetime bool
 	PortMap  bool
+	TCP      bool
 	Timeout  time.Duration
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
@@ -55,8 +56,10 @@ func NewCmdCheck(s IOStreams, runF func(context.Context, *CheckOptions) error) *
 		Short: "Discover this host's NAT behaviour (RFC 5780) against STUN servers",
 		Long: `Run the RFC 5780 tests (mapping, filtering, hairpinning, port allocation and,
 with --lifetime, binding lifetime) against one or more STUN servers and print
-the NAT profile. The first server that answers is the primary; more servers
-add evidence. Tests a server cannot support are listed as not run.`,
+the NAT profile, and beside it the TCP profile (RFC 5382: mapping from one
+port to the server's addresses, filtering by the server's connect-backs).
+The first server that answers is the primary; more servers add evidence.
+Tests a server cannot support are listed as not run.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if len(o.Servers) == 0 {
@@ -79,6 +82,7 @@ add evidence. Tests a server cannot support are listed as not run.`,
 	c.Flags().StringArrayVar(&o.Servers, "server", nil, "STUN server HOST:PORT (repeatable; the first that answers is the primary)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure the binding lifetime (slow: waits for mappings to expire, up to 2 minutes)")
 	c.Flags().BoolVar(&o.PortMap, "portmap", true, "also ask the gateway for a test port mapping (UPnP-IGD, NAT-PMP, PCP), concurrently with the STUN tests")
+	c.Flags().BoolVar(&o.TCP, "tcp", true, "also measure the TCP profile (needs natlab serve for filtering), concurrently with the UDP tests")
 	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
 	addOutputFlags(c, &o.Output)
 	return c
@@ -94,7 +98,7 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 	}
 	start := time.Now()
 	pmc := startPortMapCheck(ctx, o, n)
-	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime})
+	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime, NoTCP: !o.TCP})
 	pm := <-pmc
 	if p != nil {
 		// The check's time is the user's wait: both probes.

@@ -119,7 +119,9 @@ func TestCheckMain(t *testing.T) {
 		wantType   string
 	}{
 		{"full", []string{"check", "--server", full.String()}, ExitOK,
-			[]string{"NAT type         open", "filtering        endpoint-independent", "port mapping     "}, "", pmBound, nil, ""},
+			[]string{"NAT type         open", "filtering        endpoint-independent", "port mapping     ", "TCP profile      EIM EIF preserving, mapped 127.0.0.1:"}, "", pmBound, nil, ""},
+		{"no tcp", []string{"check", "--json", "--tcp=false", "--portmap=false", "--server", full.String()}, ExitOK,
+			[]string{`"tcp": null`}, "", time.Second, nil, ""},
 		{"no portmap", []string{"check", "--portmap=false", "--server", full.String()}, ExitOK,
 			[]string{"NAT type         open"}, "", time.Second, nil, ""},
 		{"hostname", []string{"check", "--server", strings.Replace(full.String(), "127.0.0.1", "localhost", 1)}, ExitOK,

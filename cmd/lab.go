@@ -126,7 +126,7 @@ func labExit(rep *lab.Report) error {
 func writeLabReport(w io.Writer, r *lab.Report) error {
 	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\tok")
+	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\ttcp\tok")
 	for _, s := range r.Sites {
 		if s.Profile == nil {
 			fmt.Fprintf(tw, "%s\t%s\terror: %s\t\t\t\t\t\t✗\n", s.Name, s.Preset, s.Error)
@@ -144,8 +144,8 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 		if len(s.Mismatches) > 0 {
 			ok = "✗"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
-			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, p.Hairpinning, orDash(p.MappedAddress), ok)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
+			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, p.Hairpinning, orDash(p.MappedAddress), p.TCP.Brief(), ok)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write lab report: %w", err)

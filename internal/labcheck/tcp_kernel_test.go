@@ -49,7 +49,7 @@ func TestTCPProfileKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			total += time.Duration(p.DurationMillis * float64(time.Millisecond))
-			want, wantUDP := expectTCP(site.Spec.NAT), site.Spec.NAT.Expect()
+			want, wantUDP := site.Spec.NAT.ExpectTCP(), site.Spec.NAT.Expect()
 			tp := p.TCP
 			if tp == nil {
 				t.Fatal("no TCP profile")
@@ -72,16 +72,4 @@ func TestTCPProfileKernel(t *testing.T) {
 		})
 	}
 	t.Logf("all presets: checks took %v, their TCP tests %v", total.Round(time.Millisecond), tcpTotal.Round(time.Millisecond))
-}
-
-// expectTCP is what the TCP tests must find behind n: its behaviour with
-// UDP blocking taken away (the lab applies one rule set to both protocols).
-func expectTCP(n testnet.NAT) testnet.Expected {
-	n.BlockUDP = false
-	e := n.Expect()
-	if n.Mapping == "" {
-		// No NAT: nothing to allocate; the ports are the host's own.
-		e.Allocation = natclass.Preserving
-	}
-	return e
 }

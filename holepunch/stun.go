@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 const (
@@ -26,54 +26,20 @@ const (
 // conn will use. It reads conn until the answer arrives, dropping anything
 // else, and leaves conn with no read deadline.
 func Reflexive(ctx context.Context, conn net.PacketConn, server netip.AddrPort) (netip.AddrPort, error) {
-	ctx, cancel := context.WithTimeout(ctx, ReflexiveTimeout)
-	defer cancel()
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	req, err := stuntx.Request()
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("build binding request: %w", err)
+		return netip.AddrPort{}, err
 	}
-	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
-	dst := net.UDPAddrFromAddrPort(server)
-	buf := make([]byte, readBuf)
-	rto := reflexiveRTO
-	for {
-		if _, err := conn.WriteTo(req.Raw, dst); err != nil {
-			return netip.AddrPort{}, fmt.Errorf("send binding request to %v: %w", server, err)
-		}
-		until := time.Now().Add(rto)
-		if d, ok := ctx.Deadline(); ok && d.Before(until) {
-			until = d
-		}
-		_ = conn.SetReadDeadline(until)
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return netip.AddrPort{}, fmt.Errorf("read binding response: %w", err)
-			}
-			if !stun.IsMessage(buf[:n]) {
-				continue
-			}
-			m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if m.Decode() != nil || m.TransactionID != req.TransactionID || m.Type != stun.BindingSuccess {
-				continue
-			}
-			var xor stun.XORMappedAddress
-			if err := xor.GetFrom(m); err != nil {
-				return netip.AddrPort{}, fmt.Errorf("binding response from %v: %w", server, err)
-			}
-			ip, ok := netip.AddrFromSlice(xor.IP)
-			if !ok {
-				return netip.AddrPort{}, fmt.Errorf("binding response from %v: bad address %v", server, xor.IP)
-			}
-			return netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), nil
-		}
-		if err := ctx.Err(); err != nil {
-			return netip.AddrPort{}, fmt.Errorf("no binding response from %v: %w", server, err)
-		}
-		rto *= 2
+	a, err := stuntx.Datagram(ctx, conn, server, req, stuntx.Backoff(reflexiveRTO, ReflexiveTimeout))
+	if errors.Is(err, stuntx.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return netip.AddrPort{}, fmt.Errorf("no binding response from %v: %w", server, err)
 	}
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("binding request to %v: %w", server, err)
+	}
+	m, ok := stuntx.Mapped(a.Msg)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("binding response from %v: no mapped address", server)
+	}
+	return m, nil
 }

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 )
 
@@ -128,7 +129,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		RTTMillis               float64 `json:"rtt_ms,omitempty"`
 		DurationMillis          float64 `json:"duration_ms"`
 		Error                   string  `json:"error,omitempty"`
-	}{plain: plain(r), TimeToFirstPacketMillis: ms(r.TimeToFirstPacket), RTTMillis: ms(r.RTT), DurationMillis: ms(r.Duration)}
+	}{plain: plain(r), TimeToFirstPacketMillis: millis.Of(r.TimeToFirstPacket), RTTMillis: millis.Of(r.RTT), DurationMillis: millis.Of(r.Duration)}
 	if r.Err != nil {
 		v.Error = r.Err.Error()
 	}
@@ -138,8 +139,6 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	}
 	return b, nil
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // ErrNoPath is returned (wrapped) when no path was confirmed before the
 // deadline.

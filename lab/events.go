@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/probe"
 )
 
@@ -49,5 +50,5 @@ func (e *emitter) emit(stage probe.Stage, msg string, data any) {
 	now := time.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.fn(probe.Event{Time: now, Stage: stage, Message: msg, Data: data, Elapsed: float64(now.Sub(e.start).Microseconds()) / 1000})
+	e.fn(probe.Event{Time: now, Stage: stage, Message: msg, Data: data, Elapsed: millis.Of(now.Sub(e.start))})
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
@@ -155,7 +156,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Match = false
 		}
 	}
-	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	rep.DurationMillis = millis.Since(start)
 	return rep, nil
 }
 

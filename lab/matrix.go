@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
@@ -119,7 +120,7 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 			rep.Match = false
 		}
 	}
-	rep.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	rep.DurationMillis = millis.Since(start)
 	return rep, nil
 }
 

@@ -15,7 +15,9 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 // Timeouts of the discovery, each with why it has that value.
@@ -210,7 +212,7 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 	if opts.Lifetime && p.NATType != UDPBlocked {
 		d.lifetime(ctx, p)
 	}
-	p.DurationMillis = ms(time.Since(start))
+	p.DurationMillis = millis.Of(time.Since(start))
 	return p, nil
 }
 
@@ -328,7 +330,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 
 	// Round 1: test I from the mapping socket to every server at once.
 	type first struct {
-		pk  packet
+		pk  stuntx.Answer
 		rtt time.Duration
 		err error
 	}
@@ -367,10 +369,10 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		sr := ServerResult{Server: d.opts.Servers[i], Address: addrs[i].String()}
 		switch {
 		case r.err == nil:
-			if m, ok := mappedAddr(r.pk.msg); ok {
+			if m, ok := stuntx.Mapped(r.pk.Msg); ok {
 				sr.MappedAddress = m.String()
-				sr.RTTMillis = ms(r.rtt)
-				if o, ok := otherAddr(r.pk.msg); ok {
+				sr.RTTMillis = millis.Of(r.rtt)
+				if o, ok := stuntx.Other(r.pk.Msg); ok {
 					sr.OtherAddress = o.String()
 				}
 				if primary < 0 {
@@ -408,9 +410,9 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 
 	pr := results[primary]
 	d.primary, d.rtt = addrs[primary], pr.rtt
-	m1, _ := mappedAddr(pr.pk.msg)
-	p.Server, p.MappedAddress, p.RTTMillis = d.opts.Servers[primary], m1.String(), ms(pr.rtt)
-	if o, ok := otherAddr(pr.pk.msg); ok && o.Addr() != d.primary.Addr() && o.Port() != d.primary.Port() {
+	m1, _ := stuntx.Mapped(pr.pk.Msg)
+	p.Server, p.MappedAddress, p.RTTMillis = d.opts.Servers[primary], m1.String(), millis.Of(pr.rtt)
+	if o, ok := stuntx.Other(pr.pk.Msg); ok && o.Addr() != d.primary.Addr() && o.Port() != d.primary.Port() {
 		d.other = o
 		p.OtherAddress = o.String()
 	}
@@ -444,7 +446,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 			if i == primary || r.err != nil {
 				continue
 			}
-			if m, ok := mappedAddr(r.pk.msg); ok {
+			if m, ok := stuntx.Mapped(r.pk.Msg); ok {
 				others = append(others, serverMapping{server: addrs[i], mapped: m})
 			}
 		}
@@ -626,7 +628,7 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 	}
 	var setters []stun.Setter
 	if pr.Change != 0 {
-		setters = append(setters, changeRequest(pr.Change))
+		setters = append(setters, stuntx.ChangeRequest(pr.Change))
 	}
 	pk, _, err := s.transact(ctx, recv, to, sch, setters...)
 	if err != nil {
@@ -635,22 +637,14 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 	}
 	r := probeResult{local: s.local}
 	if pr.To != ToSelf {
-		m, ok := mappedAddr(pk.msg)
+		m, ok := stuntx.Mapped(pk.Msg)
 		if !ok {
 			return probeResult{err: errors.New("response without a mapped address"), local: s.local}
 		}
 		r.mapped = m
 	}
-	d.log.Debug("probe", "name", pr.Name, "to", to, "from", pk.from, "mapped", r.mapped)
+	d.log.Debug("probe", "name", pr.Name, "to", to, "from", pk.From, "mapped", r.mapped)
 	return r
-}
-
-type changeRequest uint32
-
-func (c changeRequest) AddTo(m *stun.Message) error {
-	v := []byte{0, 0, 0, byte(c)}
-	m.Add(stun.AttrChangeRequest, v)
-	return nil
 }
 
 // classifyMapping applies RFC 5780 §4.3. reason says why it is undetermined.
@@ -792,5 +786,3 @@ func classifyAllocation(s []allocSample) (*PortAllocation, string) {
 	pa.Pattern = Random
 	return pa, ""
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 // TestNATDepth is the traceroute's name in Profile.NotRun.
@@ -158,10 +160,10 @@ func (d *discovery) newTrace(to netip.AddrPort, wait time.Duration) (*trace, err
 			return nil, err
 		}
 		t.conns = append(t.conns, h)
-		m := stun.New()
-		if err := m.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint); err != nil {
+		m, err := stuntx.Request()
+		if err != nil {
 			t.close()
-			return nil, fmt.Errorf("build request: %w", err)
+			return nil, err
 		}
 		t.reqs = append(t.reqs, m)
 	}

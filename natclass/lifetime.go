@@ -6,16 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/natlab/natlab/internal/stuntx"
 )
-
-// responsePort is RFC 5780's RESPONSE-PORT attribute (§7.5).
-type responsePort uint16
-
-func (p responsePort) AddTo(m *stun.Message) error {
-	m.Add(stun.AttrResponsePort, []byte{byte(p >> 8), byte(p), 0, 0})
-	return nil
-}
 
 // lifetime measures how long an idle mapping survives (RFC 5780 §4.6, with
 // RESPONSE-PORT): socket X makes a mapping and goes quiet; after t, socket
@@ -88,7 +80,7 @@ func (d *discovery) aliveAfter(ctx context.Context, t time.Duration, step int) (
 	if err != nil {
 		return false, fmt.Errorf("binding lifetime: %w", err)
 	}
-	mx, ok := mappedAddr(pk.msg)
+	mx, ok := stuntx.Mapped(pk.Msg)
 	if !ok {
 		return false, errors.New("binding lifetime: response without a mapped address")
 	}
@@ -101,10 +93,10 @@ func (d *discovery) aliveAfter(ctx context.Context, t time.Duration, step int) (
 		case <-tm.C:
 		}
 	}
-	pk, _, err = y.transact(ctx, x, d.primary, rttSchedule(d.rtt), responsePort(mx.Port()))
+	pk, _, err = y.transact(ctx, x, d.primary, rttSchedule(d.rtt), stuntx.ResponsePort(mx.Port()))
 	var se *ServerError
 	switch {
-	case err == nil && pk.on != x:
+	case err == nil && pk.Via != x:
 		return false, errors.New("server ignored RESPONSE-PORT")
 	case err == nil:
 		return true, nil

@@ -2,7 +2,6 @@ package natclass
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 // ErrServerUnreachable means no given server answered over UDP nor over
@@ -34,7 +34,7 @@ const tcpReachTimeout = 2 * time.Second
 // it at once when the kernel reports ICMP port-unreachable: a server that
 // is down on a live host answers that way, and waiting 3 s for it would
 // only add silence to a certain result.
-func (d *discovery) firstTransaction(ctx context.Context, s *sock, to netip.AddrPort) (packet, time.Duration, error) {
+func (d *discovery) firstTransaction(ctx context.Context, s *sock, to netip.AddrPort) (stuntx.Answer, time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	refused := make(chan struct{})
@@ -48,7 +48,7 @@ func (d *discovery) firstTransaction(ctx context.Context, s *sock, to netip.Addr
 	if err != nil {
 		select {
 		case <-refused:
-			return packet{}, 0, errRefused
+			return stuntx.Answer{}, 0, errRefused
 		default:
 		}
 	}
@@ -74,7 +74,7 @@ func watchRefused(ctx context.Context, n transport.Net, a netip.AddrPort) bool {
 				return
 			case <-time.After(at):
 			}
-			m, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+			m, err := stuntx.Request()
 			if err != nil {
 				return
 			}
@@ -162,26 +162,27 @@ func stunOverTCP(ctx context.Context, n transport.Net, a netip.AddrPort) error {
 	if err := c.SetDeadline(deadline); err != nil {
 		return err
 	}
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	req, err := stuntx.Request()
 	if err != nil {
 		return err
 	}
-	if _, err := c.Write(req.Raw); err != nil {
+	_, err = stuntx.Stream(ctx, c, req)
+	var se *stuntx.ServerError
+	switch {
+	case err == nil, errors.As(err, &se):
+		return nil // any STUN answer, even an error, is the server
+	case isNetErr(err):
 		return tcpErr(err)
 	}
-	hdr := make([]byte, 20)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return tcpErr(err)
-	}
-	body := make([]byte, binary.BigEndian.Uint16(hdr[2:4]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		return tcpErr(err)
-	}
-	res := &stun.Message{Raw: append(hdr, body...)}
-	if err := res.Decode(); err != nil || res.TransactionID != req.TransactionID {
-		return errors.New("the answer is not STUN")
-	}
-	return nil
+	return errors.New("the answer is not STUN")
+}
+
+// isNetErr tells the stream's failures (refused, closed, silent) from an
+// answer that is not STUN.
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // tcpErr shortens the usual failures to the words an operator knows.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/pion/transport/v4"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/internal/netaddr"
 )
 
@@ -288,7 +289,7 @@ func Probe(ctx context.Context, o Options) Report {
 		for _, p := range Protocols {
 			r.Protocols = append(r.Protocols, Result{Protocol: p, Error: "not checked: " + err.Error()})
 		}
-		r.DurationMillis = ms(time.Since(start))
+		r.DurationMillis = millis.Of(time.Since(start))
 		return r
 	}
 	return c.Probe(ctx)
@@ -326,7 +327,7 @@ func (c *Client) Probe(ctx context.Context) Report {
 				res.Error = err.Error()
 			} else {
 				res.Available = true
-				res.RTTMillis = ms(time.Since(t0))
+				res.RTTMillis = millis.Of(time.Since(t0))
 			}
 			r.Protocols[i] = res
 		})
@@ -336,7 +337,7 @@ func (c *Client) Probe(ctx context.Context) Report {
 	if c.testMap {
 		c.testMappings(ctx, &r)
 	}
-	r.DurationMillis = ms(time.Since(start))
+	r.DurationMillis = millis.Of(time.Since(start))
 	c.mu.Lock()
 	c.last = r
 	c.mu.Unlock()
@@ -501,5 +502,3 @@ func localPort(c net.PacketConn) uint16 {
 	ap, _ := netip.ParseAddrPort(c.LocalAddr().String())
 	return ap.Port()
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

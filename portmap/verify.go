@@ -3,7 +3,6 @@ package portmap
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pion/stun/v3"
-
+	"github.com/natlab/natlab/internal/millis"
+	"github.com/natlab/natlab/internal/stuntx"
 	"github.com/natlab/natlab/natclass"
 )
 
@@ -28,21 +27,7 @@ const (
 	VerifyTimeout = 2 * time.Second
 	// verifyRTO is the first retransmission interval, natclass's 100 ms.
 	verifyRTO = 100 * time.Millisecond
-	// changeIPPort is CHANGE-REQUEST's "change IP" and "change port" flags
-	// (RFC 5780 §7.2).
-	changeIPPort = 0x06
 )
-
-// rawAttr adds one attribute with a raw value to a STUN message.
-type rawAttr struct {
-	t stun.AttrType
-	v []byte
-}
-
-func (a rawAttr) AddTo(m *stun.Message) error {
-	m.Add(a.t, a.v)
-	return nil
-}
 
 // VerifyInbound checks that the mapping m really admits traffic from the
 // internet: from conn (the mapped socket) it sends an RFC 5780 Binding
@@ -55,65 +40,29 @@ func (a rawAttr) AddTo(m *stun.Message) error {
 // RESPONSE-PORT unsupported) or sees us at another public address than
 // the mapping's. conn must not be read by anyone else meanwhile.
 func VerifyInbound(ctx context.Context, conn net.PacketConn, m Mapping, server netip.AddrPort) (natclass.Tri, error) {
-	ctx, cancel := context.WithTimeout(ctx, VerifyTimeout)
-	defer cancel()
-	port := make([]byte, 4)
-	binary.BigEndian.PutUint16(port, m.External.Port())
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest,
-		rawAttr{stun.AttrChangeRequest, []byte{0, 0, 0, changeIPPort}},
-		rawAttr{stun.AttrResponsePort, port},
-		stun.Fingerprint)
+	req, err := stuntx.Request(stuntx.ChangeIP|stuntx.ChangePort, stuntx.ResponsePort(m.External.Port()))
 	if err != nil {
-		return natclass.NotChecked, fmt.Errorf("build binding request: %w", err)
+		return natclass.NotChecked, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
-	dst := net.UDPAddrFromAddrPort(server)
-	buf := make([]byte, 1500)
-	for rto := verifyRTO; ; rto *= 2 {
-		if _, err := conn.WriteTo(req.Raw, dst); err != nil {
-			return natclass.NotChecked, fmt.Errorf("send to %v: %w", server, err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(rto))
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				if ctx.Err() != nil {
-					return natclass.No, nil
-				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return natclass.NotChecked, fmt.Errorf("read: %w", err)
-			}
-			if !stun.IsMessage(buf[:n]) {
-				continue
-			}
-			msg := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if msg.Decode() != nil || msg.TransactionID != req.TransactionID {
-				continue
-			}
-			if msg.Type.Class == stun.ClassErrorResponse {
-				var code stun.ErrorCodeAttribute
-				_ = code.GetFrom(msg)
-				return natclass.NotChecked, fmt.Errorf("server %v cannot run the test: %v", server, code)
-			}
-			var xor stun.XORMappedAddress
-			if err := xor.GetFrom(msg); err == nil {
-				if ip, ok := netip.AddrFromSlice(xor.IP); ok && ip.Unmap() != m.External.Addr() {
-					return natclass.NotChecked, fmt.Errorf("server sees us at %v, the mapping is at %v", ip.Unmap(), m.External.Addr())
-				}
-			}
-			if ua, ok := from.(*net.UDPAddr); ok && ua.AddrPort() == server {
-				// Came straight back from where we sent: the server
-				// ignored CHANGE-REQUEST, which proves nothing.
-				return natclass.NotChecked, fmt.Errorf("server %v answered from its own address", server)
-			}
-			return natclass.Yes, nil
-		}
+	a, err := stuntx.Datagram(ctx, conn, server, req, stuntx.Backoff(verifyRTO, VerifyTimeout))
+	var se *stuntx.ServerError
+	switch {
+	case errors.Is(err, stuntx.ErrTimeout) || ctx.Err() != nil:
+		return natclass.No, nil
+	case errors.As(err, &se):
+		return natclass.NotChecked, fmt.Errorf("server %v cannot run the test: %v", server, se)
+	case err != nil:
+		return natclass.NotChecked, err
 	}
+	if got, ok := stuntx.Mapped(a.Msg); ok && got.Addr() != m.External.Addr() {
+		return natclass.NotChecked, fmt.Errorf("server sees us at %v, the mapping is at %v", got.Addr(), m.External.Addr())
+	}
+	if a.From == server {
+		// Came straight back from where we sent: the server ignored
+		// CHANGE-REQUEST, which proves nothing.
+		return natclass.NotChecked, fmt.Errorf("server %v answered from its own address", server)
+	}
+	return natclass.Yes, nil
 }
 
 // routeFile is the kernel's IPv4 routing table of this process's network
@@ -190,7 +139,7 @@ func Check(ctx context.Context, o Options, server netip.AddrPort) Report {
 		return r
 	}
 	r.Inbound = c.checkInbound(ctx, server)
-	r.DurationMillis = ms(time.Since(start))
+	r.DurationMillis = millis.Of(time.Since(start))
 	return r
 }
 

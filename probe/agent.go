@@ -15,6 +15,7 @@ import (
 	"github.com/pion/transport/v4"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
 	"github.com/natlab/natlab/rendezvous"
@@ -202,7 +203,7 @@ func (a *agent) emit(e Event) {
 		return
 	}
 	e.Time = time.Now()
-	e.Elapsed = float64(time.Since(a.start).Microseconds()) / 1000
+	e.Elapsed = millis.Since(a.start)
 	if a.side != 0 {
 		e.Side = a.side.String()
 	}
@@ -286,7 +287,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		rep.Verdict = relayVerdict(rep.Verdict, rr)
 	}
 	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
-	rep.DurationMillis = float64(time.Since(a.start).Microseconds()) / 1000
+	rep.DurationMillis = millis.Since(a.start)
 	return rep, nil
 }
 
@@ -436,7 +437,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 // barrier, and punches.
 func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr TechniqueResult, first bool, prev *natclass.Outcome) TechniqueResult {
 	var sock *socket
-	my := stepData{RTT: ms(a.rz.RTT())}
+	my := stepData{RTT: millis.Of(a.rz.RTT())}
 	if first {
 		my.Previous = *prev
 	}
@@ -491,8 +492,8 @@ func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr Technique
 	tr.Attempts = res.Attempts
 	if res.Success {
 		tr.Measured, tr.Error = natclass.Success, ""
-		tr.TimeToFirstPacketMillis = ms(res.TimeToFirstPacket)
-		tr.RTTMillis = ms(res.RTT)
+		tr.TimeToFirstPacketMillis = millis.Of(res.TimeToFirstPacket)
+		tr.RTTMillis = millis.Of(res.RTT)
 		tr.Remote = res.Remote.String()
 	} else {
 		tr.Measured = natclass.Fail
@@ -536,8 +537,6 @@ func (a *agent) agree(ctx context.Context, rep *Report, last natclass.Outcome) e
 	}
 	return nil
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // socket is what a side prepared for one technique.
 type socket struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/transport/v4"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/relay"
 )
@@ -136,7 +137,7 @@ func PrepareRelay(ctx context.Context, n transport.Net, cfg RelayConfig, direct 
 			}
 			continue
 		}
-		at.AllocTimeMillis = ms(a.AllocTime)
+		at.AllocTimeMillis = millis.Of(a.AllocTime)
 		s.report.Attempts = append(s.report.Attempts, at)
 		s.alloc = a
 		s.report.Transport = tr

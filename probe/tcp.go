@@ -2,17 +2,14 @@ package probe
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/pion/stun/v3"
-
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/stuntx"
 	"github.com/natlab/natlab/natclass"
 )
 
@@ -52,39 +49,19 @@ func (a *agent) tcpReflexive(ctx context.Context, port uint16) (netip.AddrPort, 
 		return netip.AddrPort{}, fmt.Errorf("connect to %s: %w", a.srv, err)
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	req, err := stuntx.Request()
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("build binding request: %w", err)
+		return netip.AddrPort{}, err
 	}
-	if _, err := c.Write(req.Raw); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("send binding request: %w", err)
+	res, err := stuntx.Stream(ctx, c, req)
+	if err != nil {
+		return netip.AddrPort{}, err
 	}
-	hdr := make([]byte, 20)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("read binding response: %w", err)
-	}
-	body := make([]byte, binary.BigEndian.Uint16(hdr[2:4]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("read binding response: %w", err)
-	}
-	res := &stun.Message{Raw: append(hdr, body...)}
-	if err := res.Decode(); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("decode binding response: %w", err)
-	}
-	if res.TransactionID != req.TransactionID {
-		return netip.AddrPort{}, errors.New("binding response for another transaction")
-	}
-	var xa stun.XORMappedAddress
-	if err := xa.GetFrom(res); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("binding response: %w", err)
-	}
-	ip, ok := netip.AddrFromSlice(xa.IP)
+	m, ok := stuntx.Mapped(res.Msg)
 	if !ok {
-		return netip.AddrPort{}, errors.New("binding response: bad address")
+		return netip.AddrPort{}, errors.New("binding response without a mapped address")
 	}
-	return netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port)), nil
+	return m, nil
 }
 
 // punchTCP runs the simultaneous open; the connection is held like a UDP

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/natlab/natlab/internal/millis"
 )
 
 // Measurement defaults and bounds, each with why.
@@ -223,7 +225,7 @@ func Measure(ctx context.Context, conn net.PacketConn, remote net.Addr, o Measur
 	if fig.PeerReported {
 		fig.ThroughputMbps = min(fig.ThroughputInMbps, fig.ThroughputOutMbps)
 	}
-	fig.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+	fig.DurationMillis = millis.Since(start)
 	return fig, nil
 }
 
@@ -555,6 +557,6 @@ func percentiles(d []time.Duration) (median, p95 float64) {
 	return ms(med), ms(rank(0.95))
 }
 
-func ms(d time.Duration) float64 { return round2(float64(d.Microseconds()) / 1000) }
+func ms(d time.Duration) float64 { return round2(millis.Of(d)) }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/transport/v4"
+
+	"github.com/natlab/natlab/internal/millis"
 )
 
 // Client timing, each with why.
@@ -150,7 +152,7 @@ func (c *Client) Step(ctx context.Context, k int, data any) (json.RawMessage, er
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous step %d: %w", k, err)
 	}
-	req := Message{Type: TypeStep, Code: c.code, Token: c.token, Step: k, RTT: float64(c.RTT().Microseconds()) / 1000, Data: raw}
+	req := Message{Type: TypeStep, Code: c.code, Token: c.token, Step: k, RTT: millis.Of(c.RTT()), Data: raw}
 	m, err := c.exchange(ctx, req, func(m Message) bool { return m.Type == TypeGo && m.Step == k })
 	if err != nil {
 		return nil, fmt.Errorf("step %d: %w", k, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
 )
@@ -102,7 +103,7 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 	pm := <-pmc
 	if p != nil {
 		// The check's time is the user's wait: both probes.
-		p.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
+		p.DurationMillis = millis.Since(start)
 	}
 	if errors.Is(err, natclass.ErrServerUnreachable) {
 		// Nothing is known about this host's NAT: no type is claimed.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -62,7 +63,7 @@ func Hold(ctx context.Context, o HoldOptions, ready func(State) error) error {
 	}
 	for _, s := range l.Sites {
 		st.Sites = append(st.Sites, StateSite{Name: s.Spec.Name, Preset: s.Spec.Preset, Host: s.Host.Addr().String(),
-			Public: s.Public.String(), DelayMS: ms(s.Spec.WAN.Delay), Loss: s.Spec.WAN.Loss})
+			Public: s.Public.String(), DelayMS: millis.Of(s.Spec.WAN.Delay), Loss: s.Spec.WAN.Loss})
 		st.Namespaces[s.Spec.Name] = s.Host.Namespace
 	}
 	b, err := json.Marshal(st)
@@ -78,8 +79,6 @@ func Hold(ctx context.Context, o HoldOptions, ready func(State) error) error {
 	<-ctx.Done()
 	return nil
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // holdReply is the one line the holding process writes to its parent.
 type holdReply struct {

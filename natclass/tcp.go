@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,8 +13,10 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/internal/sockopt"
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 // TCP behaviour (RFC 5382) is measured beside the UDP profile, over
@@ -113,7 +114,7 @@ func discoverTCP(ctx context.Context, opts Options, addrs []netip.AddrPort, gate
 	t := &tcpDiscovery{opts: opts, servers: opts.Servers, addrs: addrs, gate: gate}
 	p := &TCPProfile{NotRun: []NotRun{}}
 	t.run(ctx, p)
-	p.DurationMillis = ms(time.Since(start))
+	p.DurationMillis = millis.Since(start)
 	return p
 }
 
@@ -154,7 +155,7 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 		return
 	}
 	p.Reached = Yes
-	p.Server, p.MappedAddress, p.RTTMillis = t.servers[server], first.mapped.String(), ms(first.rtt)
+	p.Server, p.MappedAddress, p.RTTMillis = t.servers[server], first.mapped.String(), millis.Of(first.rtt)
 	primary := t.addrs[server]
 	local := t.localAddr(first.local, first.mapped, primary)
 	p.LocalAddress = local.String()
@@ -360,7 +361,7 @@ func (t *tcpDiscovery) awaitConnectBack(ctx context.Context, ln net.Listener, sr
 			continue
 		}
 		stopC := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-		_, err = readStreamMessage(c)
+		_, err = stuntx.ReadStream(c)
 		stopC()
 		_ = c.Close()
 		if err != nil {
@@ -394,33 +395,28 @@ func (t *tcpDiscovery) binding(ctx context.Context, lport uint16, to netip.AddrP
 			r.c = c
 		}
 	}()
-	setters := []stun.Setter{stun.TransactionID, stun.BindingRequest}
+	var attrs []stun.Setter
 	if flags != 0 {
-		setters = append(setters, connectBack(flags))
+		attrs = append(attrs, connectBack(flags))
 	}
-	setters = append(setters, stun.Fingerprint)
-	req, err := stun.Build(setters...)
-	if err != nil {
-		r.err = fmt.Errorf("build request: %w", err)
-		return r
-	}
-	start := time.Now()
-	resp, err := streamTransact(ctx, c, req)
+	req, err := stuntx.Request(attrs...)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	r.rtt = time.Since(start)
+	a, err := stuntx.Stream(ctx, c, req)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.rtt = a.RTT
 	var ok bool
-	if r.mapped, ok = mappedAddr(resp); !ok {
+	if r.mapped, ok = stuntx.Mapped(a.Msg); !ok {
 		r.err = errors.New("response without a mapped address")
 		return r
 	}
-	r.other, _ = otherAddr(resp)
-	var cb stun.MappedAddress
-	if cb.GetFromAs(resp, AttrConnectBack) == nil {
-		r.cb, _ = udpAP(cb.IP, cb.Port)
-	}
+	r.other, _ = stuntx.Other(a.Msg)
+	r.cb, _ = stuntx.AddrAttr(a.Msg, AttrConnectBack)
 	return r
 }
 
@@ -429,62 +425,6 @@ type connectBack uint32
 func (f connectBack) AddTo(m *stun.Message) error {
 	m.Add(AttrConnectBack, binary.BigEndian.AppendUint32(nil, uint32(f)))
 	return nil
-}
-
-// streamTransact sends req over the stream c and reads the answer (STUN
-// over TCP frames itself: the header holds the length). An error response
-// is a *ServerError.
-func streamTransact(ctx context.Context, c net.Conn, req *stun.Message) (*stun.Message, error) {
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if _, err := c.Write(req.Raw); err != nil {
-		return nil, fmt.Errorf("send binding request: %w", err)
-	}
-	for {
-		m, err := readStreamMessage(c)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("binding over TCP: %w", ctx.Err())
-			}
-			return nil, err
-		}
-		if m.TransactionID != req.TransactionID {
-			continue // not ours; the stream carries only our requests
-		}
-		if m.Type.Class == stun.ClassErrorResponse {
-			var ec stun.ErrorCodeAttribute
-			if err := ec.GetFrom(m); err != nil {
-				return nil, &ServerError{Reason: "without ERROR-CODE"}
-			}
-			return nil, &ServerError{Code: int(ec.Code), Reason: string(ec.Reason)}
-		}
-		return m, nil
-	}
-}
-
-// maxStreamMessage bounds what a server may announce: a Binding response
-// is a few hundred bytes.
-const maxStreamMessage = 2048
-
-// readStreamMessage reads one STUN message from a stream.
-func readStreamMessage(c io.Reader) (*stun.Message, error) {
-	hdr := make([]byte, 20)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return nil, fmt.Errorf("read STUN header: %w", err)
-	}
-	n := int(binary.BigEndian.Uint16(hdr[2:4]))
-	if n > maxStreamMessage {
-		return nil, fmt.Errorf("STUN message of %d bytes: not STUN", n)
-	}
-	raw := append(hdr, make([]byte, n)...)
-	if _, err := io.ReadFull(c, raw[20:]); err != nil {
-		return nil, fmt.Errorf("read STUN body: %w", err)
-	}
-	m := &stun.Message{Raw: raw}
-	if err := m.Decode(); err != nil {
-		return nil, fmt.Errorf("decode STUN message: %w", err)
-	}
-	return m, nil
 }
 
 // Brief is the TCP profile in a few words for views: "EIM APDF

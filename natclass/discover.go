@@ -434,7 +434,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	res := d.runPlan(ctx, plan, m1)
 
 	// Mapping.
-	mapping, mnr := classifyMapping(nat, m1, res["mapping-II"], res["mapping-III"], d.other.IsValid())
+	mapping, mnr := classifyMapping(nat, m1, res.mapping[0], res.mapping[1], d.other.IsValid())
 	if mnr != "" {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestMapping, Reason: mnr})
 	}
@@ -465,12 +465,12 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	// Filtering. Silence from the alternate address only means filtering
 	// if that address can answer at all: the mapping tests, which open
 	// the NAT towards it, are the control.
-	altDead := d.other.IsValid() && errors.Is(res["mapping-II"].err, errTimeout) && errors.Is(res["mapping-III"].err, errTimeout)
+	altDead := d.other.IsValid() && errors.Is(res.mapping[0].err, errTimeout) && errors.Is(res.mapping[1].err, errTimeout)
 	if altDead {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: fmt.Sprintf("the server's alternate address %s never answered, so silence proves nothing", d.other)})
 	}
 	if d.other.IsValid() && !altDead {
-		f, reason := classifyFiltering(res["filtering-I"], res["filtering-II"], res["filtering-III"])
+		f, reason := classifyFiltering(res.filtering[0], res.filtering[1], res.filtering[2])
 		p.Filtering = f
 		if reason != "" {
 			p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: reason})
@@ -478,7 +478,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	}
 
 	// Hairpinning.
-	if h, ok := res["hairpin"]; ok {
+	if h := res.hairpin; h != nil {
 		switch {
 		case h.err == nil:
 			p.Hairpinning = Yes
@@ -492,8 +492,7 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	// Port allocation.
 	if d.opts.AllocSamples > 0 {
 		var samples []allocSample
-		for i := range d.opts.AllocSamples {
-			r := res[fmt.Sprintf("alloc-%d", i)]
+		for _, r := range res.alloc {
 			if r.err == nil {
 				samples = append(samples, allocSample{local: r.local.Port(), mapped: r.mapped.Port()})
 			}
@@ -545,18 +544,83 @@ func (d *discovery) interfaceIPs() []netip.Addr {
 	return out
 }
 
-// runPlan runs every probe concurrently, honouring After and SentAfter.
-func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPort) map[string]probeResult {
-	done := map[string]chan struct{}{}
-	sent := map[string]func(){}
-	sentC := map[string]chan struct{}{}
+// planResults holds the plan's answers, one field per probe.
+type planResults struct {
+	mu        sync.Mutex
+	mapping   [2]probeResult // tests II and III
+	filtering [3]probeResult // tests I, II and III
+	hairpin   *probeResult   // nil when the plan has no hairpin test
+	alloc     []probeResult  // the port allocation samples, in order
+}
+
+func newPlanResults(plan []Probe) *planResults {
+	r := &planResults{}
 	for _, pr := range plan {
-		done[pr.Name] = make(chan struct{})
-		c := make(chan struct{})
-		sentC[pr.Name], sent[pr.Name] = c, sync.OnceFunc(func() { close(c) })
+		if pr.ID == Hairpin {
+			r.hairpin = &probeResult{}
+		}
+		if i, ok := pr.ID.Alloc(); ok {
+			r.alloc = append(r.alloc, make([]probeResult, max(i+1-len(r.alloc), 0))...)
+		}
 	}
-	var mu sync.Mutex
-	res := map[string]probeResult{}
+	return r
+}
+
+// slot is where id's result lives; nil for a probe the plan lacks.
+func (r *planResults) slot(id ProbeID) *probeResult {
+	switch id {
+	case MappingII, MappingIII:
+		return &r.mapping[id-MappingII]
+	case FilteringI, FilteringII, FilteringIII:
+		return &r.filtering[id-FilteringI]
+	case Hairpin:
+		return r.hairpin
+	}
+	if i, ok := id.Alloc(); ok && i < len(r.alloc) {
+		return &r.alloc[i]
+	}
+	return nil
+}
+
+func (r *planResults) set(id ProbeID, v probeResult) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.slot(id); p != nil {
+		*p = v
+	}
+}
+
+func (r *planResults) get(id ProbeID) probeResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.slot(id); p != nil {
+		return *p
+	}
+	return probeResult{}
+}
+
+// planSync orders the plan's probes: done closes when a probe has its
+// result, sent after its first transmission (or when it never sends).
+type planSync struct {
+	done  map[ProbeID]chan struct{}
+	sentC map[ProbeID]chan struct{}
+	sent  map[ProbeID]func()
+}
+
+func newPlanSync(plan []Probe) planSync {
+	ps := planSync{done: map[ProbeID]chan struct{}{}, sentC: map[ProbeID]chan struct{}{}, sent: map[ProbeID]func(){}}
+	for _, pr := range plan {
+		ps.done[pr.ID] = make(chan struct{})
+		c := make(chan struct{})
+		ps.sentC[pr.ID], ps.sent[pr.ID] = c, sync.OnceFunc(func() { close(c) })
+	}
+	return ps
+}
+
+// runPlan runs every probe concurrently, honouring After and SentAfter.
+func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPort) *planResults {
+	ps := newPlanSync(plan)
+	res := newPlanResults(plan)
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// A positive filtering-II (endpoint-independent) decides filtering:
@@ -566,40 +630,33 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 	var wg sync.WaitGroup
 	for _, pr := range plan {
 		wg.Go(func() {
-			defer close(done[pr.Name])
-			defer sent[pr.Name]() // also when it never got to send
-			if pr.After != "" {
-				<-done[pr.After]
-				mu.Lock()
-				prev := res[pr.After]
-				mu.Unlock()
-				if prev.err != nil {
-					mu.Lock()
-					res[pr.Name] = probeResult{err: fmt.Errorf("skipped: %s failed: %w", pr.After, prev.err)}
-					mu.Unlock()
+			defer close(ps.done[pr.ID])
+			defer ps.sent[pr.ID]() // also when it never got to send
+			if pr.After != noProbe {
+				<-ps.done[pr.After]
+				if prev := res.get(pr.After); prev.err != nil {
+					res.set(pr.ID, probeResult{err: fmt.Errorf("skipped: %s failed: %w", pr.After, prev.err)})
 					return
 				}
 			}
 			c := pctx
-			if pr.Name == "filtering-III" {
+			if pr.ID == FilteringIII {
 				c = fctx
 			}
 			sch := rttSchedule(d.rtt)
-			sch.sent = sent[pr.Name]
-			if pr.SentAfter != "" {
-				sch.gate = sentC[pr.SentAfter]
+			sch.sent = ps.sent[pr.ID]
+			if pr.SentAfter != noProbe {
+				sch.gate = ps.sentC[pr.SentAfter]
 			}
-			if pr.Test == TestPortAllocation && pr.Name == fmt.Sprintf("alloc-%d", d.opts.AllocSamples-1) {
+			if i, ok := pr.ID.Alloc(); ok && i == d.opts.AllocSamples-1 {
 				sent := sch.sent
 				sch.sent = func() { sent(); d.openGate() }
 			}
 			r := d.probe(c, pr, self, sch)
-			if pr.Name == "filtering-II" && r.err == nil {
+			if pr.ID == FilteringII && r.err == nil {
 				fcancel()
 			}
-			mu.Lock()
-			res[pr.Name] = r
-			mu.Unlock()
+			res.set(pr.ID, r)
 		})
 	}
 	wg.Wait()
@@ -632,7 +689,7 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 	}
 	pk, _, err := s.transact(ctx, recv, to, sch, setters...)
 	if err != nil {
-		d.log.Debug("probe", "name", pr.Name, "to", to, "err", err)
+		d.log.Debug("probe", "name", pr.ID, "to", to, "err", err)
 		return probeResult{err: err, local: s.local}
 	}
 	r := probeResult{local: s.local}
@@ -643,7 +700,7 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 		}
 		r.mapped = m
 	}
-	d.log.Debug("probe", "name", pr.Name, "to", to, "from", pk.From, "mapped", r.mapped)
+	d.log.Debug("probe", "name", pr.ID, "to", to, "from", pk.From, "mapped", r.mapped)
 	return r
 }
 

@@ -1,6 +1,10 @@
 package natclass
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/natlab/natlab/internal/stuntx"
+)
 
 // Test names, as they appear in Profile.NotRun.
 const (
@@ -45,26 +49,80 @@ const (
 	sockAlloc     = "alloc-"    // one fresh socket per port allocation sample
 )
 
+// ProbeID names a probe of the plan; After and SentAfter refer to it,
+// and the discovery keeps each probe's result in a field of its own.
+type ProbeID int
+
+// The plan's probes; AllocSample(i) numbers the port allocation samples.
+const (
+	noProbe      ProbeID = iota
+	MappingII            // RFC 5780 §4.3 test II: to IP2:P1
+	MappingIII           // test III: to IP2:P2
+	FilteringI           // RFC 5780 §4.4 test I, from the filtering socket
+	FilteringII          // test II: answer from IP2:P2
+	FilteringIII         // test III: answer from IP1:P2
+	Hairpin              // RFC 5780 §4.5: to our own mapped address
+	allocBase            // AllocSample(0); later samples follow
+)
+
+// AllocSample is the id of port allocation sample i.
+func AllocSample(i int) ProbeID { return allocBase + ProbeID(i) }
+
+// Alloc reports whether id is a port allocation sample, and which.
+func (id ProbeID) Alloc() (int, bool) { return int(id - allocBase), id >= allocBase }
+
+// Test is the RFC 5780 test the probe belongs to (a Test* name).
+func (id ProbeID) Test() string {
+	switch id {
+	case MappingII, MappingIII:
+		return TestMapping
+	case FilteringI, FilteringII, FilteringIII:
+		return TestFiltering
+	case Hairpin:
+		return TestHairpinning
+	}
+	if _, ok := id.Alloc(); ok {
+		return TestPortAllocation
+	}
+	return ""
+}
+
+// String is the probe's name in logs: "filtering-II", "alloc-3".
+func (id ProbeID) String() string {
+	switch id {
+	case MappingII:
+		return "mapping-II"
+	case MappingIII:
+		return "mapping-III"
+	case FilteringI:
+		return "filtering-I"
+	case FilteringII:
+		return "filtering-II"
+	case FilteringIII:
+		return "filtering-III"
+	case Hairpin:
+		return "hairpin"
+	}
+	if i, ok := id.Alloc(); ok {
+		return fmt.Sprintf("alloc-%d", i)
+	}
+	return fmt.Sprintf("probe(%d)", int(id))
+}
+
 // Probe is one Binding request of the plan.
 type Probe struct {
-	// Name identifies the probe ("filtering-II"); After refers to it.
-	Name string
-	// Test is the RFC 5780 test the probe belongs to.
-	Test string
+	ID ProbeID
 	// Socket is the local socket it is sent from.
 	Socket string
 	// To is where it is sent.
 	To Target
-	// Change holds CHANGE-REQUEST flags (0x04 change IP, 0x02 change port).
-	Change uint32
+	// Change holds CHANGE-REQUEST flags.
+	Change stuntx.ChangeRequest
 	// After names a probe that must have completed first.
-	After string
+	After ProbeID
 	// SentAfter names a probe whose first transmission must precede this
 	// one's: the NAT then allocates the port allocation samples in order.
-	SentAfter string
-	// Negative means silence is an answer (filtering, hairpin): the wait
-	// is derived from the measured RTT instead of the give-up timeout.
-	Negative bool
+	SentAfter ProbeID
 }
 
 // NotRun is a test that could not be run, and why.
@@ -84,12 +142,6 @@ type PlanInput struct {
 	AllocSamples int
 }
 
-// CHANGE-REQUEST flags (RFC 5780 §7.2).
-const (
-	ChangeIP   uint32 = 0x04
-	ChangePort uint32 = 0x02
-)
-
 // BuildPlan returns the second round of probes, after test I, and the
 // tests it cannot run. It is a pure function of its input.
 func BuildPlan(in PlanInput) ([]Probe, []NotRun) {
@@ -99,14 +151,14 @@ func BuildPlan(in PlanInput) ([]Probe, []NotRun) {
 		ps = append(ps,
 			// RFC 5780 §4.3: test II to IP2:P1, test III to IP2:P2,
 			// from the socket whose test I mapping we know.
-			Probe{Name: "mapping-II", Test: TestMapping, Socket: SockMapping, To: ToAltIP},
-			Probe{Name: "mapping-III", Test: TestMapping, Socket: SockMapping, To: ToOther},
+			Probe{ID: MappingII, Socket: SockMapping, To: ToAltIP},
+			Probe{ID: MappingIII, Socket: SockMapping, To: ToOther},
 			// RFC 5780 §4.4 on a socket that has only talked to IP1:P1.
-			Probe{Name: "filtering-I", Test: TestFiltering, Socket: SockFiltering, To: ToPrimary},
-			Probe{Name: "filtering-II", Test: TestFiltering, Socket: SockFiltering, To: ToPrimary,
-				Change: ChangeIP | ChangePort, After: "filtering-I", Negative: true},
-			Probe{Name: "filtering-III", Test: TestFiltering, Socket: SockFiltering, To: ToPrimary,
-				Change: ChangePort, After: "filtering-I", Negative: true},
+			// Silence answers tests II and III; its wait comes from the
+			// measured RTT like every probe after test I.
+			Probe{ID: FilteringI, Socket: SockFiltering, To: ToPrimary},
+			Probe{ID: FilteringII, Socket: SockFiltering, To: ToPrimary, Change: stuntx.ChangeIP | stuntx.ChangePort, After: FilteringI},
+			Probe{ID: FilteringIII, Socket: SockFiltering, To: ToPrimary, Change: stuntx.ChangePort, After: FilteringI},
 		)
 	} else {
 		const why = "server does not support RFC 5780 (no OTHER-ADDRESS)"
@@ -117,14 +169,14 @@ func BuildPlan(in PlanInput) ([]Probe, []NotRun) {
 	}
 	if in.NAT {
 		// RFC 5780 §4.5: from a different port to our own mapped address.
-		ps = append(ps, Probe{Name: "hairpin", Test: TestHairpinning, Socket: SockHairpin, To: ToSelf, Negative: true})
+		ps = append(ps, Probe{ID: Hairpin, Socket: SockHairpin, To: ToSelf})
 	} else {
 		nr = append(nr, NotRun{Test: TestHairpinning, Reason: "no NAT: there is nothing to hairpin through"})
 	}
 	for i := range in.AllocSamples {
-		pr := Probe{Name: fmt.Sprintf("alloc-%d", i), Test: TestPortAllocation, Socket: fmt.Sprintf("%s%d", sockAlloc, i), To: ToPrimary}
+		pr := Probe{ID: AllocSample(i), Socket: fmt.Sprintf("%s%d", sockAlloc, i), To: ToPrimary}
 		if i > 0 {
-			pr.SentAfter = fmt.Sprintf("alloc-%d", i-1)
+			pr.SentAfter = AllocSample(i - 1)
 		}
 		ps = append(ps, pr)
 	}

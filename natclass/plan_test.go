@@ -6,12 +6,14 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/natlab/natlab/internal/stuntx"
 )
 
 func names(ps []Probe) []string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, p.Name)
+		out = append(out, p.ID.String())
 	}
 	return out
 }
@@ -49,35 +51,38 @@ func TestBuildPlan(t *testing.T) {
 			if !slices.Equal(got, tt.wantNotRun) {
 				t.Errorf("not_run %v, want %v", got, tt.wantNotRun)
 			}
-			byName := map[string]Probe{}
+			byID := map[ProbeID]Probe{}
 			for _, p := range ps {
-				byName[p.Name] = p
+				byID[p.ID] = p
+				if p.ID.Test() == "" {
+					t.Errorf("%s belongs to no test", p.ID)
+				}
 			}
 			for _, p := range ps {
-				if p.After != "" {
-					if _, ok := byName[p.After]; !ok {
-						t.Errorf("%s runs after missing probe %s", p.Name, p.After)
+				if p.After != noProbe {
+					if _, ok := byID[p.After]; !ok {
+						t.Errorf("%s runs after missing probe %s", p.ID, p.After)
 					}
 				}
 				// The filtering socket must only ever talk to IP1:P1.
 				if p.Socket == SockFiltering && p.To != ToPrimary {
-					t.Errorf("%s sends from the filtering socket to %v", p.Name, p.To)
+					t.Errorf("%s sends from the filtering socket to %v", p.ID, p.To)
 				}
 			}
-			if p, ok := byName["filtering-II"]; ok && (p.Change != ChangeIP|ChangePort || !p.Negative) {
+			if p, ok := byID[FilteringII]; ok && p.Change != stuntx.ChangeIP|stuntx.ChangePort {
 				t.Errorf("filtering-II %+v", p)
 			}
-			if p, ok := byName["filtering-III"]; ok && (p.Change != ChangePort || !p.Negative) {
+			if p, ok := byID[FilteringIII]; ok && p.Change != stuntx.ChangePort {
 				t.Errorf("filtering-III %+v", p)
 			}
 			// Allocation samples leave in order, on sockets of their own.
-			prev, socks := "", map[string]bool{}
+			prev, socks := noProbe, map[string]bool{}
 			for _, p := range ps {
-				if p.Test == TestPortAllocation {
+				if p.ID.Test() == TestPortAllocation {
 					if p.SentAfter != prev || socks[p.Socket] {
-						t.Errorf("%s: sent after %q on %s, want after %q on a fresh socket", p.Name, p.SentAfter, p.Socket, prev)
+						t.Errorf("%s: sent after %q on %s, want after %q on a fresh socket", p.ID, p.SentAfter, p.Socket, prev)
 					}
-					prev, socks[p.Socket] = p.Name, true
+					prev, socks[p.Socket] = p.ID, true
 				}
 			}
 		})
@@ -222,5 +227,39 @@ func TestMappingAcrossServers(t *testing.T) {
 		if got != tt.want || dep != tt.dependent {
 			t.Errorf("%s: %q %v, want %q %v", tt.name, got, dep, tt.want, tt.dependent)
 		}
+	}
+}
+
+// TestPlanResults: every probe of the largest plan has a slot of its own,
+// and a probe the plan lacks has none.
+func TestPlanResults(t *testing.T) {
+	plan, _ := BuildPlan(PlanInput{OtherAddress: true, NAT: true, AllocSamples: 3})
+	res := newPlanResults(plan)
+	seen := map[*probeResult]ProbeID{}
+	for _, p := range plan {
+		s := res.slot(p.ID)
+		if s == nil {
+			t.Fatalf("%s has no slot", p.ID)
+		}
+		if other, dup := seen[s]; dup {
+			t.Errorf("%s and %s share a slot", p.ID, other)
+		}
+		seen[s] = p.ID
+		res.set(p.ID, probeResult{local: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(p.ID))})
+	}
+	for _, p := range plan {
+		if got := res.get(p.ID); got.local.Port() != uint16(p.ID) {
+			t.Errorf("%s reads back %v", p.ID, got)
+		}
+	}
+	if len(res.alloc) != 3 || res.hairpin == nil {
+		t.Errorf("alloc %d, hairpin %v", len(res.alloc), res.hairpin)
+	}
+	noNAT, _ := BuildPlan(PlanInput{OtherAddress: true})
+	if r := newPlanResults(noNAT); r.slot(Hairpin) != nil || r.slot(AllocSample(0)) != nil {
+		t.Error("a plan without hairpin or samples has slots for them")
+	}
+	if AllocSample(2).String() != "alloc-2" || FilteringII.String() != "filtering-II" || Hairpin.Test() != TestHairpinning {
+		t.Error("probe names")
 	}
 }

@@ -181,8 +181,10 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 		wg.Go(func() { defer made.Done(); m3 = t.binding(ctx, lport, other, 0) })
 	}
 	made.Add(2)
-	wg.Go(func() { f1, f2 = t.filtering(ctx, primary, ChangeIP|ChangePort, first.rtt, made.Done) })
-	wg.Go(func() { f1c, f3 = t.filtering(ctx, primary, ChangePort, first.rtt, made.Done) })
+	wg.Go(func() {
+		f1, f2 = t.filtering(ctx, primary, uint32(stuntx.ChangeIP|stuntx.ChangePort), first.rtt, made.Done)
+	})
+	wg.Go(func() { f1c, f3 = t.filtering(ctx, primary, uint32(stuntx.ChangePort), first.rtt, made.Done) })
 	if t.opts.AllocSamples > 0 {
 		wg.Go(func() { made.Wait(); t.allocation(ctx, p, primary, tcpAllocSamples) })
 	}

@@ -321,79 +321,21 @@ type probeResult struct {
 	err    error
 }
 
+// firstResult is test I against one server.
+type firstResult struct {
+	pk  stuntx.Answer
+	rtt time.Duration
+	err error
+}
+
 func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, error) {
 	p := &Profile{NATType: Unknown, Hints: []string{}, NotRun: []NotRun{}}
 	ms0, err := d.socket(SockMapping)
 	if err != nil {
 		return nil, err
 	}
-
-	// Round 1: test I from the mapping socket to every server at once.
-	type first struct {
-		pk  stuntx.Answer
-		rtt time.Duration
-		err error
-	}
-	results := make([]first, len(addrs))
-	answered := make(chan int, len(addrs))
-	var wg sync.WaitGroup
-	r1ctx, r1cancel := context.WithCancel(ctx)
-	defer r1cancel()
-	for i, a := range addrs {
-		wg.Go(func() {
-			pk, rtt, err := d.firstTransaction(r1ctx, ms0, a)
-			results[i] = first{pk, rtt, err}
-			answered <- i
-		})
-	}
-	// Wait for all, but once one has answered give the rest only a grace.
-	var grace <-chan time.Time
-	for pending := len(addrs); pending > 0; {
-		select {
-		case i := <-answered:
-			pending--
-			if results[i].err == nil && grace == nil {
-				t := time.NewTimer(extraServerGrace)
-				defer t.Stop()
-				grace = t.C
-			}
-		case <-grace:
-			r1cancel()
-			grace = nil
-		}
-	}
-	wg.Wait()
-
-	primary := -1
-	for i, r := range results {
-		sr := ServerResult{Server: d.opts.Servers[i], Address: addrs[i].String()}
-		switch {
-		case r.err == nil:
-			if m, ok := stuntx.Mapped(r.pk.Msg); ok {
-				sr.MappedAddress = m.String()
-				sr.RTTMillis = millis.Of(r.rtt)
-				if o, ok := stuntx.Other(r.pk.Msg); ok {
-					sr.OtherAddress = o.String()
-				}
-				if primary < 0 {
-					primary = i
-				}
-			} else {
-				sr.Error = "response without a mapped address"
-			}
-		case errors.Is(r.err, errRefused):
-			sr.Error = r.err.Error()
-		case errors.Is(r.err, context.Canceled) && ctx.Err() == nil:
-			sr.Error = fmt.Sprintf("no response within %v of the first server's", extraServerGrace)
-		case errors.Is(r.err, errTimeout):
-			sr.Error = fmt.Sprintf("no response within %v", udpBlockedTimeout)
-		case errors.Is(r.err, context.DeadlineExceeded):
-			sr.Error = fmt.Sprintf("no response within the check's timeout (%v)", d.opts.Timeout)
-		default:
-			sr.Error = r.err.Error()
-		}
-		p.Servers = append(p.Servers, sr)
-	}
+	results := d.firstRound(ctx, ms0, addrs)
+	primary := d.serverResults(ctx, p, addrs, results)
 	if err := ctx.Err(); err != nil && primary < 0 && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("STUN check: %w", err)
 	}
@@ -433,23 +375,112 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	hops := d.startHops(ctx, nat, m1.Addr())
 	res := d.runPlan(ctx, plan, m1)
 
-	// Mapping.
+	symmetricByServers := d.mapping(p, nat, m1, res, otherMappings(addrs, results, primary))
+	d.filtering(p, res)
+	hairpinning(p, res)
+	d.allocation(p, res)
+	p.addHops(hops())
+	p.NATType = ClassicName(nat, p.Mapping, p.Filtering)
+	if symmetricByServers {
+		p.NATType = Symmetric
+	}
+	return p, nil
+}
+
+// firstRound is test I from the mapping socket to every server at once.
+// It waits for all, but once one has answered gives the rest only a
+// grace.
+func (d *discovery) firstRound(ctx context.Context, ms0 *sock, addrs []netip.AddrPort) []firstResult {
+	results := make([]firstResult, len(addrs))
+	answered := make(chan int, len(addrs))
+	var wg sync.WaitGroup
+	r1ctx, r1cancel := context.WithCancel(ctx)
+	defer r1cancel()
+	for i, a := range addrs {
+		wg.Go(func() {
+			pk, rtt, err := d.firstTransaction(r1ctx, ms0, a)
+			results[i] = firstResult{pk, rtt, err}
+			answered <- i
+		})
+	}
+	var grace <-chan time.Time
+	for pending := len(addrs); pending > 0; {
+		select {
+		case i := <-answered:
+			pending--
+			if results[i].err == nil && grace == nil {
+				t := time.NewTimer(extraServerGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			r1cancel()
+			grace = nil
+		}
+	}
+	wg.Wait()
+	return results
+}
+
+// serverResults reports test I per server in p.Servers and returns the
+// primary: the first server that answered, or -1.
+func (d *discovery) serverResults(ctx context.Context, p *Profile, addrs []netip.AddrPort, results []firstResult) int {
+	primary := -1
+	for i, r := range results {
+		sr := ServerResult{Server: d.opts.Servers[i], Address: addrs[i].String()}
+		switch {
+		case r.err == nil:
+			if m, ok := stuntx.Mapped(r.pk.Msg); ok {
+				sr.MappedAddress = m.String()
+				sr.RTTMillis = millis.Of(r.rtt)
+				if o, ok := stuntx.Other(r.pk.Msg); ok {
+					sr.OtherAddress = o.String()
+				}
+				if primary < 0 {
+					primary = i
+				}
+			} else {
+				sr.Error = "response without a mapped address"
+			}
+		case errors.Is(r.err, errRefused):
+			sr.Error = r.err.Error()
+		case errors.Is(r.err, context.Canceled) && ctx.Err() == nil:
+			sr.Error = fmt.Sprintf("no response within %v of the first server's", extraServerGrace)
+		case errors.Is(r.err, errTimeout):
+			sr.Error = fmt.Sprintf("no response within %v", udpBlockedTimeout)
+		case errors.Is(r.err, context.DeadlineExceeded):
+			sr.Error = fmt.Sprintf("no response within the check's timeout (%v)", d.opts.Timeout)
+		default:
+			sr.Error = r.err.Error()
+		}
+		p.Servers = append(p.Servers, sr)
+	}
+	return primary
+}
+
+// otherMappings are the mappings the servers other than the primary saw.
+func otherMappings(addrs []netip.AddrPort, results []firstResult, primary int) []serverMapping {
+	var others []serverMapping
+	for i, r := range results {
+		if i == primary || r.err != nil {
+			continue
+		}
+		if m, ok := stuntx.Mapped(r.pk.Msg); ok {
+			others = append(others, serverMapping{server: addrs[i], mapped: m})
+		}
+	}
+	return others
+}
+
+// mapping classifies the mapping from tests II and III, else from plain
+// STUN servers; it reports whether those only tell "symmetric".
+func (d *discovery) mapping(p *Profile, nat bool, m1 netip.AddrPort, res *planResults, others []serverMapping) (symmetricByServers bool) {
 	mapping, mnr := classifyMapping(nat, m1, res.mapping[0], res.mapping[1], d.other.IsValid())
 	if mnr != "" {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestMapping, Reason: mnr})
 	}
-	symmetricByServers := false
 	if mapping == "" && nat {
 		// Plain STUN servers can still tell the mapping apart.
-		var others []serverMapping
-		for i, r := range results {
-			if i == primary || r.err != nil {
-				continue
-			}
-			if m, ok := stuntx.Mapped(r.pk.Msg); ok {
-				others = append(others, serverMapping{server: addrs[i], mapped: m})
-			}
-		}
 		var dependent bool
 		mapping, dependent = mappingAcrossServers(d.primary, m1, others)
 		symmetricByServers = dependent && mapping == ""
@@ -461,10 +492,13 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		}
 	}
 	p.Mapping = mapping
+	return symmetricByServers
+}
 
-	// Filtering. Silence from the alternate address only means filtering
-	// if that address can answer at all: the mapping tests, which open
-	// the NAT towards it, are the control.
+// filtering classifies the filtering. Silence from the alternate address
+// only means filtering if that address can answer at all: the mapping
+// tests, which open the NAT towards it, are the control.
+func (d *discovery) filtering(p *Profile, res *planResults) {
 	altDead := d.other.IsValid() && errors.Is(res.mapping[0].err, errTimeout) && errors.Is(res.mapping[1].err, errTimeout)
 	if altDead {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: fmt.Sprintf("the server's alternate address %s never answered, so silence proves nothing", d.other)})
@@ -476,40 +510,36 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 			p.NotRun = append(p.NotRun, NotRun{Test: TestFiltering, Reason: reason})
 		}
 	}
+}
 
-	// Hairpinning.
-	if h := res.hairpin; h != nil {
-		switch {
-		case h.err == nil:
-			p.Hairpinning = Yes
-		case errors.Is(h.err, errTimeout):
-			p.Hairpinning = No
-		default:
-			p.NotRun = append(p.NotRun, NotRun{Test: TestHairpinning, Reason: h.err.Error()})
+func hairpinning(p *Profile, res *planResults) {
+	h := res.hairpin
+	switch {
+	case h == nil:
+	case h.err == nil:
+		p.Hairpinning = Yes
+	case errors.Is(h.err, errTimeout):
+		p.Hairpinning = No
+	default:
+		p.NotRun = append(p.NotRun, NotRun{Test: TestHairpinning, Reason: h.err.Error()})
+	}
+}
+
+func (d *discovery) allocation(p *Profile, res *planResults) {
+	if d.opts.AllocSamples <= 0 {
+		return
+	}
+	var samples []allocSample
+	for _, r := range res.alloc {
+		if r.err == nil {
+			samples = append(samples, allocSample{local: r.local.Port(), mapped: r.mapped.Port()})
 		}
 	}
-
-	// Port allocation.
-	if d.opts.AllocSamples > 0 {
-		var samples []allocSample
-		for _, r := range res.alloc {
-			if r.err == nil {
-				samples = append(samples, allocSample{local: r.local.Port(), mapped: r.mapped.Port()})
-			}
-		}
-		if pa, reason := classifyAllocation(samples); pa != nil {
-			p.PortAllocation = pa
-		} else {
-			p.NotRun = append(p.NotRun, NotRun{Test: TestPortAllocation, Reason: reason})
-		}
+	if pa, reason := classifyAllocation(samples); pa != nil {
+		p.PortAllocation = pa
+	} else {
+		p.NotRun = append(p.NotRun, NotRun{Test: TestPortAllocation, Reason: reason})
 	}
-
-	p.addHops(hops())
-	p.NATType = ClassicName(nat, p.Mapping, p.Filtering)
-	if symmetricByServers {
-		p.NATType = Symmetric
-	}
-	return p, nil
 }
 
 // localAddr is the address of sock on this host: the socket is bound to

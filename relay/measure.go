@@ -439,84 +439,101 @@ func (m *meter) read(ctx context.Context) {
 		if n < hdrLen || b[0] != 'N' || b[1] != 'L' || b[2] != 'M' || binary.BigEndian.Uint64(b[4:12]) != m.tag {
 			continue
 		}
-		now := time.Now()
-		switch b[3] {
-		case typPing:
-			if n < pingLen {
-				continue
-			}
-			copy(out, b[:pingLen])
-			out[3] = typPong
-			_, _ = m.conn.WriteTo(out, from)
-			if b[hdrLen+12]&1 != 0 {
-				m.mu.Lock()
-				m.peerDone = true
-				m.mu.Unlock()
-			}
-		case typPong:
-			if n < pingLen {
-				continue
-			}
-			rtt := time.Since(m.start) - time.Duration(binary.BigEndian.Uint64(b[hdrLen+4:]))
-			m.mu.Lock()
-			m.rtts = append(m.rtts, rtt)
-			m.mu.Unlock()
-		case typData:
+		m.handle(b, from, out, ack)
+	}
+}
+
+// handle is one of the measurement's datagrams (header checked); out and
+// ack are the reader's reply buffers.
+func (m *meter) handle(b []byte, from net.Addr, out, ack []byte) {
+	n := len(b)
+	switch b[3] {
+	case typPing:
+		if n < pingLen {
+			return
+		}
+		copy(out, b[:pingLen])
+		out[3] = typPong
+		_, _ = m.conn.WriteTo(out, from)
+		if b[hdrLen+12]&1 != 0 {
 			m.mu.Lock()
 			m.peerDone = true
-			if !m.rxFrozen {
-				if m.rxPkts == 0 {
-					m.rxFirst, m.rxFirstN = now, n
-				}
-				m.rxPkts++
-				m.rxBytes += uint64(n)
-				m.rxLast = now
-			}
-			if n >= hdrLen+4 {
-				m.rxHigh = max(m.rxHigh, uint64(binary.BigEndian.Uint32(b[hdrLen:]))+1)
-			}
-			count, high := m.rxPkts, m.rxHigh
-			m.mu.Unlock()
-			if count%ackEvery == 0 {
-				m.header(ack, typAck)
-				binary.BigEndian.PutUint64(ack[hdrLen:], count)
-				binary.BigEndian.PutUint64(ack[hdrLen+8:], high)
-				_, _ = m.conn.WriteTo(ack, from)
-			}
-		case typAck:
-			if n < ackLen {
-				continue
-			}
-			got, high := binary.BigEndian.Uint64(b[hdrLen:]), binary.BigEndian.Uint64(b[hdrLen+8:])
-			m.mu.Lock()
-			if got > m.ackCount {
-				m.ackCount, m.ackHigh = got, max(m.ackHigh, high)
-				select {
-				case m.ackCh <- struct{}{}:
-				default:
-				}
-			}
-			m.mu.Unlock()
-		case typFin:
-			if n < finLen {
-				continue
-			}
-			f := &fin{
-				sentPkts: binary.BigEndian.Uint64(b[hdrLen:]), sentBytes: binary.BigEndian.Uint64(b[hdrLen+8:]),
-				rxPkts: binary.BigEndian.Uint64(b[hdrLen+16:]), rxBytes: binary.BigEndian.Uint64(b[hdrLen+24:]),
-				rxSpan: time.Duration(binary.BigEndian.Uint64(b[hdrLen+32:])), final: b[hdrLen+40]&1 != 0,
-			}
-			m.mu.Lock()
-			m.peerDone = true
-			if !m.rxFrozen {
-				m.rxFrozen = true
-				m.frozenFig = [3]uint64{m.rxPkts, m.rxBytes, uint64(m.rxLast.Sub(m.rxFirst))}
-			}
-			if m.peerFin == nil || !m.peerFin.final {
-				m.peerFin = f
-			}
 			m.mu.Unlock()
 		}
+	case typPong:
+		if n < pingLen {
+			return
+		}
+		rtt := time.Since(m.start) - time.Duration(binary.BigEndian.Uint64(b[hdrLen+4:]))
+		m.mu.Lock()
+		m.rtts = append(m.rtts, rtt)
+		m.mu.Unlock()
+	case typData:
+		m.onData(b, from, ack)
+	case typAck:
+		if n < ackLen {
+			return
+		}
+		got, high := binary.BigEndian.Uint64(b[hdrLen:]), binary.BigEndian.Uint64(b[hdrLen+8:])
+		m.mu.Lock()
+		if got > m.ackCount {
+			m.ackCount, m.ackHigh = got, max(m.ackHigh, high)
+			select {
+			case m.ackCh <- struct{}{}:
+			default:
+			}
+		}
+		m.mu.Unlock()
+	case typFin:
+		if n >= finLen {
+			m.onFin(b)
+		}
+	}
+}
+
+// onData counts a burst packet and acknowledges every ackEvery-th.
+func (m *meter) onData(b []byte, from net.Addr, ack []byte) {
+	now, n := time.Now(), len(b)
+	m.mu.Lock()
+	m.peerDone = true
+	if !m.rxFrozen {
+		if m.rxPkts == 0 {
+			m.rxFirst, m.rxFirstN = now, n
+		}
+		m.rxPkts++
+		m.rxBytes += uint64(n)
+		m.rxLast = now
+	}
+	if n >= hdrLen+4 {
+		m.rxHigh = max(m.rxHigh, uint64(binary.BigEndian.Uint32(b[hdrLen:]))+1)
+	}
+	count, high := m.rxPkts, m.rxHigh
+	m.mu.Unlock()
+	if count%ackEvery == 0 {
+		m.header(ack, typAck)
+		binary.BigEndian.PutUint64(ack[hdrLen:], count)
+		binary.BigEndian.PutUint64(ack[hdrLen+8:], high)
+		_, _ = m.conn.WriteTo(ack, from)
+	}
+}
+
+// onFin records the peer's report and freezes this side's burst counts
+// at the first one.
+func (m *meter) onFin(b []byte) {
+	f := &fin{
+		sentPkts: binary.BigEndian.Uint64(b[hdrLen:]), sentBytes: binary.BigEndian.Uint64(b[hdrLen+8:]),
+		rxPkts: binary.BigEndian.Uint64(b[hdrLen+16:]), rxBytes: binary.BigEndian.Uint64(b[hdrLen+24:]),
+		rxSpan: time.Duration(binary.BigEndian.Uint64(b[hdrLen+32:])), final: b[hdrLen+40]&1 != 0,
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.peerDone = true
+	if !m.rxFrozen {
+		m.rxFrozen = true
+		m.frozenFig = [3]uint64{m.rxPkts, m.rxBytes, uint64(m.rxLast.Sub(m.rxFirst))}
+	}
+	if m.peerFin == nil || !m.peerFin.final {
+		m.peerFin = f
 	}
 }
 

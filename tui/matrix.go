@@ -8,6 +8,7 @@ import (
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/progress"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
@@ -162,65 +163,12 @@ func (s *matrixScreen) view(v view) string {
 		}
 	}
 	out = append(out, lead+" "+bar.ViewAs(frac)+" "+status, "")
-
-	// The grid: row labels "A preset", column headers by letter, each cell
-	// wide enough for "[relay!]": eight presets and their names fit 80
-	// columns.
-	n := len(s.presets)
-	const cellW = 8
-	labelW := 4
-	for _, p := range s.presets {
-		labelW = max(labelW, len(p)+3)
-	}
-	labelW = min(labelW, max(v.width-n*cellW, 6))
-	head := pad("", labelW)
-	for i := range n {
-		head += pad(" "+letter(i), cellW)
-	}
-	out = append(out, headerStyle.Render(strings.TrimRight(head, " ")))
-	for i, a := range s.presets {
-		line := pad(truncate(letter(i)+" "+a, labelW-1), labelW)
-		for j, b := range s.presets {
-			p, ok := s.pairs[pairKey(a, b)]
-			c := cell(p, ok)
-			if i == s.row && j == s.col {
-				line += pad(cursorStyle.Render("["+c+"]"), cellW)
-				continue
-			}
-			st := outcomeStyle("success")
-			switch {
-			case !ok:
-				st = dimStyle
-			case p.Error != "" || strings.HasSuffix(c, "!"):
-				st = failStyle
-			case p.Verdict.Technique.IsRelay():
-				st = warnStyle
-			case c == "none":
-				st = failStyle
-			}
-			line += pad(" "+st.Render(c), cellW)
-		}
-		out = append(out, strings.TrimRight(line, " "))
-	}
+	out = append(out, s.grid(v)...)
 	out = append(out, "")
 	for _, l := range matrixLegend {
 		out = append(out, dimStyle.Render(l))
 	}
-	// Presets left out for the same reason share one line.
-	byWhy := map[string][]string{}
-	for p, why := range s.excluded {
-		byWhy[why] = append(byWhy[why], p)
-	}
-	var ex []string
-	for why, ps := range byWhy {
-		sort.Strings(ps)
-		ex = append(ex, strings.Join(ps, ", ")+": "+why)
-	}
-	sort.Strings(ex)
-	for _, e := range ex {
-		// Wrapped, not cut: the reason ends with what to do about it.
-		out = append(out, strings.Split(dimStyle.Width(max(v.width, 20)).Render("not in the matrix: "+e), "\n")...)
-	}
+	out = append(out, s.excludedLines(v)...)
 	out = append(out, "")
 	if a, b, p, ok := s.selected(); a != "" {
 		line := fmt.Sprintf("%s × %s: ", a, b)
@@ -240,6 +188,73 @@ func (s *matrixScreen) view(v view) string {
 		out = append(out, banner(bannerFail, fmt.Sprintf("MISMATCH: some measured outcomes differ from their predictions (%d pairs)", len(r.Pairs)), v.width))
 	}
 	return strings.Join(out, "\n")
+}
+
+// grid is the matrix: row labels "A preset", column headers by letter,
+// each cell wide enough for "[relay!]": eight presets and their names fit
+// 80 columns.
+func (s *matrixScreen) grid(v view) []string {
+	n := len(s.presets)
+	const cellW = 8
+	labelW := 4
+	for _, p := range s.presets {
+		labelW = max(labelW, len(p)+3)
+	}
+	labelW = min(labelW, max(v.width-n*cellW, 6))
+	head := pad("", labelW)
+	for i := range n {
+		head += pad(" "+letter(i), cellW)
+	}
+	out := []string{headerStyle.Render(strings.TrimRight(head, " "))}
+	for i, a := range s.presets {
+		line := pad(truncate(letter(i)+" "+a, labelW-1), labelW)
+		for j, b := range s.presets {
+			p, ok := s.pairs[pairKey(a, b)]
+			c := cell(p, ok)
+			if i == s.row && j == s.col {
+				line += pad(cursorStyle.Render("["+c+"]"), cellW)
+				continue
+			}
+			line += pad(" "+cellStyle(p, ok, c).Render(c), cellW)
+		}
+		out = append(out, strings.TrimRight(line, " "))
+	}
+	return out
+}
+
+func cellStyle(p lab.MatrixPair, ok bool, c string) lipgloss.Style {
+	switch {
+	case !ok:
+		return dimStyle
+	case p.Error != "" || strings.HasSuffix(c, "!"):
+		return failStyle
+	case p.Verdict.Technique.IsRelay():
+		return warnStyle
+	case c == "none":
+		return failStyle
+	}
+	return outcomeStyle("success")
+}
+
+// excludedLines name the presets left out; those left out for the same
+// reason share one line, wrapped, not cut: the reason ends with what to
+// do about it.
+func (s *matrixScreen) excludedLines(v view) []string {
+	byWhy := map[string][]string{}
+	for p, why := range s.excluded {
+		byWhy[why] = append(byWhy[why], p)
+	}
+	var ex []string
+	for why, ps := range byWhy {
+		sort.Strings(ps)
+		ex = append(ex, strings.Join(ps, ", ")+": "+why)
+	}
+	sort.Strings(ex)
+	var out []string
+	for _, e := range ex {
+		out = append(out, strings.Split(dimStyle.Width(max(v.width, 20)).Render("not in the matrix: "+e), "\n")...)
+	}
+	return out
 }
 
 // detailsView is one pair: its verdict, then every technique with the

@@ -15,7 +15,7 @@ func startServeMetrics(s IOStreams, addr string, srv *server.Server, rz *rendezv
 	if addr == "" {
 		return func() {}, nil
 	}
-	src := metrics.ServerSources{STUN: srv.Stats, Relay: turnStats(srv)}
+	src := metrics.ServerSources{STUN: srv.Stats, Relay: turnStats(srv), Limits: srv.LimitStats}
 	if rz != nil {
 		src.Rendezvous = rz.Stats
 	}

@@ -46,6 +46,8 @@ type ServeOptions struct {
 	TLSKey         string
 	// Metrics is the host:port to serve Prometheus metrics on; "" for none.
 	Metrics string
+	// Limits are the per-source limits (cmd/serve_limits.go).
+	Limits serveLimits
 }
 
 func newCmdServe(s IOStreams) *cobra.Command {
@@ -99,6 +101,7 @@ and the server's own addresses is refused; --allow-peer opens a range.`,
 	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate for --tls-listen (default: a generated self-signed one)")
 	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics on HOST:PORT at /metrics")
+	addLimitFlags(f, &o.Limits)
 	addOutputFlags(c, &o.Output)
 	return c
 }
@@ -284,9 +287,12 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	// Start-up notes (unsupported tests, no TCP) are printed below from
 	// the same facts; the log only adds runtime errors.
 	logger := slog.New(slog.NewTextHandler(o.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelError}))
-	rz := rendezvous.NewRegistry(nil)
+	if err := o.Limits.check(); err != nil {
+		return err
+	}
+	rz := rendezvous.NewRegistryLimits(nil, o.Limits.rendezvous())
 	defer rz.Close()
-	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc})
+	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc, Limits: o.Limits.server()})
 	if err != nil {
 		return err
 	}

@@ -171,3 +171,47 @@ func TestProbeMetrics(t *testing.T) {
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }
+
+// TestLimitMetrics: drops by the per-source limits show in
+// natlab_rate_limited_total by kind.
+func TestLimitMetrics(t *testing.T) {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rz := rendezvous.NewRegistry(nil)
+	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")}, Rendezvous: rz,
+		Limits: server.Limits{BindingRate: 0.001, BindingBurst: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	reg := NewRegistry()
+	reg.MustRegister(NewServerCollector(ServerSources{STUN: srv.Stats, Rendezvous: rz.Stats, Limits: srv.LimitStats}))
+	ms, err := Listen("127.0.0.1:0", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 5 {
+		_, _ = c.WriteTo(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, net.UDPAddrFromAddrPort(srv.Addrs().Primary))
+	}
+	want := `natlab_rate_limited_total{kind="binding"} 3`
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text := scrape(t, ms.URL())
+		if strings.Contains(text, want) && strings.Contains(text, `natlab_rate_limited_total{kind="rendezvous"} 0`) &&
+			value(text, "natlab_conns_refused_total") == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want %s in\n%s", want, text)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -24,6 +24,8 @@ type ServerSources struct {
 	Rendezvous func() rendezvous.Stats // nil: the server has no rendezvous
 	// Relay is the TURN hook: nil, or ok false, means no relay metrics.
 	Relay func() (RelayStats, bool)
+	// Limits is what the per-source limits refused; nil: none.
+	Limits func() server.LimitStats
 }
 
 // ServerCollector turns a server's Stats into metrics on every scrape,
@@ -36,6 +38,7 @@ type ServerCollector struct {
 	pairings, paired, rejected                                             *prometheus.Desc
 	allocations, allocationsTotal, authFailures, quotaRejections           *prometheus.Desc
 	peersRefused, turnTCP                                                  *prometheus.Desc
+	rateLimited, connsRefused, muted                                       *prometheus.Desc
 }
 
 // NewServerCollector returns a collector over src.
@@ -57,6 +60,10 @@ func NewServerCollector(src ServerSources) *ServerCollector {
 		quotaRejections:  d("natlab_turn_quota_rejections_total", "TURN allocations refused by the per-user quota."),
 		peersRefused:     d("natlab_turn_peers_refused_total", "TURN permissions, channels and sends refused by the peer policy."),
 		turnTCP:          d("natlab_turn_tcp_connections_total", "TURN connections accepted over TCP and TLS."),
+		rateLimited: prometheus.NewDesc("natlab_rate_limited_total",
+			"Messages dropped unanswered by the per-source rate limits, by kind (binding, turn, rendezvous).", []string{"kind"}, nil),
+		connsRefused: d("natlab_conns_refused_total", "TCP and TLS connections closed at once: their source held its cap."),
+		muted:        d("natlab_rendezvous_muted_total", "Rendezvous answers not sent: more than 3 times the request (unpadded, or a reflection attempt)."),
 	}
 }
 
@@ -64,7 +71,8 @@ func NewServerCollector(src ServerSources) *ServerCollector {
 // absent, which Prometheus allows (a described metric may be missing).
 func (c *ServerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.stunRequests, c.stunResponses, c.stunErrors, c.stunDropped, c.stunSendFailures,
-		c.pairings, c.paired, c.rejected, c.allocations, c.allocationsTotal, c.authFailures, c.quotaRejections, c.peersRefused, c.turnTCP} {
+		c.pairings, c.paired, c.rejected, c.allocations, c.allocationsTotal, c.authFailures, c.quotaRejections, c.peersRefused, c.turnTCP,
+		c.rateLimited, c.connsRefused, c.muted} {
 		ch <- d
 	}
 }
@@ -90,6 +98,14 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.pairings, float64(r.Pairings))
 		counter(c.paired, r.Paired)
 		counter(c.rejected, r.Rejected)
+		counter(c.muted, r.Muted)
+		ch <- prometheus.MustNewConstMetric(c.rateLimited, prometheus.CounterValue, float64(r.Limited), "rendezvous")
+	}
+	if c.src.Limits != nil {
+		l := c.src.Limits()
+		ch <- prometheus.MustNewConstMetric(c.rateLimited, prometheus.CounterValue, float64(l.Binding), "binding")
+		ch <- prometheus.MustNewConstMetric(c.rateLimited, prometheus.CounterValue, float64(l.TURN), "turn")
+		counter(c.connsRefused, l.ConnsRefused)
 	}
 	if c.src.Relay != nil {
 		if t, ok := c.src.Relay(); ok {

@@ -173,7 +173,7 @@ func (c *Client) Close() error {
 // exchange sends req with retransmissions until done accepts a reply, the
 // server reports an error, it stays silent too long, or ctx ends.
 func (c *Client) exchange(ctx context.Context, req Message, done func(Message) bool) (Message, error) {
-	b, err := Encode(req)
+	b, err := EncodeRequest(req)
 	if err != nil {
 		return Message{}, err
 	}

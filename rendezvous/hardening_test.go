@@ -89,7 +89,7 @@ func TestTimersStopWithPairing(t *testing.T) {
 // stream peer; a peer that does not read is dropped once its queue fills.
 func TestStreamPeerThatNeverReads(t *testing.T) {
 	leakcheck.Check(t)
-	reg := rendezvous.NewRegistry(nil)
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1})
 	srvSide, peer := net.Pipe() // unbuffered: every write waits for a read
 	done := make(chan struct{})
 	go func() {
@@ -136,3 +136,74 @@ type clock struct {
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 func (c *clock) get() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// One source can no longer fill the pairing table and lock everyone out:
+// it gets PairingsPerSource, others still get theirs.
+func TestPairingsPerSource(t *testing.T) {
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1, PairingsPerSource: 3})
+	flood := netip.MustParseAddr("198.51.100.66")
+	for i := range 5 {
+		code, _ := rendezvous.NewCode()
+		out := reg.Handle(peerMsg(t, rendezvous.TypeCreate, code, tokA, 0, 0, ""), netip.AddrPortFrom(flood, uint16(1000+i)))
+		m, _ := rendezvous.Decode(out[0].Raw)
+		if want := i < 3; (m.Type == rendezvous.TypeWait) != want {
+			t.Errorf("create %d from one source: %s %s", i, m.Type, m.Error)
+		}
+	}
+	code, _ := rendezvous.NewCode()
+	out := reg.Handle(peerMsg(t, rendezvous.TypeCreate, code, tokA, 0, 0, ""), netip.MustParseAddrPort("198.51.100.7:1"))
+	if m, _ := rendezvous.Decode(out[0].Raw); m.Type != rendezvous.TypeWait {
+		t.Errorf("another source was refused: %+v", m)
+	}
+}
+
+// A source over its rate gets silence, and the drops are counted.
+func TestRendezvousRateLimit(t *testing.T) {
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: 1, Burst: 5})
+	from := netip.MustParseAddrPort("198.51.100.8:1")
+	answered := 0
+	for range 20 {
+		if len(reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), from)) > 0 {
+			answered++
+		}
+	}
+	if answered != 5 || reg.Stats().Limited != 15 {
+		t.Errorf("%d answered, %d limited; want 5 and 15", answered, reg.Stats().Limited)
+	}
+}
+
+// Answers to a datagram are at most AmplificationFactor times its size:
+// a retransmitted step (tiny) to a pairing holding 1 KB of the other's
+// data was answered 11.8 times larger on the wire (issue 11). A padded
+// request, as clients send, gets its full answer.
+func TestAmplificationBounded(t *testing.T) {
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1})
+	a, b := netip.MustParseAddrPort("198.51.100.1:1000"), netip.MustParseAddrPort("198.51.100.2:2000")
+	big := `"` + strings.Repeat("d", 1000) + `"`
+	reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), a)
+	reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, tokB, 0, 0, ""), b)
+	reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokA, 1, 0, big), a)
+	reg.Handle(peerMsg(t, rendezvous.TypeStep, testCode, tokB, 1, 0, ""), b)
+	for _, req := range [][]byte{
+		peerMsg(t, rendezvous.TypeStep, testCode, tokB, 1, 0, ""), // the retransmission
+		[]byte(`{"v":1}`),
+		[]byte(`{"v":2}`),
+	} {
+		for _, o := range reg.Handle(req, b) {
+			if len(o.Raw) > rendezvous.AmplificationFactor*len(req) {
+				t.Errorf("%d-byte request answered with %d bytes", len(req), len(o.Raw))
+			}
+		}
+	}
+	padded, err := rendezvous.EncodeRequest(rendezvous.Message{Type: rendezvous.TypeStep, Code: testCode, Token: tokB, Step: 1})
+	if err != nil || len(padded) < rendezvous.MinRequest {
+		t.Fatalf("padded request: %d bytes, %v", len(padded), err)
+	}
+	out := reg.Handle(padded, b)
+	if len(out) != 1 || !strings.Contains(string(out[0].Raw), strings.Repeat("d", 1000)) {
+		t.Errorf("a padded retransmission did not get the other's data: %v", out)
+	}
+	if reg.Stats().Muted == 0 {
+		t.Error("no answer counted as muted")
+	}
+}

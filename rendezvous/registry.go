@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/ratelimit"
 )
 
 // Server-side limits, each with why.
@@ -29,6 +30,53 @@ const (
 	MaxAlignDelay = time.Second
 )
 
+// Per-source defaults (see Limits), each with why.
+const (
+	// DefaultRate and DefaultBurst: a peer sends a few messages a second
+	// (retransmissions back off from 100 ms); 20 a second with bursts of
+	// 40 leaves room for a host running several probes at once.
+	DefaultRate  = 20
+	DefaultBurst = 40
+	// DefaultPairingsPerSource: a probe holds one pairing for a few
+	// minutes; 32 at once lets a host behind a shared address run many,
+	// while one source can no longer fill the table (MaxPairings) and
+	// lock everyone out.
+	DefaultPairingsPerSource = 32
+	// byeLinger is how long a pairing outlives a peer's bye, so the other
+	// peer learns that its partner left instead of "unknown code".
+	byeLinger = 30 * time.Second
+	// AmplificationFactor bounds an answer to a UDP datagram at this
+	// many times the datagram's size: the sender's address is not
+	// verified, and a spoofed one must not make the server a reflector.
+	// Clients pad their requests to MinRequest bytes to get full answers.
+	AmplificationFactor = 3
+	// MinRequest is what clients pad requests to: any answer
+	// (MaxMessage at most) then fits the amplification bound.
+	MinRequest = (MaxMessage + AmplificationFactor - 1) / AmplificationFactor
+)
+
+// Limits bound what one source (an IPv4 address or an IPv6 /64) may take
+// of the registry. Zero fields take the defaults; negative ones disable
+// the limit.
+type Limits struct {
+	Rate              float64 // messages a second, on average
+	Burst             int     // messages at once
+	PairingsPerSource int     // live pairings created by one source
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.Rate == 0 {
+		l.Rate = DefaultRate
+	}
+	if l.Burst <= 0 {
+		l.Burst = DefaultBurst
+	}
+	if l.PairingsPerSource == 0 {
+		l.PairingsPerSource = DefaultPairingsPerSource
+	}
+	return l
+}
+
 // Outgoing is a datagram the registry wants sent.
 type Outgoing struct {
 	To    netip.AddrPort
@@ -45,12 +93,16 @@ type Stats struct {
 	Paired   uint64 `json:"paired"`   // pairings that got their second peer
 	Rejected uint64 `json:"rejected"` // requests answered with an error
 	Timers   int    `json:"timers"`   // delayed messages waiting to be sent
+	Limited  uint64 `json:"limited"`  // messages dropped by the per-source rate limit
+	Muted    uint64 `json:"muted"`    // answers not sent: over AmplificationFactor times the request
 }
 
 // Registry is the server side of the rendezvous. It is safe for concurrent
 // use; Handle is a pure step from (datagram, sender) to datagrams to send.
 type Registry struct {
-	now func() time.Time
+	now    func() time.Time
+	limits Limits
+	rate   *ratelimit.Limiter
 
 	mu       sync.Mutex
 	pairings map[string]*pairing
@@ -59,6 +111,8 @@ type Registry struct {
 	paired   uint64
 	rejected uint64
 	timers   int
+	muted    uint64
+	bySource map[netip.Addr]int // live pairings by creator's source
 }
 
 type peerState struct {
@@ -72,6 +126,7 @@ type peerState struct {
 }
 
 type pairing struct {
+	src     netip.Addr // the creator's source (ratelimit.Source)
 	expires time.Time
 	peers   [2]*peerState // [0] created it, [1] joined
 	left    bool          // one peer said bye: the other must not wait
@@ -88,14 +143,24 @@ func NewRegistry(now func() time.Time) *Registry {
 	if now == nil {
 		now = time.Now
 	}
-	return &Registry{now: now, pairings: map[string]*pairing{}}
+	return NewRegistryLimits(now, Limits{})
+}
+
+// NewRegistryLimits is NewRegistry with per-source limits.
+func NewRegistryLimits(now func() time.Time, l Limits) *Registry {
+	if now == nil {
+		now = time.Now
+	}
+	l = l.withDefaults()
+	return &Registry{now: now, limits: l, rate: ratelimit.New(l.Rate, l.Burst), pairings: map[string]*pairing{}, bySource: map[netip.Addr]int{}}
 }
 
 // Stats returns the counters.
 func (r *Registry) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Pairings: len(r.pairings), Paired: r.paired, Rejected: r.rejected, Timers: r.timers}
+	return Stats{Pairings: len(r.pairings), Paired: r.paired, Rejected: r.rejected, Timers: r.timers,
+		Limited: r.rate.Dropped(), Muted: r.muted}
 }
 
 // Close stops every delayed message.
@@ -110,17 +175,36 @@ func (r *Registry) Close() {
 // Handle processes one datagram from a peer and returns what to send. It
 // never fails: bad requests get an error message, garbage gets nothing.
 func (r *Registry) Handle(b []byte, from netip.AddrPort) []Outgoing {
-	return r.handle(b, from, nil)
+	return r.bound(b, from, r.handle(b, from, nil))
 }
 
 // HandleFrom handles a datagram that came in on pc and sends the
 // answers: the sender's from pc, the other peer's from the socket (or TCP
 // stream) it last spoke on.
 func (r *Registry) HandleFrom(pc net.PacketConn, b []byte, from netip.AddrPort) {
-	r.Send(pc, r.handle(b, from, pc))
+	r.Send(pc, r.bound(b, from, r.handle(b, from, pc)))
+}
+
+// bound drops answers to the sender of a datagram that are more than
+// AmplificationFactor times its size (padded clients never meet this).
+func (r *Registry) bound(b []byte, from netip.AddrPort, outs []Outgoing) []Outgoing {
+	kept := outs[:0]
+	for _, o := range outs {
+		if o.To == from && len(o.Raw) > AmplificationFactor*len(b) {
+			r.mu.Lock()
+			r.muted++
+			r.mu.Unlock()
+			continue
+		}
+		kept = append(kept, o)
+	}
+	return kept
 }
 
 func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Outgoing {
+	if !r.rate.Allow(from.Addr()) {
+		return nil
+	}
 	m, err := Decode(b)
 	if err != nil {
 		if m.V != 0 && m.V != Version {
@@ -150,6 +234,9 @@ func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Ou
 	case TypeBye:
 		if p != nil && p.slot(m.Token) >= 0 {
 			p.left = true
+			if lim := r.now().Add(byeLinger); lim.Before(p.expires) {
+				p.expires = lim
+			}
 			// Keep the pairing until it expires so the other peer learns
 			// that its partner left instead of "unknown code".
 		}
@@ -197,9 +284,14 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 		if len(r.pairings) >= MaxPairings {
 			return r.errorLocked(from, "server busy: too many pairings")
 		}
-		p = &pairing{expires: r.now().Add(CodeTTL)}
+		src := ratelimit.Source(from.Addr())
+		if n := r.limits.PairingsPerSource; n > 0 && r.bySource[src] >= n {
+			return r.errorLocked(from, fmt.Sprintf("too many pairings from %s (limit %d)", from.Addr(), n))
+		}
+		p = &pairing{src: src, expires: r.now().Add(CodeTTL)}
 		p.peers[0] = me
 		r.pairings[code] = p
+		r.bySource[src]++
 		return r.replyLocked(from, Message{Type: TypeWait, Code: code})
 	}
 	if p.left {
@@ -319,6 +411,9 @@ func (r *Registry) expire() {
 // drop removes a pairing and stops its timers.
 func (r *Registry) drop(code string, p *pairing) {
 	delete(r.pairings, code)
+	if r.bySource[p.src]--; r.bySource[p.src] <= 0 {
+		delete(r.bySource, p.src)
+	}
 	p.dead = true
 	for ps := range p.timers {
 		ps.t.Stop()

@@ -67,6 +67,7 @@ type Message struct {
 	RTT   float64         `json:"rtt_ms,omitempty"` // step: the sender's RTT to the server
 	Data  json.RawMessage `json:"data,omitempty"`   // step: own data; go: the other's
 	Error string          `json:"error,omitempty"`
+	Pad   string          `json:"pad,omitempty"` // request padding to MinRequest bytes (see AmplificationFactor)
 }
 
 // IsRendezvous reports whether a datagram looks like a rendezvous message
@@ -84,6 +85,18 @@ func Encode(m Message) ([]byte, error) {
 		return nil, fmt.Errorf("rendezvous: %s message is %d bytes, over the %d-byte limit", m.Type, len(b), MaxMessage)
 	}
 	return b, nil
+}
+
+// EncodeRequest is Encode padded to MinRequest bytes, so that the server
+// may answer it in full without amplifying (see AmplificationFactor).
+func EncodeRequest(m Message) ([]byte, error) {
+	b, err := Encode(m)
+	if err != nil || len(b) >= MinRequest {
+		return b, err
+	}
+	const overhead = len(`,"pad":""`)
+	m.Pad = strings.Repeat("0", max(MinRequest-len(b)-overhead, 0))
+	return Encode(m)
 }
 
 // Decode parses a datagram.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/ratelimit"
 )
 
 // Default per-source limits (see Limits), each with why.
@@ -18,6 +19,19 @@ const (
 	// that do so at once, and keeps 1,000 sources under the usual
 	// 65,536-descriptor limit.
 	DefaultConnsPerSource = 64
+	// DefaultBindingRate and DefaultBindingBurst: natlab check sends a
+	// few dozen Binding requests in a second or two, a WebRTC client one
+	// every few seconds; 200 a second (bursts of 400) serves hundreds of
+	// such clients behind one address, and caps what one source gets
+	// answered (40,000 a second without it).
+	DefaultBindingRate  = 200
+	DefaultBindingBurst = 400
+	// DefaultTURNRate and DefaultTURNBurst bound TURN requests (Allocate,
+	// Refresh, CreatePermission, ChannelBind; relayed data is not
+	// counted): a client makes a handful per allocation and refreshes
+	// every few minutes.
+	DefaultTURNRate  = 50
+	DefaultTURNBurst = 100
 )
 
 // Limits bound what one source (an IPv4 address or an IPv6 /64) may take
@@ -26,13 +40,50 @@ const (
 type Limits struct {
 	// ConnsPerSource caps TCP and TLS connections open at once.
 	ConnsPerSource int
+	// BindingRate (a second) and BindingBurst bound Binding requests,
+	// over UDP and TCP; the excess is dropped unanswered.
+	BindingRate  float64
+	BindingBurst int
+	// TURNRate and TURNBurst bound TURN requests the same way.
+	TURNRate  float64
+	TURNBurst int
 }
 
 func (l Limits) withDefaults() Limits {
 	if l.ConnsPerSource == 0 {
 		l.ConnsPerSource = DefaultConnsPerSource
 	}
+	if l.BindingRate == 0 {
+		l.BindingRate, l.BindingBurst = DefaultBindingRate, max(l.BindingBurst, DefaultBindingBurst)
+	}
+	if l.BindingBurst <= 0 {
+		l.BindingBurst = max(int(2*l.BindingRate), 1)
+	}
+	if l.TURNRate == 0 {
+		l.TURNRate, l.TURNBurst = DefaultTURNRate, max(l.TURNBurst, DefaultTURNBurst)
+	}
+	if l.TURNBurst <= 0 {
+		l.TURNBurst = max(int(2*l.TURNRate), 1)
+	}
 	return l
+}
+
+// LimitStats count what the per-source limits refused.
+type LimitStats struct {
+	Binding      uint64 `json:"binding"`       // Binding requests dropped by the rate limit
+	TURN         uint64 `json:"turn"`          // TURN requests dropped by the rate limit
+	ConnsRefused uint64 `json:"conns_refused"` // TCP/TLS connections over the per-source cap
+}
+
+// LimitStats returns what the per-source limits refused so far.
+func (s *Server) LimitStats() LimitStats {
+	return LimitStats{Binding: s.bindLim.Dropped(), TURN: s.turnLim.Dropped(), ConnsRefused: s.connLim.refused.Load()}
+}
+
+// isTURNRequest reports whether a TURN frame is a STUN request (rate
+// limited), not data.
+func isTURNRequest(b []byte) bool {
+	return len(b) >= headerSize && b[0]&0xC0 == 0 && b[0]&0x01 == 0 && b[1]&0x10 == 0
 }
 
 // Accept back-off, as net/http's: a failing accept (EMFILE, ENFILE,
@@ -62,17 +113,6 @@ func acceptPause(done <-chan struct{}, delay *time.Duration) bool {
 	}
 }
 
-// sourceKey is what per-source limits count by: the IPv4 address, or the
-// IPv6 /64 (one host, or one home, usually holds a whole /64).
-func sourceKey(ip netip.Addr) netip.Addr {
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.Addr()
-	}
-	return ip
-}
-
 // connLimiter caps the TCP and TLS connections one source holds open at
 // once (STUN, TURN and rendezvous together).
 type connLimiter struct {
@@ -93,7 +133,7 @@ func (l *connLimiter) admit(c net.Conn) (net.Conn, bool) {
 	if l.max <= 0 {
 		return c, true
 	}
-	k := sourceKey(netaddr.AddrPort(c.RemoteAddr()).Addr())
+	k := ratelimit.Source(netaddr.AddrPort(c.RemoteAddr()).Addr())
 	l.mu.Lock()
 	if l.open[k] >= l.max {
 		l.mu.Unlock()

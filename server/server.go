@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/ratelimit"
 	"github.com/natlab/natlab/rendezvous"
 )
 
@@ -87,6 +88,8 @@ type Server struct {
 	turn     *turnRelay // nil without TURN
 	limits   Limits
 	connLim  *connLimiter
+	bindLim  *ratelimit.Limiter
+	turnLim  *ratelimit.Limiter
 	jobs     chan bindingJob
 
 	requests, responses, errors, dropped, sendFailures atomic.Uint64
@@ -119,6 +122,8 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	s := &Server{net: n, log: log, rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
 	s.limits = cfg.Limits.withDefaults()
 	s.connLim = newConnLimiter(s.limits.ConnsPerSource)
+	s.bindLim = ratelimit.New(s.limits.BindingRate, s.limits.BindingBurst)
+	s.turnLim = ratelimit.New(s.limits.TURNRate, s.limits.TURNBurst)
 
 	network := "udp4"
 	if a.Primary.Addr().Is6() && !a.Primary.Addr().Is4In6() {
@@ -298,16 +303,7 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 			s.log.Debug("udp read", "socket", local, "err", err)
 			continue
 		}
-		if s.rz != nil && rendezvous.IsRendezvous(buf[:n]) {
-			s.rz.HandleFrom(c, buf[:n], netaddr.AddrPort(from))
-			continue
-		}
-		if d := s.turnDemux(local); d != nil && isTURN(buf[:n]) {
-			if reply, pass := s.turn.inspect(buf[:n]); pass {
-				d.push(buf[:n], from)
-			} else if reply != nil {
-				_, _ = c.WriteTo(reply, from)
-			}
+		if s.route(buf[:n], from, local, c) {
 			continue
 		}
 		select {
@@ -317,6 +313,29 @@ func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 			s.answer(buf[:n], from, local, c)
 		}
 	}
+}
+
+// route handles a datagram that is not for the Binding handler
+// (rendezvous, TURN) or is over its source's rate limit; false means it is
+// a Binding request to answer.
+func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.PacketConn) bool {
+	src := netaddr.AddrPort(from)
+	if s.rz != nil && rendezvous.IsRendezvous(b) {
+		s.rz.HandleFrom(c, b, src)
+		return true
+	}
+	if d := s.turnDemux(local); d != nil && isTURN(b) {
+		if isTURNRequest(b) && !s.turnLim.Allow(src.Addr()) {
+			return true
+		}
+		if reply, pass := s.turn.inspect(b); pass {
+			d.push(b, from)
+		} else if reply != nil {
+			_, _ = c.WriteTo(reply, from)
+		}
+		return true
+	}
+	return !s.bindLim.Allow(src.Addr())
 }
 
 // readBatch is how many datagrams one recvmmsg call may return.
@@ -350,16 +369,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		}
 		for i := range n {
 			b, from := (*bufs[i])[:msgs[i].N], msgs[i].Addr
-			if s.rz != nil && rendezvous.IsRendezvous(b) {
-				s.rz.HandleFrom(uc, b, netaddr.AddrPort(from))
-				continue
-			}
-			if d := s.turnDemux(local); d != nil && isTURN(b) {
-				if reply, pass := s.turn.inspect(b); pass {
-					d.push(b, from)
-				} else if reply != nil {
-					_, _ = uc.WriteTo(reply, from)
-				}
+			if s.route(b, from, local, uc) {
 				continue
 			}
 			rep := s.h.handle(out.buf(), b, netaddr.AddrPort(from), local, false)
@@ -516,6 +526,9 @@ func (s *Server) serveTCP(c net.Conn, local netip.AddrPort) {
 			// (through the peer policy) and closes it.
 			handedOff = s.turn.handoff(c, buf[:size])
 			return
+		}
+		if !s.bindLim.Allow(from.Addr()) {
+			continue // over the rate: unanswered, as on UDP
 		}
 		rep := s.h.HandleStream(buf[:size], from, local)
 		s.count(rep)

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/ratelimit"
 )
 
 // DefaultRealm is the TURN realm when none is configured.
@@ -95,7 +96,8 @@ type turnRelay struct {
 	tcp     *chanListener // TCP connections handed over by the STUN server
 	tls     net.Listener  // nil without TLS
 	tlsErr  error
-	limit   *connLimiter // shared with the STUN server
+	limit   *connLimiter       // shared with the STUN server
+	reqLim  *ratelimit.Limiter // TURN requests over TCP/TLS; the server limits those over UDP
 	mu      sync.Mutex
 	perUser map[string]int              // live allocations by username
 	allocs  map[string]allocInfo        // by 5-tuple key
@@ -126,7 +128,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 		return errors.New("turn: no credentials (want users or a shared secret)")
 	}
 	t := &turnRelay{
-		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim,
+		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim, reqLim: s.turnLim,
 		demux: map[netip.AddrPort]*demuxSet{}, perUser: map[string]int{}, allocs: map[string]allocInfo{},
 		relays: map[netip.AddrPort]int{}, conns: map[net.Conn]struct{}{}, sockets: map[net.PacketConn]struct{}{},
 	}

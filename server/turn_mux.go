@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/internal/netaddr"
 )
 
 // inspect checks a TURN frame before pion/turn sees it.
@@ -361,6 +363,7 @@ type guardConn struct {
 	net.Conn
 	t       *turnRelay
 	fr      *frameReader
+	src     netip.Addr
 	first   bool
 	authed  bool
 	pending []byte
@@ -380,7 +383,7 @@ type guardConn struct {
 }
 
 func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
-	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true,
+	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true, src: netaddr.AddrPort(c.RemoteAddr()).Addr(),
 		wkick: make(chan struct{}, 1), wdone: make(chan struct{})}
 }
 
@@ -463,6 +466,9 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		g.first = false
 		if frame == nil {
 			continue // too large to relay: pion/turn would drop it too
+		}
+		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.src) {
+			continue // over the source's rate: unanswered, as on UDP
 		}
 		reply, pass, authed := g.t.inspectAuth(frame)
 		if authed && !g.authed {

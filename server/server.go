@@ -328,10 +328,15 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 		if isTURNRequest(b) && !s.turnLim.Allow(src.Addr()) {
 			return true
 		}
-		if reply, pass := s.turn.inspect(b); pass {
+		v := s.turn.inspect(b, src)
+		switch {
+		case v.fwd != nil:
+			d.push(v.fwd, from)
+		case v.pass:
 			d.push(b, from)
-		} else if reply != nil {
-			_, _ = c.WriteTo(reply, from)
+		}
+		if v.reply != nil {
+			_, _ = c.WriteTo(v.reply, from)
 		}
 		return true
 	}

@@ -82,6 +82,7 @@ type TURNStats struct {
 	QuotaRejections  uint64 `json:"quota_rejections"`  // 486 sent
 	PeersRefused     uint64 `json:"peers_refused"`     // permissions, channels and sends refused by the peer policy
 	TCPConnections   uint64 `json:"tcp_connections"`   // TURN connections over TCP and TLS accepted
+	StaleNonces      uint64 `json:"stale_nonces"`      // signed requests whose nonce was not the sender's (438 sent)
 }
 
 // turnRelay is the TURN side of a Server.
@@ -96,6 +97,7 @@ type turnRelay struct {
 	tcp     *chanListener // TCP connections handed over by the STUN server
 	tls     net.Listener  // nil without TLS
 	tlsErr  error
+	nonces  *nonceBinder
 	limit   *connLimiter       // shared with the STUN server
 	reqLim  *ratelimit.Limiter // TURN requests over TCP/TLS; the server limits those over UDP
 	mu      sync.Mutex
@@ -108,7 +110,7 @@ type turnRelay struct {
 
 	allocations                                                   atomic.Int64
 	allocationsTotal, authFailures, quotaRejections, peersRefused atomic.Uint64
-	tcpConns                                                      atomic.Uint64
+	tcpConns, staleNonces                                         atomic.Uint64
 }
 
 type allocInfo struct {
@@ -138,6 +140,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 	if t.cfg.Now == nil {
 		t.cfg.Now = time.Now
 	}
+	t.nonces = newNonceBinder(t.cfg.Now)
 	if t.cfg.UserQuota == 0 {
 		t.cfg.UserQuota = DefaultUserQuota
 	}
@@ -169,7 +172,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 	for ap, c := range s.conns {
 		set := &demuxSet{}
 		for range turnShards() {
-			d := newDemuxConn(c)
+			d := newDemuxConn(c, t.nonces)
 			set.shards = append(set.shards, d)
 			pcs = append(pcs, turn.PacketConnConfig{PacketConn: d, RelayAddressGenerator: gen, PermissionHandler: perm})
 		}
@@ -306,7 +309,7 @@ func (t *turnRelay) stats() TURNStats {
 	return TURNStats{
 		Allocations: t.allocations.Load(), AllocationsTotal: t.allocationsTotal.Load(),
 		AuthFailures: t.authFailures.Load(), QuotaRejections: t.quotaRejections.Load(),
-		PeersRefused: t.peersRefused.Load(), TCPConnections: t.tcpConns.Load(),
+		PeersRefused: t.peersRefused.Load(), TCPConnections: t.tcpConns.Load(), StaleNonces: t.staleNonces.Load(),
 	}
 }
 

@@ -15,26 +15,28 @@ import (
 	"github.com/natlab/natlab/internal/netaddr"
 )
 
-// inspect checks a TURN frame before pion/turn sees it.
+// verdict is what inspect decided about a TURN frame.
+type verdict struct {
+	reply  []byte // if set, goes back to the sender
+	fwd    []byte // if set, goes to pion/turn instead of the frame (re-signed)
+	pass   bool   // the frame (or fwd) goes to pion/turn
+	authed bool   // the frame carried credentials that check
+}
+
+// inspect checks a TURN frame from a client before pion/turn sees it.
 //
 // Authenticated requests whose user is unknown, whose ephemeral
 // credentials expired or whose MESSAGE-INTEGRITY does not check are
-// answered 401 here, as RFC 5389 §10.2.2 asks (pion/turn answers 400).
+// answered 401 here, as RFC 5389 §10.2.2 asks (pion/turn answers 400);
+// those whose nonce was not issued to this client address are answered
+// 438 (see turn_nonce.go), the others re-signed with pion's nonce.
 // CreatePermission and ChannelBind requests naming a refused peer are
 // answered 403 Forbidden, signed with the requester's key (pion/turn
 // would answer without an error code); refused Send indications are
-// dropped. pass is false when the frame must not reach pion/turn; reply,
-// if set, goes back to the sender.
-func (t *turnRelay) inspect(b []byte) (reply []byte, pass bool) {
-	reply, pass, _ = t.inspectAuth(b)
-	return reply, pass
-}
-
-// inspectAuth is inspect that also says whether b carried credentials
-// that check.
-func (t *turnRelay) inspectAuth(b []byte) (reply []byte, pass, authed bool) {
+// dropped.
+func (t *turnRelay) inspect(b []byte, from netip.AddrPort) verdict {
 	if len(b) < headerSize || b[0]&0xC0 != 0 {
-		return nil, true, false // ChannelData: its channel was vetted when bound
+		return verdict{pass: true} // ChannelData: its channel was vetted when bound
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
 	method, class := stun.Method(typ&^0x0110), typ&0x0110
@@ -44,50 +46,66 @@ func (t *turnRelay) inspectAuth(b []byte) (reply []byte, pass, authed bool) {
 	peerMethod := (isReq && (method == stun.MethodCreatePermission || method == stun.MethodChannelBind)) ||
 		(class == 0x0010 && method == stun.MethodSend)
 	if !authMethod && !peerMethod {
-		return nil, true, false
+		return verdict{pass: true}
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := m.Decode(); err != nil {
-		return nil, true, false // malformed: pion/turn rejects it
+		return verdict{pass: true} // malformed: pion/turn rejects it
 	}
+	var v verdict
 	var key []byte
 	if authMethod && m.Contains(stun.AttrMessageIntegrity) {
-		var user stun.Username
-		var realm stun.Realm
-		if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
-			return nil, true, false // pion/turn answers 400
+		if key, v = t.checkAuth(m, method, from); key == nil {
+			return v
 		}
-		k, ok := t.key(user.String(), realm.String())
-		if !ok || stun.MessageIntegrity(k).Check(m) != nil {
-			t.authFailures.Add(1)
-			return t.unauthorized(m, method), false, false
-		}
-		key = k
 	}
-	authed = key != nil
+	v.pass = true
 	if !peerMethod {
-		return nil, true, authed
+		return v
 	}
 	refused := t.refusedPeer(m, method)
 	if refused == nil {
-		return nil, true, authed
+		return v
 	}
 	t.peersRefused.Add(1)
+	v.pass, v.fwd = false, nil
 	if !isReq {
-		return nil, false, authed
+		return v
 	}
 	if key == nil {
-		return nil, true, false // unauthenticated: pion/turn answers 401
+		return verdict{pass: true} // unauthenticated: pion/turn answers 401
 	}
 	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID),
 		stun.NewType(method, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeForbidden, Reason: []byte("Forbidden: " + refused.Error())},
 		stun.NewSoftware(DefaultSoftware), stun.MessageIntegrity(key), stun.Fingerprint)
-	if err != nil {
-		return nil, false, authed
+	if err == nil {
+		v.reply = res.Raw
 	}
 	t.log.Debug("turn peer refused", "err", refused)
-	return res.Raw, false, authed
+	return v
+}
+
+// checkAuth checks the credentials and nonce of a signed request; the
+// key is nil when the request stops here (v says how it is answered).
+// Otherwise v carries the request re-signed with pion's nonce.
+func (t *turnRelay) checkAuth(m *stun.Message, method stun.Method, from netip.AddrPort) ([]byte, verdict) {
+	var user stun.Username
+	var realm stun.Realm
+	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
+		return nil, verdict{pass: true} // pion/turn answers 400
+	}
+	k, ok := t.key(user.String(), realm.String())
+	if !ok || stun.MessageIntegrity(k).Check(m) != nil {
+		t.authFailures.Add(1)
+		return nil, verdict{reply: t.unauthorized(m, method, from)}
+	}
+	fwd, ok := t.nonces.incoming(m, from, k)
+	if !ok {
+		t.staleNonces.Add(1)
+		return nil, verdict{reply: t.nonces.stale(m, method, t.realm, from)}
+	}
+	return k, verdict{fwd: fwd, authed: true}
 }
 
 // refusedPeer says why a peer named in m is refused, or nil.
@@ -121,19 +139,14 @@ func (t *turnRelay) refusedPeer(m *stun.Message, method stun.Method) error {
 	return nil
 }
 
-// unauthorized is the 401 for bad credentials: REALM, and the request's
-// NONCE back (pion/turn issued it; the credentials, not the nonce, are
-// wrong).
-func (t *turnRelay) unauthorized(m *stun.Message, method stun.Method) []byte {
+// unauthorized is the 401 for bad credentials: REALM and a NONCE for
+// the sender, so a client may try again.
+func (t *turnRelay) unauthorized(m *stun.Message, method stun.Method, from netip.AddrPort) []byte {
 	setters := []stun.Setter{stun.NewTransactionIDSetter(m.TransactionID),
 		stun.NewType(method, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte("Unauthorized")},
-		stun.NewRealm(t.realm)}
-	var nonce stun.Nonce
-	if nonce.GetFrom(m) == nil {
-		setters = append(setters, nonce)
-	}
-	setters = append(setters, stun.NewSoftware(DefaultSoftware), stun.Fingerprint)
+		stun.NewRealm(t.realm), stun.NewNonce(t.nonces.issue(from)),
+		stun.NewSoftware(DefaultSoftware), stun.Fingerprint}
 	res, err := stun.Build(setters...)
 	if err != nil {
 		return nil
@@ -173,9 +186,10 @@ func (s *demuxSet) push(b []byte, from net.Addr) {
 // writes straight to the socket. Closing it leaves the socket open.
 type demuxConn struct {
 	net.PacketConn
-	in   chan datagram
-	done chan struct{}
-	once sync.Once
+	nonces *nonceBinder
+	in     chan datagram
+	done   chan struct{}
+	once   sync.Once
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -188,8 +202,8 @@ type datagram struct {
 	from net.Addr
 }
 
-func newDemuxConn(c net.PacketConn) *demuxConn {
-	return &demuxConn{PacketConn: c, in: make(chan datagram, turnQueue), done: make(chan struct{}), dlChange: make(chan struct{})}
+func newDemuxConn(c net.PacketConn, nonces *nonceBinder) *demuxConn {
+	return &demuxConn{PacketConn: c, nonces: nonces, in: make(chan datagram, turnQueue), done: make(chan struct{}), dlChange: make(chan struct{})}
 }
 
 // push queues a copy of b; it drops the datagram when the queue is full.
@@ -243,11 +257,21 @@ func (d *demuxConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
+// WriteTo sends pion/turn's datagram, with pion's nonces replaced by
+// ones bound to the client.
 func (d *demuxConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	select {
 	case <-d.done:
 		return 0, net.ErrClosed
 	default:
+	}
+	if d.nonces != nil {
+		if q, changed := d.nonces.outgoing(p, netaddr.AddrPort(to)); changed {
+			if _, err := d.PacketConn.WriteTo(q, to); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
 	}
 	return d.PacketConn.WriteTo(p, to)
 }
@@ -363,7 +387,7 @@ type guardConn struct {
 	net.Conn
 	t       *turnRelay
 	fr      *frameReader
-	src     netip.Addr
+	from    netip.AddrPort
 	first   bool
 	authed  bool
 	pending []byte
@@ -383,7 +407,7 @@ type guardConn struct {
 }
 
 func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
-	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true, src: netaddr.AddrPort(c.RemoteAddr()).Addr(),
+	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true, from: netaddr.AddrPort(c.RemoteAddr()),
 		wkick: make(chan struct{}, 1), wdone: make(chan struct{})}
 }
 
@@ -392,8 +416,18 @@ func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
 // timeout would.
 const maxQueuedWrite = 4 << 20
 
-// Write queues p for the flusher goroutine.
+// Write queues p, pion/turn's, for the flusher goroutine, with pion's
+// nonces replaced by ones bound to this client.
 func (g *guardConn) Write(p []byte) (int, error) {
+	q, _ := g.t.nonces.outgoing(p, g.from)
+	if _, err := g.write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// write queues p for the flusher goroutine.
+func (g *guardConn) write(p []byte) (int, error) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	if g.werr != nil {
@@ -467,20 +501,23 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		if frame == nil {
 			continue // too large to relay: pion/turn would drop it too
 		}
-		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.src) {
+		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.from.Addr()) {
 			continue // over the source's rate: unanswered, as on UDP
 		}
-		reply, pass, authed := g.t.inspectAuth(frame)
-		if authed && !g.authed {
+		v := g.t.inspect(frame, g.from)
+		if v.authed && !g.authed {
 			g.authed = true
 			g.fr.grow(streamBufferRelay)
 		}
-		if reply != nil {
-			if _, err := g.Write(reply); err != nil {
+		if v.reply != nil {
+			if _, err := g.write(v.reply); err != nil {
 				return 0, err
 			}
 		}
-		if pass {
+		switch {
+		case v.fwd != nil:
+			g.pending = v.fwd
+		case v.pass:
 			g.pending = frame
 		}
 	}

@@ -63,7 +63,10 @@ wait_stun() {
 
 echo "alice:wonderland" >"$work/users"
 np=$(free_port)
-"$work/natlab" serve --listen "127.0.0.1:$np" --users "$work/users" --user-quota 0 >"$work/natlab.log" 2>&1 &
+# One client floods from one address here: the per-source limits (which
+# coturn does not have) are turned off to measure speed, not policy.
+"$work/natlab" serve --listen "127.0.0.1:$np" --users "$work/users" --user-quota 0 \
+	--binding-rate 0 --turn-rate 0 >"$work/natlab.log" 2>&1 &
 pids+=($!)
 cp=$(free_port)
 turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$cp" \

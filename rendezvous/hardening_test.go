@@ -207,3 +207,20 @@ func TestAmplificationBounded(t *testing.T) {
 		t.Error("no answer counted as muted")
 	}
 }
+
+// A pairing both peers said bye to is gone at once (it no longer counts
+// against its creator's cap); one bye keeps it a little for the other.
+func TestByeFreesPairing(t *testing.T) {
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1})
+	a, b := netip.MustParseAddrPort("198.51.100.1:1000"), netip.MustParseAddrPort("198.51.100.2:2000")
+	reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), a)
+	reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, tokB, 0, 0, ""), b)
+	reg.Handle(peerMsg(t, rendezvous.TypeBye, testCode, tokA, 0, 0, ""), a)
+	if n := reg.Stats().Pairings; n != 1 {
+		t.Fatalf("%d pairings after one bye, want 1", n)
+	}
+	reg.Handle(peerMsg(t, rendezvous.TypeBye, testCode, tokB, 0, 0, ""), b)
+	if n := reg.Stats().Pairings; n != 0 {
+		t.Errorf("%d pairings after both byes, want 0", n)
+	}
+}

@@ -32,11 +32,12 @@ const (
 
 // Per-source defaults (see Limits), each with why.
 const (
-	// DefaultRate and DefaultBurst: a peer sends a few messages a second
-	// (retransmissions back off from 100 ms); 20 a second with bursts of
-	// 40 leaves room for a host running several probes at once.
-	DefaultRate  = 20
-	DefaultBurst = 40
+	// DefaultRate and DefaultBurst: a pairing and its steps cost each
+	// peer a dozen or two messages within a second (polls from 10 ms
+	// while it waits for the other); 100 a second with bursts of 200
+	// leaves room for a host running several probes at once.
+	DefaultRate  = 100
+	DefaultBurst = 200
 	// DefaultPairingsPerSource: a probe holds one pairing for a few
 	// minutes; 32 at once lets a host behind a shared address run many,
 	// while one source can no longer fill the table (MaxPairings) and
@@ -130,6 +131,7 @@ type pairing struct {
 	expires time.Time
 	peers   [2]*peerState // [0] created it, [1] joined
 	left    bool          // one peer said bye: the other must not wait
+	bye     [2]bool       // which peers said bye
 	goStep  int           // the last step released
 	timers  map[*pendingSend]struct{}
 	dead    bool // expired: its timers are stopped and no new ones start
@@ -232,13 +234,18 @@ func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Ou
 	case TypeStep:
 		return r.route(r.step(p, m, from, pc), p, from, pc)
 	case TypeBye:
-		if p != nil && p.slot(m.Token) >= 0 {
+		if i := p.slot(m.Token); i >= 0 {
 			p.left = true
+			p.bye[i] = true
+			if p.bye[0] && (p.bye[1] || p.peers[1] == nil) {
+				r.drop(code, p) // nobody is left to tell
+				return nil
+			}
+			// Keep the pairing a little so the other peer learns that its
+			// partner left instead of "unknown code".
 			if lim := r.now().Add(byeLinger); lim.Before(p.expires) {
 				p.expires = lim
 			}
-			// Keep the pairing until it expires so the other peer learns
-			// that its partner left instead of "unknown code".
 		}
 		return nil
 	}
@@ -246,6 +253,9 @@ func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Ou
 }
 
 func (p *pairing) slot(token string) int {
+	if p == nil {
+		return -1
+	}
 	for i, ps := range p.peers {
 		if ps != nil && ps.token == token {
 			return i

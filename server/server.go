@@ -139,6 +139,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	s.addrs = a
 	s.h = NewHandler(a, sw)
 	s.conns[a.Primary] = first
+	growReadBuffer(first)
 	for _, ap := range a.Sockets()[1:] {
 		c, err := n.ListenPacket(network, ap.String())
 		if err != nil {
@@ -146,6 +147,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("stun server: listen udp %s: %w", ap, err)
 		}
 		s.conns[ap] = c
+		growReadBuffer(c)
 	}
 	tcpNet := "tcp4"
 	if network == "udp6" {
@@ -341,6 +343,19 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 		return true
 	}
 	return !s.bindLim.Allow(src.Addr())
+}
+
+// udpReadBuffer is the receive buffer asked for each UDP socket: under a
+// flood the read loop falls behind for milliseconds at a time (a GC, a
+// busy core), and the kernel's default (208 KiB, about 270 small
+// datagrams) then drops legitimate requests with the flood. Linux caps
+// it at net.core.rmem_max, which operators should raise to match.
+const udpReadBuffer = 4 << 20
+
+func growReadBuffer(c net.PacketConn) {
+	if rb, ok := c.(interface{ SetReadBuffer(int) error }); ok {
+		_ = rb.SetReadBuffer(udpReadBuffer) // best effort: the kernel caps it
+	}
 }
 
 // readBatch is how many datagrams one recvmmsg call may return.

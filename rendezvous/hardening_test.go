@@ -208,19 +208,28 @@ func TestAmplificationBounded(t *testing.T) {
 	}
 }
 
-// A pairing both peers said bye to is gone at once (it no longer counts
-// against its creator's cap); one bye keeps it a little for the other.
+// A pairing both peers said bye to no longer counts against its
+// creator's cap; it lingers briefly so a late peer learns it is over.
 func TestByeFreesPairing(t *testing.T) {
-	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1})
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1, PairingsPerSource: 1})
 	a, b := netip.MustParseAddrPort("198.51.100.1:1000"), netip.MustParseAddrPort("198.51.100.2:2000")
 	reg.Handle(peerMsg(t, rendezvous.TypeCreate, testCode, tokA, 0, 0, ""), a)
 	reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, tokB, 0, 0, ""), b)
 	reg.Handle(peerMsg(t, rendezvous.TypeBye, testCode, tokA, 0, 0, ""), a)
-	if n := reg.Stats().Pairings; n != 1 {
-		t.Fatalf("%d pairings after one bye, want 1", n)
+	create := func() string {
+		out := reg.Handle(peerMsg(t, rendezvous.TypeCreate, "qrstuvwxyz234567", tokA, 0, 0, ""), a)
+		m, _ := rendezvous.Decode(out[0].Raw)
+		return m.Type
+	}
+	if typ := create(); typ != rendezvous.TypeError {
+		t.Fatalf("a second pairing while the first is live: %s, want an error", typ)
 	}
 	reg.Handle(peerMsg(t, rendezvous.TypeBye, testCode, tokB, 0, 0, ""), b)
-	if n := reg.Stats().Pairings; n != 0 {
-		t.Errorf("%d pairings after both byes, want 0", n)
+	if typ := create(); typ != rendezvous.TypeWait {
+		t.Errorf("a new pairing after both left the first: %s, want wait", typ)
+	}
+	out := reg.Handle(peerMsg(t, rendezvous.TypeJoin, testCode, strings.Repeat("c", 32), 0, 0, ""), b)
+	if m, _ := rendezvous.Decode(out[0].Raw); !strings.Contains(m.Error, "left") {
+		t.Errorf("a late third peer: %+v", m)
 	}
 }

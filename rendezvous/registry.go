@@ -132,9 +132,12 @@ type pairing struct {
 	peers   [2]*peerState // [0] created it, [1] joined
 	left    bool          // one peer said bye: the other must not wait
 	bye     [2]bool       // which peers said bye
-	goStep  int           // the last step released
-	timers  map[*pendingSend]struct{}
-	dead    bool // expired: its timers are stopped and no new ones start
+	// uncounted: both peers left (or it expired), so it no longer counts
+	// against its creator's PairingsPerSource
+	uncounted bool
+	goStep    int // the last step released
+	timers    map[*pendingSend]struct{}
+	dead      bool // expired: its timers are stopped and no new ones start
 }
 
 // pendingSend is a delayed message's timer.
@@ -238,11 +241,10 @@ func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Ou
 			p.left = true
 			p.bye[i] = true
 			if p.bye[0] && (p.bye[1] || p.peers[1] == nil) {
-				r.drop(code, p) // nobody is left to tell
-				return nil
+				r.uncount(p) // finished: no longer held against its creator
 			}
-			// Keep the pairing a little so the other peer learns that its
-			// partner left instead of "unknown code".
+			// Keep the pairing a little so the other peer (or a late
+			// third) learns that the pairing is over, not "unknown code".
 			if lim := r.now().Add(byeLinger); lim.Before(p.expires) {
 				p.expires = lim
 			}
@@ -418,12 +420,21 @@ func (r *Registry) expire() {
 	}
 }
 
-// drop removes a pairing and stops its timers.
-func (r *Registry) drop(code string, p *pairing) {
-	delete(r.pairings, code)
+// uncount stops counting p against its creator's PairingsPerSource.
+func (r *Registry) uncount(p *pairing) {
+	if p.uncounted {
+		return
+	}
+	p.uncounted = true
 	if r.bySource[p.src]--; r.bySource[p.src] <= 0 {
 		delete(r.bySource, p.src)
 	}
+}
+
+// drop removes a pairing and stops its timers.
+func (r *Registry) drop(code string, p *pairing) {
+	delete(r.pairings, code)
+	r.uncount(p)
 	p.dead = true
 	for ps := range p.timers {
 		ps.t.Stop()

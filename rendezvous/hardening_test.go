@@ -3,8 +3,10 @@ package rendezvous_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -232,4 +234,46 @@ func TestByeFreesPairing(t *testing.T) {
 	if m, _ := rendezvous.Decode(out[0].Raw); !strings.Contains(m.Error, "left") {
 		t.Errorf("a late third peer: %+v", m)
 	}
+}
+
+// maxPairingBytes is the stated bound of one pairing's memory at its
+// worst (both peers' 1 KB info, the last two steps' 1 KB data each, maps
+// and structs): 10,000 pairings stay under 100 MiB.
+const maxPairingBytes = 10 << 10
+
+// A pairing driven through all MaxSteps steps with the largest data keeps
+// two steps per peer (it kept all 64, ~180 KiB, issue 11).
+func TestPairingMemoryBounded(t *testing.T) {
+	const n = 200
+	info := json.RawMessage(`"` + strings.Repeat("i", 1000) + `"`)
+	data := `"` + strings.Repeat("d", 1000) + `"`
+	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1, PairingsPerSource: -1})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		code := fmt.Sprintf("%016d", i)
+		code = strings.NewReplacer("0", "a", "1", "b", "8", "c", "9", "d").Replace(code)
+		a := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), uint16(1000+i))
+		b := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.2"), uint16(1000+i))
+		for j, tok := range []string{tokA, tokB} {
+			m, _ := rendezvous.EncodeRequest(rendezvous.Message{Type: []string{rendezvous.TypeCreate, rendezvous.TypeJoin}[j], Code: code, Token: tok, Info: info})
+			reg.Handle(m, []netip.AddrPort{a, b}[j])
+		}
+		for k := 1; k <= rendezvous.MaxSteps; k++ {
+			reg.Handle(peerMsg(t, rendezvous.TypeStep, code, tokA, k, 0, data), a)
+			reg.Handle(peerMsg(t, rendezvous.TypeStep, code, tokB, k, 0, data), b)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if got := reg.Stats().Pairings; got != n {
+		t.Fatalf("%d pairings, want %d", got, n)
+	}
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("%d bytes per pairing at its largest", per)
+	if per > maxPairingBytes {
+		t.Errorf("%d bytes per pairing, bound %d", per, maxPairingBytes)
+	}
+	runtime.KeepAlive(reg)
 }

@@ -15,9 +15,10 @@ import (
 
 // Server-side limits, each with why.
 const (
-	// MaxPairings bounds the registry's memory: a pairing is under 3 KiB,
-	// so the worst case is a few tens of MiB, and a flood of creates gets
-	// errors instead of growing the heap.
+	// MaxPairings bounds the registry's memory: a pairing holds at most
+	// about 7 KiB (two peers' info, the last two steps' data each; see
+	// TestPairingMemoryBounded), so the table stays under 70 MiB, and a
+	// flood of creates gets errors instead of growing the heap.
 	MaxPairings = 10000
 	// maxInfo bounds what a peer may park on the server.
 	maxInfo = 1024

@@ -111,16 +111,19 @@ type Profile struct {
 	Hairpinning      Tri             `json:"hairpinning"`                  // true, false, or null when not checked
 	PortAllocation   *PortAllocation `json:"port_allocation"`              // null when not measured
 	BindingLifetimeS *float64        `json:"binding_lifetime_s,omitempty"` // idle lifetime of a mapping, when measured
-	Server           string          `json:"server"`                       // the primary server (the first that answered)
-	OtherAddress     string          `json:"other_address,omitempty"`      // the primary's OTHER-ADDRESS
-	RTTMillis        float64         `json:"rtt_ms"`                       // round trip to the primary
-	NATDepth         *int            `json:"nat_depth,omitempty"`          // NATs in front of this host (hops in private space before the first public one), when measured
-	Hops             []string        `json:"hops,omitempty"`               // routers towards the primary ("*": silent), then the primary if reached
-	Hints            []string        `json:"hints"`                        // extra findings, e.g. "cgnat"
-	NotRun           []NotRun        `json:"not_run"`                      // tests that could not run, with why
-	Servers          []ServerResult  `json:"servers"`                      // test I against every given server
-	TCP              *TCPProfile     `json:"tcp"`                          // TCP behaviour (RFC 5382); null when not measured
-	DurationMillis   float64         `json:"duration_ms"`                  // wall time of the check
+	// EstablishedLifetimeS is the idle lifetime of a mapping that carried
+	// traffic both ways first (Linux conntrack keeps those longer).
+	EstablishedLifetimeS *float64       `json:"binding_lifetime_established_s,omitempty"`
+	Server               string         `json:"server"`                  // the primary server (the first that answered)
+	OtherAddress         string         `json:"other_address,omitempty"` // the primary's OTHER-ADDRESS
+	RTTMillis            float64        `json:"rtt_ms"`                  // round trip to the primary
+	NATDepth             *int           `json:"nat_depth,omitempty"`     // NATs in front of this host (hops in private space before the first public one), when measured
+	Hops                 []string       `json:"hops,omitempty"`          // routers towards the primary ("*": silent), then the primary if reached
+	Hints                []string       `json:"hints"`                   // extra findings, e.g. "cgnat"
+	NotRun               []NotRun       `json:"not_run"`                 // tests that could not run, with why
+	Servers              []ServerResult `json:"servers"`                 // test I against every given server
+	TCP                  *TCPProfile    `json:"tcp"`                     // TCP behaviour (RFC 5382); null when not measured
+	DurationMillis       float64        `json:"duration_ms"`             // wall time of the check
 }
 
 // Hints.

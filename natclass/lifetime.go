@@ -4,16 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/natlab/natlab/internal/stuntx"
 )
 
+// Lifetime measurement, each with why.
+const (
+	// lifetimeLinearSteps: up to this many resolutions the probes are a
+	// resolution apart; beyond, lifetimeGrowth apart (relative), so a
+	// two-minute bound needs about 60 mappings, not 120.
+	lifetimeLinearSteps = 20
+	lifetimeGrowth      = 0.05
+	// establishAfter is how long a mapping carries traffic both ways
+	// before it counts as established: Linux makes a UDP flow a stream
+	// (nf_conntrack_udp_timeout_stream) for a packet more than two
+	// seconds after the first.
+	establishAfter = 2*time.Second + 200*time.Millisecond
+	// establishEvery is the exchange interval while establishing.
+	establishEvery = 500 * time.Millisecond
+)
+
+// lifetimeGrid is when the mappings are tested: every res up to
+// lifetimeLinearSteps·res, then lifetimeGrowth apart, up to hi.
+func lifetimeGrid(res, hi time.Duration) []time.Duration {
+	var g []time.Duration
+	for t := res; t < hi; {
+		g = append(g, t)
+		step := res
+		if len(g) >= lifetimeLinearSteps {
+			step = max(res, time.Duration(float64(t)*lifetimeGrowth).Truncate(res))
+		}
+		t += step
+	}
+	return append(g, hi)
+}
+
 // lifetime measures how long an idle mapping survives (RFC 5780 §4.6, with
-// RESPONSE-PORT): socket X makes a mapping and goes quiet; after t, socket
-// Y asks the server to answer to X's mapped port. X hearing it means the
-// mapping was alive at t. Bisection between 0 and LifetimeMax finds the
-// edge to LifetimeResolution; each step needs a fresh mapping.
+// RESPONSE-PORT), twice at once: for a mapping that only answered one
+// request (idle), and for one that carried traffic both ways for more than
+// two seconds first (established; Linux keeps those 120 s, not 30 s). Each
+// measurement opens one mapping per time on a grid, all at once, and tests
+// the k-th after its k-th idle period: socket Y asks the server to answer
+// to the mapping's port, and the mapping's socket hearing it means it was
+// alive. The first silent mapping ends the measurement, so it takes about
+// the lifetime itself, not the sum of a bisection's waits.
 func (d *discovery) lifetime(ctx context.Context, p *Profile) {
 	notRun := func(reason string) {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestBindingLifetime, Reason: reason})
@@ -30,73 +67,163 @@ func (d *discovery) lifetime(ctx context.Context, p *Profile) {
 	if res <= 0 {
 		res = lifetimeResolution
 	}
-	step := 0
-	alive := func(t time.Duration) (bool, error) {
-		step++
-		return d.aliveAfter(ctx, t, step)
-	}
 	// Check the method works at all before waiting on it.
-	if ok, err := alive(0); err != nil || !ok {
+	if ok, err := d.freshAnswered(ctx); err != nil || !ok {
 		if err == nil {
 			err = errors.New("a fresh mapping did not receive the RESPONSE-PORT answer")
 		}
 		notRun(err.Error())
 		return
 	}
-	lo := time.Duration(0)
-	for hi-lo > res {
-		mid := lo + (hi-lo)/2
-		ok, err := alive(mid)
-		if err != nil {
-			notRun(err.Error())
-			return
+	grid := lifetimeGrid(res, hi)
+	var idle, est lifetimeResult
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); idle = d.lifetimeOnGrid(ctx, "idle", grid, false) }()
+	go func() { defer wg.Done(); est = d.lifetimeOnGrid(ctx, "est", grid, true) }()
+	wg.Wait()
+	for _, r := range []struct {
+		lifetimeResult
+		dst  **float64
+		what string
+	}{{idle, &p.BindingLifetimeS, "binding lifetime"}, {est, &p.EstablishedLifetimeS, "established binding lifetime"}} {
+		if r.err != nil {
+			notRun(fmt.Sprintf("%s: %v", r.what, r.err))
+			continue
 		}
-		if ok {
-			lo = mid
-		} else {
-			hi = mid
+		v := r.alive.Seconds()
+		*r.dst = &v
+		if r.atBound {
+			p.Hints = append(p.Hints, fmt.Sprintf("%s is at least %v (the search bound)", r.what, r.alive.Round(time.Second)))
 		}
-	}
-	v := lo.Seconds()
-	p.BindingLifetimeS = &v
-	if hi == d.opts.LifetimeMax || (d.opts.LifetimeMax <= 0 && hi == DefaultLifetimeMax) {
-		p.Hints = append(p.Hints, fmt.Sprintf("binding lifetime is at least %v (the search bound)", lo.Round(time.Second)))
 	}
 }
 
-func (d *discovery) aliveAfter(ctx context.Context, t time.Duration, step int) (bool, error) {
-	xn, yn := fmt.Sprintf("lifetime-x-%d", step), fmt.Sprintf("lifetime-y-%d", step)
-	defer d.closeSock(xn)
-	defer d.closeSock(yn)
-	x, err := d.socket(xn)
+// lifetimeResult: the longest idle time a mapping survived, whether no
+// mapping died before the bound, or why the measurement failed.
+type lifetimeResult struct {
+	alive   time.Duration
+	atBound bool
+	err     error
+}
+
+// lifetimeMapping is one mapping of the grid.
+type lifetimeMapping struct {
+	x      *sock
+	mapped netip.AddrPort
+	quiet  time.Time // when it last sent
+}
+
+// lifetimeOnGrid opens one mapping per grid time, lets them all go quiet
+// together and tests them in order; the first dead one ends it.
+func (d *discovery) lifetimeOnGrid(ctx context.Context, tag string, grid []time.Duration, established bool) lifetimeResult {
+	ms, err := d.lifetimeMappings(ctx, tag, len(grid), established)
+	defer func() {
+		for i := range len(grid) {
+			d.closeSock(fmt.Sprintf("lifetime-%s-x-%d", tag, i))
+		}
+		d.closeSock("lifetime-" + tag + "-y")
+	}()
 	if err != nil {
-		return false, err
+		return lifetimeResult{err: err}
 	}
-	y, err := d.socket(yn)
+	y, err := d.socket("lifetime-" + tag + "-y")
 	if err != nil {
-		return false, err
+		return lifetimeResult{err: err}
 	}
-	pk, _, err := x.transact(ctx, x, d.primary, rttSchedule(d.rtt))
-	if err != nil {
-		return false, fmt.Errorf("binding lifetime: %w", err)
-	}
-	mx, ok := stuntx.Mapped(pk.Msg)
-	if !ok {
-		return false, errors.New("binding lifetime: response without a mapped address")
-	}
-	if t > 0 {
-		tm := time.NewTimer(t)
+	var r lifetimeResult
+	for i, t := range grid {
+		tm := time.NewTimer(time.Until(ms[i].quiet.Add(t)))
 		select {
 		case <-ctx.Done():
 			tm.Stop()
-			return false, ctx.Err()
+			return lifetimeResult{err: ctx.Err()}
 		case <-tm.C:
 		}
+		ok, err := d.answered(ctx, y, ms[i])
+		d.closeSock(fmt.Sprintf("lifetime-%s-x-%d", tag, i))
+		switch {
+		case err != nil:
+			return lifetimeResult{err: err}
+		case !ok:
+			return r
+		}
+		r.alive = t
 	}
-	pk, _, err = y.transact(ctx, x, d.primary, rttSchedule(d.rtt), stuntx.ResponsePort(mx.Port()))
+	r.atBound = true
+	return r
+}
+
+// lifetimeMappings opens n mappings toward the primary at once; with
+// established, each exchanges a second request after establishAfter, so
+// it has carried traffic both ways for that long.
+func (d *discovery) lifetimeMappings(ctx context.Context, tag string, n int, established bool) ([]lifetimeMapping, error) {
+	ms := make([]lifetimeMapping, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x, err := d.socket(fmt.Sprintf("lifetime-%s-x-%d", tag, i))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ms[i].x = x
+			ms[i].mapped, errs[i] = d.bind(ctx, x)
+			ms[i].quiet = time.Now()
+			if errs[i] != nil || !established {
+				return
+			}
+			// Keep exchanging (a short idle lifetime must not end the
+			// mapping meanwhile) until it is established.
+			for first := ms[i].quiet; time.Since(first) < establishAfter; {
+				tm := time.NewTimer(establishEvery)
+				select {
+				case <-ctx.Done():
+					tm.Stop()
+					errs[i] = ctx.Err()
+					return
+				case <-tm.C:
+				}
+				again, err := d.bind(ctx, x)
+				ms[i].quiet = time.Now()
+				if err == nil && again != ms[i].mapped {
+					err = fmt.Errorf("the mapping moved from %v to %v while in use", ms[i].mapped, again)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return ms, errors.Join(errs...)
+}
+
+// bind asks the primary for x's mapped address.
+func (d *discovery) bind(ctx context.Context, x *sock) (netip.AddrPort, error) {
+	pk, _, err := x.transact(ctx, x, d.primary, rttSchedule(d.rtt))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("binding lifetime: %w", err)
+	}
+	m, ok := stuntx.Mapped(pk.Msg)
+	if !ok {
+		return netip.AddrPort{}, errors.New("binding lifetime: response without a mapped address")
+	}
+	return m, nil
+}
+
+// answered reports whether the server's answer, sent to m's mapped port
+// at y's request (RESPONSE-PORT), reaches m's socket.
+func (d *discovery) answered(ctx context.Context, y *sock, m lifetimeMapping) (bool, error) {
+	pk, _, err := y.transact(ctx, m.x, d.primary, rttSchedule(d.rtt), stuntx.ResponsePort(m.mapped.Port()))
 	var se *ServerError
 	switch {
-	case err == nil && pk.Via != x:
+	case err == nil && pk.Via != m.x:
 		return false, errors.New("server ignored RESPONSE-PORT")
 	case err == nil:
 		return true, nil
@@ -106,6 +233,26 @@ func (d *discovery) aliveAfter(ctx context.Context, t time.Duration, step int) (
 		return false, fmt.Errorf("server does not support RESPONSE-PORT (%w)", err)
 	}
 	return false, fmt.Errorf("binding lifetime: %w", err)
+}
+
+// freshAnswered checks the method on a fresh mapping: the server honours
+// RESPONSE-PORT and its answer reaches the mapping.
+func (d *discovery) freshAnswered(ctx context.Context) (bool, error) {
+	defer d.closeSock("lifetime-x")
+	defer d.closeSock("lifetime-y")
+	x, err := d.socket("lifetime-x")
+	if err != nil {
+		return false, err
+	}
+	y, err := d.socket("lifetime-y")
+	if err != nil {
+		return false, err
+	}
+	m, err := d.bind(ctx, x)
+	if err != nil {
+		return false, err
+	}
+	return d.answered(ctx, y, lifetimeMapping{x: x, mapped: m})
 }
 
 func (d *discovery) closeSock(name string) {

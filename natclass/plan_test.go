@@ -261,5 +261,18 @@ func TestPlanResults(t *testing.T) {
 	}
 	if AllocSample(2).String() != "alloc-2" || FilteringII.String() != "filtering-II" || Hairpin.Test() != TestHairpinning {
 		t.Error("probe names")
+
+func TestLifetimeGrid(t *testing.T) {
+	g := lifetimeGrid(time.Second, 2*time.Minute)
+	if len(g) > 70 || g[0] != time.Second || g[len(g)-1] != 2*time.Minute {
+		t.Fatalf("grid %v: want about 60 times from 1s to 2m", g)
+	}
+	for i := 1; i < len(g); i++ {
+		gap := g[i] - g[i-1]
+		// Ending at the first dead mapping costs at most one gap past
+		// the lifetime: a second, or 5% of it.
+		if gap <= 0 || (gap > time.Second && float64(gap) > 0.051*float64(g[i-1])) {
+			t.Errorf("gap %v after %v", gap, g[i-1])
+		}
 	}
 }

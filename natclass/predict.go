@@ -272,3 +272,26 @@ func predictMapped(a, b Summary) (Outcome, string) {
 	}
 	return Skipped, "no gateway maps ports (UPnP-IGD, NAT-PMP, PCP)"
 }
+
+// PredictRelay is the relay stage's prediction for two hosts: a TURN
+// relay reached over UDP works unless a side's UDP is blocked, and then
+// only over TCP or TLS, which that side's TCP profile says it reaches (or
+// not, or was not measured).
+func PredictRelay(a, b Summary) Prediction {
+	p := Prediction{Technique: RelayUDP, Outcome: Success, Reason: "both sides reach the relay over UDP"}
+	for _, s := range []Summary{a, b} {
+		if s.NATType != UDPBlocked {
+			continue
+		}
+		p.Technique = RelayTCP
+		switch t := s.TCPProfile; {
+		case t == nil || t.Reached == NotChecked:
+			p.Outcome, p.Reason = UnknownOutcome, "a side's UDP is blocked and its TCP was not measured"
+		case t.Reached == No:
+			p.Outcome, p.Reason = Fail, "a side's UDP is blocked and it reaches no server over TCP"
+		case p.Outcome == Success:
+			p.Reason = "a side's UDP is blocked: it reaches the relay over TCP or TLS"
+		}
+	}
+	return p
+}

@@ -292,19 +292,28 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 }
 
 // summary is what the peer learns of this host.
-func (a *agent) summary() natclass.Summary {
-	s := a.self.Summary(a.tcp)
-	s.PortMapping = a.mapped()
+func (a *agent) summary() natclass.Summary { return HostSummary(a.self, a.pm, a.tcp) }
+
+// HostSummary is the predictor's input for a host: its profile, whether
+// its gateway maps ports (pm, nil when not probed) and whether it can try
+// TCP. The probe sends exactly this to its peer; natlab fleet builds the
+// same from check and probe documents.
+func HostSummary(p *natclass.Profile, pm *portmap.Report, tcp bool) natclass.Summary {
+	s := p.Summary(tcp)
+	s.PortMapping = gatewayMaps(pm)
 	return s
 }
 
-// mapped reports whether this host's gateway maps ports: a verified test
-// mapping when the check could run, any answering protocol otherwise.
-func (a *agent) mapped() bool {
-	if a.pm == nil || !a.pm.Any() {
+// mapped reports whether this host's gateway maps ports.
+func (a *agent) mapped() bool { return gatewayMaps(a.pm) }
+
+// gatewayMaps: a verified test mapping when the check could run, any
+// answering protocol otherwise.
+func gatewayMaps(pm *portmap.Report) bool {
+	if pm == nil || !pm.Any() {
 		return false
 	}
-	if in := a.pm.Inbound; in != nil && in.Admitted != natclass.NotChecked {
+	if in := pm.Inbound; in != nil && in.Admitted != natclass.NotChecked {
 		return in.Admitted == natclass.Yes
 	}
 	return true
@@ -634,22 +643,9 @@ func relayVerdict(v Verdict, r RelayReport) Verdict {
 // blocked, and then only over TCP or TLS, which that side's TCP profile
 // says it reaches (or not, or was not measured).
 func relayRow(self, peer natclass.Summary, r RelayReport) TechniqueResult {
-	tr := TechniqueResult{Technique: natclass.RelayUDP, Predicted: natclass.Success, Measured: natclass.Fail,
-		Reason: "both sides reach the relay over UDP", Attempts: len(r.Attempts), Error: r.Error}
-	for _, s := range []natclass.Summary{self, peer} {
-		if s.NATType != natclass.UDPBlocked {
-			continue
-		}
-		tr.Technique = natclass.RelayTCP
-		switch t := s.TCPProfile; {
-		case t == nil || t.Reached == natclass.NotChecked:
-			tr.Predicted, tr.Reason = natclass.UnknownOutcome, "a side's UDP is blocked and its TCP was not measured"
-		case t.Reached == natclass.No:
-			tr.Predicted, tr.Reason = natclass.Fail, "a side's UDP is blocked and it reaches no server over TCP"
-		case tr.Predicted == natclass.Success:
-			tr.Reason = "a side's UDP is blocked: it reaches the relay over TCP or TLS"
-		}
-	}
+	p := natclass.PredictRelay(self, peer)
+	tr := TechniqueResult{Technique: p.Technique, Predicted: p.Outcome, Measured: natclass.Fail,
+		Reason: p.Reason, Attempts: len(r.Attempts), Error: r.Error}
 	if r.Technique != "" && r.Relay != nil {
 		tr.Technique, tr.Measured = r.Technique, natclass.Success
 		tr.RTTMillis = r.Relay.RTTMedianMillis

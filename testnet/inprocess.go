@@ -169,7 +169,7 @@ func (w *world) buildSite(i int, spec SiteSpec) (*Site, error) {
 		if layers[d].translate {
 			inner := netip.AddrFrom4([4]byte{100, byte(64 + d), byte(i), hostOctet})
 			router := netip.AddrFrom4([4]byte{100, byte(64 + d), byte(i), routerOctet})
-			if d == len(cfgs)-1 {
+			if d == len(cfgs)-1 && !cfg.Carrier {
 				inner = netip.AddrFrom4([4]byte{10, 0, byte(i), hostOctet})
 				router = netip.AddrFrom4([4]byte{10, 0, byte(i), routerOctet})
 			}

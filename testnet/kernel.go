@@ -296,10 +296,10 @@ func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 32) }
 // router configures a NAT router's conntrack timeouts and nftables.
 func (b *kernelBuilder) router(ns string, r routerSpec) error {
 	if r.NAT.Mapping != "" {
-		secs := strconv.Itoa(int(r.NAT.lifetime() / time.Second))
+		secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
 		if err := setSysctls(ns, map[string]string{
-			"net/netfilter/nf_conntrack_udp_timeout":        secs,
-			"net/netfilter/nf_conntrack_udp_timeout_stream": secs,
+			"net/netfilter/nf_conntrack_udp_timeout":        secs(r.NAT.lifetime()),
+			"net/netfilter/nf_conntrack_udp_timeout_stream": secs(r.NAT.establishedLifetime()),
 		}); err != nil {
 			return err
 		}
@@ -536,6 +536,9 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site
 		}
 	default:
 		lan := kernelSiteLAN(i)
+		if s.NAT.Carrier {
+			lan = kernelSiteCGN(i) // the handset sits on the carrier's inside network
+		}
 		hostIP = lanAddr(lan, 2)
 		natHost := outer // the router the host's LAN hangs off
 		outerNAT := s.NAT

@@ -154,14 +154,6 @@ func nftSaddr(reg uint32) expr.Any {
 
 func nftL4proto(reg uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg} }
 
-// lifetime is the idle timeout of a NAT's mappings.
-func (n NAT) lifetime() time.Duration {
-	if n.MappingLifetime > 0 {
-		return n.MappingLifetime
-	}
-	return DefaultMappingLifetime
-}
-
 // checkKernelNAT rejects behaviours this backend cannot build, before any
 // namespace exists.
 func checkKernelNAT(n NAT, depth int) error {
@@ -183,6 +175,12 @@ func checkKernelNAT(n NAT, depth int) error {
 	}
 	if n.Mapping != "" && n.MappingLifetime > 0 && n.MappingLifetime < time.Second {
 		return fmt.Errorf("mapping lifetime %v: conntrack counts whole seconds, want >= 1s", n.MappingLifetime)
+	}
+	if n.Mapping != "" && n.EstablishedLifetime > 0 && n.EstablishedLifetime < time.Second {
+		return fmt.Errorf("established lifetime %v: conntrack counts whole seconds, want >= 1s", n.EstablishedLifetime)
+	}
+	if n.Carrier && n.Inner != nil {
+		return fmt.Errorf("a carrier NAT with a NAT behind it: the carrier's host has no NAT of its own")
 	}
 	if n.Allocation == natclass.Sequential && n.Step < 0 {
 		return fmt.Errorf("sequential step %d: want >= 0", n.Step)

@@ -31,6 +31,15 @@ type NAT struct {
 	// MappingLifetime is how long an idle UDP mapping survives (default
 	// DefaultMappingLifetime).
 	MappingLifetime time.Duration `json:"mapping_lifetime,omitempty"`
+	// EstablishedLifetime is how long an idle UDP mapping survives once it
+	// has carried traffic both ways for more than two seconds (Linux:
+	// nf_conntrack_udp_timeout_stream); default four times the mapping
+	// lifetime, Linux's 30 s : 120 s.
+	EstablishedLifetime time.Duration `json:"established_lifetime,omitempty"`
+	// Carrier puts the host directly on this NAT's inside network, the
+	// shared address space 100.64.0.0/10: a handset behind its mobile
+	// operator's CGNAT, with no NAT of its own.
+	Carrier bool `json:"carrier,omitempty"`
 	// BlockUDP drops all UDP crossing the router (TCP still passes).
 	BlockUDP bool `json:"block_udp,omitempty"`
 	// Inner, if set, is a second NAT between the host and this one: this
@@ -58,6 +67,31 @@ const PortMappingSuffix = "+upnp"
 // and within RFC 4787's "at least 2 minutes" only for established flows,
 // which is what home routers really do.
 const DefaultMappingLifetime = 30 * time.Second
+
+// establishedAfter is how long a mapping must carry traffic both ways
+// before it counts as established (Linux: a UDP stream after two seconds).
+const establishedAfter = 2 * time.Second
+
+// CarrierLifetime is the idle UDP timeout of the carrier preset: mobile
+// operators' CGNATs keep idle UDP mappings far shorter than home routers.
+const CarrierLifetime = 20 * time.Second
+
+// lifetime is the idle timeout of a NAT's mappings.
+func (n NAT) lifetime() time.Duration {
+	if n.MappingLifetime > 0 {
+		return n.MappingLifetime
+	}
+	return DefaultMappingLifetime
+}
+
+// establishedLifetime is the idle timeout of a mapping that has carried
+// traffic both ways.
+func (n NAT) establishedLifetime() time.Duration {
+	if n.EstablishedLifetime > 0 {
+		return n.EstablishedLifetime
+	}
+	return 4 * n.lifetime()
+}
 
 // presets are the named NAT profiles of the lab. The names are a public
 // interface (CLI flags, JSON, README).
@@ -115,6 +149,11 @@ var presets = map[string]NAT{
 		Allocation: natclass.Preserving,
 		TCP: &NAT{Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
 			Allocation: natclass.Random},
+	},
+	"carrier": {
+		Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Random, MappingLifetime: CarrierLifetime, EstablishedLifetime: 2 * CarrierLifetime,
+		Carrier: true,
 	},
 	"double-nat": {
 		Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,

@@ -80,6 +80,11 @@ type mapping struct {
 	sentAddr map[netip.Addr]struct{}     // remote addresses sent to, for address-dependent filtering
 	sentEP   map[netip.AddrPort]struct{} // remote endpoints sent to, for address-and-port-dependent filtering
 	lastOut  time.Time
+	created  time.Time
+	replied  bool // an inbound packet got through
+	// established: traffic both ways for more than establishedAfter, so
+	// the longer established lifetime applies (as Linux's UDP streams).
+	established bool
 }
 
 // natLayer is one NAT (or stateful firewall) of a site. Packets from the
@@ -222,6 +227,7 @@ func (n *natLayer) fromWAN(p packet) {
 		return
 	}
 	n.stats.In++
+	m.replied = true
 	p.dst = m.key.internal
 	n.mu.Unlock()
 	n.down(p)
@@ -253,7 +259,11 @@ func (n *natLayer) key(src, dst netip.AddrPort) mapKey {
 }
 
 func (n *natLayer) expired(m *mapping, now time.Time) bool {
-	return now.Sub(m.lastOut) >= n.lifetime
+	life := n.lifetime
+	if m.established {
+		life = n.cfg.establishedLifetime()
+	}
+	return now.Sub(m.lastOut) >= life
 }
 
 func (n *natLayer) removeLocked(m *mapping) {
@@ -295,12 +305,15 @@ func (n *natLayer) outboundLocked(src, dst netip.AddrPort, now time.Time) *mappi
 			}
 			ext = netip.AddrPortFrom(n.wan, port)
 		}
-		m = &mapping{key: k, external: ext, sentAddr: map[netip.Addr]struct{}{}, sentEP: map[netip.AddrPort]struct{}{}}
+		m = &mapping{key: k, external: ext, created: now, sentAddr: map[netip.Addr]struct{}{}, sentEP: map[netip.AddrPort]struct{}{}}
 		n.byKey[k] = m
 		n.byPort[ext.Port()] = m
 		n.stats.Created++
 	}
 	m.lastOut = now
+	if m.replied && now.Sub(m.created) >= establishedAfter {
+		m.established = true
+	}
 	m.sentAddr[dst.Addr()] = struct{}{}
 	m.sentEP[dst] = struct{}{}
 	return m

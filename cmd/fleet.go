@@ -1,0 +1,209 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natlab/natlab/fleet"
+	"github.com/natlab/natlab/natclass"
+)
+
+func init() { subcommandFns = append(subcommandFns, newCmdFleet) }
+
+// FleetOptions are the flags of `natlab fleet`.
+type FleetOptions struct {
+	IO     IOStreams
+	Output outputFlags
+	// Paths are files, directories or "-" (stdin).
+	Paths []string
+	// TrafficBps is one pair's traffic (0: no bandwidth figure).
+	TrafficBps float64
+}
+
+func newCmdFleet(s IOStreams) *cobra.Command {
+	o := &FleetOptions{IO: s}
+	var traffic string
+	c := &cobra.Command{
+		Use:   "fleet [FILE|DIR|-]...",
+		Short: "Predict every pair of many hosts: direct share, relay share and its cost",
+		Long: `Read many hosts' profiles (natlab check --json or natlab probe --json documents,
+or JSON lines of them, from files, directories or stdin; each may carry a
+"weight": the users or traffic behind that host) and predict every pair with
+the probe's own predictor. Prints the share of pairs that go direct, per
+technique, the share that needs a relay (over UDP, over TCP only, no path),
+the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
+		Example: `  natlab fleet profiles/
+  natlab check --server stun.example.net:3478 --json | natlab fleet -
+  natlab fleet --traffic 1M --json hosts.jsonl`,
+		RunE: func(c *cobra.Command, args []string) error {
+			o.Paths = args
+			if len(o.Paths) == 0 {
+				return flagErrorf("give profile files, directories, or - for stdin")
+			}
+			if traffic != "" {
+				r, err := fleet.ParseRate(traffic)
+				if err != nil {
+					return flagErrorf("--traffic: %v", err)
+				}
+				o.TrafficBps = r
+			}
+			return runFleet(c.Context(), o)
+		},
+	}
+	c.Flags().StringVar(&traffic, "traffic", "", "traffic of one pair (bit/s, e.g. 64k, 1.5M): report the bandwidth the relays would carry")
+	addOutputFlags(c, &o.Output)
+	return c
+}
+
+func runFleet(ctx context.Context, o *FleetOptions) error {
+	f := fleet.New()
+	if err := fleet.Load(ctx, o.Paths, o.IO.In, f.Add); err != nil {
+		return err
+	}
+	r := f.Report(fleet.Options{TrafficBps: o.TrafficBps})
+	if o.Output.JSON {
+		return writeJSON(o.IO.Out, r)
+	}
+	return writeFleet(o.IO.Out, r)
+}
+
+// fleetTypeNames are the NAT types as short row labels (the table fits
+// 80 columns).
+var fleetTypeNames = map[natclass.NATType]string{
+	natclass.Open: "open", natclass.FullCone: "full-cone", natclass.RestrictedCone: "restricted",
+	natclass.PortRestrictedCone: "port-restricted", natclass.Symmetric: "symmetric",
+	natclass.SymmetricFirewall: "sym-firewall", natclass.UDPBlocked: "udp-blocked", natclass.Unknown: "unknown",
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }
+
+func writeFleet(w io.Writer, r *fleet.Report) error {
+	fmt.Fprintf(w, "natlab fleet: %d hosts (weight %g), %d pairs, %d classes\n\n", r.Hosts, r.Weight, r.Pairs, r.Classes)
+	if r.Pairs == 0 {
+		_, err := fmt.Fprintln(w, "fewer than two hosts: no pairs to predict")
+		return err
+	}
+	fmt.Fprintf(w, "direct %s   relay %s: over UDP %s, over TCP only %s, no path %s\n",
+		pct(r.DirectShare), pct(r.RelayShare), pct(r.Relay.UDP), pct(r.Relay.TCPOnly), pct(r.Relay.NoPath))
+	if r.TrafficBps > 0 {
+		fmt.Fprintf(w, "relay bandwidth at %s per pair, every pair active: %s\n", rate(r.TrafficBps), rate(r.RelayBandwidthBps))
+	}
+	if k := r.Keepalive; k != nil {
+		fmt.Fprintf(w, "keepalives for direct UDP paths: %.0f packets/hour per pair, %.0f in all (%s of those pairs measured)\n",
+			k.PacketsPerHourPerPair, k.PacketsPerHour, pct(k.PairShare))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "technique\tshare of pairs")
+	for _, t := range sortedShares(r.Techniques) {
+		fmt.Fprintf(tw, "%s\t%s\n", t, pct(r.Techniques[t]))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write fleet: %w", err)
+	}
+	fmt.Fprintln(w)
+	if err := writeFleetGrid(w, r); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nNAT types behind the relay share (a pair counts for both its types)")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "nat type\thosts\tshare of hosts\tof pairs\tdirect\tof relayed pairs")
+	for _, t := range r.ByNATType {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", t.NATType, t.Hosts, pct(t.HostShare), pct(t.PairShare), pct(t.DirectShare), pct(t.ShareOfRelay))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write fleet: %w", err)
+	}
+	return nil
+}
+
+// writeFleetGrid is the NAT type × NAT type table: each cell the share of
+// its pairs that go direct, and under it the share of all pairs it holds.
+func writeFleetGrid(w io.Writer, r *fleet.Report) error {
+	var types []natclass.NATType
+	for _, c := range r.Cells {
+		for _, t := range []natclass.NATType{c.A, c.B} {
+			if !slices.Contains(types, t) {
+				types = append(types, t)
+			}
+		}
+	}
+	slices.SortFunc(types, func(a, b natclass.NATType) int { return fleetTypeOrder(a) - fleetTypeOrder(b) })
+	cell := func(a, b natclass.NATType) *fleet.Cell {
+		for i, c := range r.Cells {
+			if (c.A == a && c.B == b) || (c.A == b && c.B == a) {
+				return &r.Cells[i]
+			}
+		}
+		return nil
+	}
+	fmt.Fprintln(w, "direct share per NAT-type pair (share of all pairs in brackets)")
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "\t")
+	for i := range types {
+		fmt.Fprintf(tw, "%c\t", 'A'+i)
+	}
+	fmt.Fprintln(tw)
+	for i, a := range types {
+		fmt.Fprintf(tw, "%c %s\t", 'A'+i, fleetTypeNames[a])
+		for _, b := range types {
+			c := cell(a, b)
+			if c == nil {
+				fmt.Fprint(tw, "-\t")
+				continue
+			}
+			fmt.Fprintf(tw, "%.0f%% (%.0f)\t", 100*c.DirectShare, 100*c.PairShare)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write fleet: %w", err)
+	}
+	return nil
+}
+
+func fleetTypeOrder(t natclass.NATType) int {
+	order := []natclass.NATType{natclass.Open, natclass.FullCone, natclass.RestrictedCone, natclass.PortRestrictedCone,
+		natclass.Symmetric, natclass.SymmetricFirewall, natclass.UDPBlocked, natclass.Unknown}
+	if i := slices.Index(order, t); i >= 0 {
+		return i
+	}
+	return len(order)
+}
+
+// sortedShares are the keys, largest share first.
+func sortedShares(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		switch {
+		case m[a] > m[b]:
+			return -1
+		case m[a] < m[b]:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return keys
+}
+
+// rate prints a bit rate with an SI prefix.
+func rate(bps float64) string {
+	for _, u := range []struct {
+		div  float64
+		unit string
+	}{{1e12, "Tbit/s"}, {1e9, "Gbit/s"}, {1e6, "Mbit/s"}, {1e3, "kbit/s"}} {
+		if bps >= u.div {
+			return fmt.Sprintf("%.3g %s", bps/u.div, u.unit)
+		}
+	}
+	return fmt.Sprintf("%.0f bit/s", bps)
+}

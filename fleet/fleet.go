@@ -1,0 +1,159 @@
+// Package fleet predicts a whole population of hosts at once: every pair
+// of hosts through natlab's own predictor (natclass.Predict, the one
+// `natlab probe` uses, and natclass.PredictRelay), weighted by the users or
+// traffic behind each host. Hosts whose predictor inputs are identical
+// form one class, so a fleet costs classes², not hosts²: the predictor
+// runs once per pair of classes, and the weights of the hosts in a class
+// are kept as sums.
+package fleet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+// Schema versions the JSON document of `natlab fleet`.
+const Schema = "natlab.fleet/v1"
+
+// NoPath is the techniques key of pairs with neither a direct path nor a
+// relay.
+const NoPath = "none"
+
+// Host is one member of the fleet.
+type Host struct {
+	// Summary is the predictor's input for the host
+	// (probe.HostSummary); its public address is ignored: fleet hosts
+	// are on different networks.
+	Summary natclass.Summary
+	// Weight is how many users (or how much traffic) the host stands
+	// for; 0 means 1.
+	Weight float64
+	// LifetimeS is how long the host's UDP mapping survives without
+	// traffic, in seconds (0: not measured). A direct path carries
+	// traffic both ways, so the established lifetime is used when it was
+	// measured.
+	LifetimeS float64
+}
+
+// class is a set of hosts with identical predictor inputs. The weight
+// sums are all Fleet needs to weigh the pairs exactly.
+type class struct {
+	summary natclass.Summary
+	hosts   int
+	w, w2   float64 // Σ weight, Σ weight²
+	lw, lw2 float64 // the same over hosts whose keepalive cost is known
+	ka, ka2 float64 // Σ w·kph, Σ w²·kph: keepalive packets per hour
+}
+
+// Fleet accumulates hosts into classes. Its memory grows with the number
+// of classes, never with the number of hosts.
+type Fleet struct {
+	classes map[string]*class
+	order   []string // keys in the order first seen, for stable output
+	hosts   int
+	key     bytes.Buffer  // the class key being built, reused
+	enc     *json.Encoder // writes into key
+}
+
+// New returns an empty fleet.
+func New() *Fleet {
+	f := &Fleet{classes: map[string]*class{}}
+	f.enc = json.NewEncoder(&f.key)
+	return f
+}
+
+// Hosts is the number of hosts added.
+func (f *Fleet) Hosts() int { return f.hosts }
+
+// Classes is the number of distinct predictor inputs among the hosts.
+func (f *Fleet) Classes() int { return len(f.classes) }
+
+// Add puts a host into its class.
+func (f *Fleet) Add(h Host) error {
+	w := h.Weight
+	if w == 0 {
+		w = 1
+	}
+	if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+		return fmt.Errorf("weight %v: want a positive number", h.Weight)
+	}
+	if h.LifetimeS < 0 || math.IsNaN(h.LifetimeS) || math.IsInf(h.LifetimeS, 0) {
+		return fmt.Errorf("binding lifetime %v s: want a positive number", h.LifetimeS)
+	}
+	s := h.Summary
+	s.Mapped = "" // the one per-host field: same-lan never applies across a fleet
+	// The key is the summary's JSON: whatever fields the predictor's
+	// input gains, hosts that differ in them land in different classes.
+	f.key.Reset()
+	if err := f.enc.Encode(s); err != nil {
+		return fmt.Errorf("class key: %w", err)
+	}
+	c := f.classes[string(f.key.Bytes())]
+	if c == nil {
+		c = &class{summary: s}
+		k := f.key.String()
+		f.classes[k] = c
+		f.order = append(f.order, k)
+	}
+	c.hosts++
+	c.w += w
+	c.w2 += w * w
+	if kph, ok := keepalivePerHour(s, h.LifetimeS); ok {
+		c.lw += w
+		c.lw2 += w * w
+		c.ka += w * kph
+		c.ka2 += w * w * kph
+	}
+	f.hosts++
+	return nil
+}
+
+// keepaliveMargin: a keepalive goes out when this share of the lifetime
+// has passed, so one lost or late packet does not let the mapping die.
+const keepaliveMargin = 0.8
+
+// KeepaliveInterval is how often a host whose mapping lives lifetimeS
+// seconds must send to keep a direct path open (whole seconds, at least
+// one).
+func KeepaliveInterval(lifetimeS float64) float64 {
+	return math.Max(1, math.Floor(lifetimeS*keepaliveMargin))
+}
+
+// keepalivePerHour is the packets per hour a host sends to keep its
+// mapping alive: none without a NAT, unknown without a measured lifetime.
+func keepalivePerHour(s natclass.Summary, lifetimeS float64) (float64, bool) {
+	switch {
+	case s.NATType == natclass.Open:
+		return 0, true
+	case lifetimeS <= 0:
+		return 0, false
+	}
+	return 3600 / KeepaliveInterval(lifetimeS), true
+}
+
+// Best is the technique a pair of hosts should use: the first direct
+// technique predicted to succeed, else the relay the relay stage would
+// use, else NoPath.
+func Best(a, b natclass.Summary) string {
+	if t := natclass.Best(natclass.Predict(a, b)); t != "" {
+		return string(t)
+	}
+	if r := natclass.PredictRelay(a, b); r.Outcome == natclass.Success {
+		return string(r.Technique)
+	}
+	return NoPath
+}
+
+// keptAlive reports whether a technique's direct path is UDP through NAT
+// mappings that need keepalives.
+func keptAlive(t string) bool {
+	switch natclass.Technique(t) {
+	case natclass.DirectUDP, natclass.PredictUDP, natclass.Birthday, natclass.MappedUDP:
+		return true
+	}
+	return false
+}

@@ -123,18 +123,18 @@ func writeFleet(w io.Writer, r *fleet.Report) error {
 	return nil
 }
 
-// writeFleetGrid is the NAT type × NAT type table: each cell the share of
-// its pairs that go direct, and under it the share of all pairs it holds.
+// writeFleetGrid is the NAT type × NAT type table: each row the share of
+// a cell's pairs that go direct, and under it the share of all pairs the
+// cell holds. Eight types fit 80 columns.
 func writeFleetGrid(w io.Writer, r *fleet.Report) error {
 	var types []natclass.NATType
-	for _, c := range r.Cells {
-		for _, t := range []natclass.NATType{c.A, c.B} {
-			if !slices.Contains(types, t) {
+	for _, t := range fleet.NATTypes {
+		for _, c := range r.Cells {
+			if (c.A == t || c.B == t) && !slices.Contains(types, t) {
 				types = append(types, t)
 			}
 		}
 	}
-	slices.SortFunc(types, func(a, b natclass.NATType) int { return fleetTypeOrder(a) - fleetTypeOrder(b) })
 	cell := func(a, b natclass.NATType) *fleet.Cell {
 		for i, c := range r.Cells {
 			if (c.A == a && c.B == b) || (c.A == b && c.B == a) {
@@ -143,38 +143,30 @@ func writeFleetGrid(w io.Writer, r *fleet.Report) error {
 		}
 		return nil
 	}
-	fmt.Fprintln(w, "direct share per NAT-type pair (share of all pairs in brackets)")
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "\t")
+	var sb strings.Builder
+	sb.WriteString("direct share per NAT-type pair (under it: the pair's share of all pairs)\n")
+	fmt.Fprintf(&sb, "%-18s", "")
 	for i := range types {
-		fmt.Fprintf(tw, "%c\t", 'A'+i)
+		fmt.Fprintf(&sb, "%7c", 'A'+i)
 	}
-	fmt.Fprintln(tw)
+	sb.WriteString("\n")
 	for i, a := range types {
-		fmt.Fprintf(tw, "%c %s\t", 'A'+i, fleetTypeNames[a])
+		direct := fmt.Sprintf("%c %-16s", 'A'+i, fleetTypeNames[a])
+		share := fmt.Sprintf("%-18s", "")
 		for _, b := range types {
-			c := cell(a, b)
-			if c == nil {
-				fmt.Fprint(tw, "-\t")
-				continue
+			d, s := "-", "-"
+			if c := cell(a, b); c != nil {
+				d, s = fmt.Sprintf("%.0f%%", 100*c.DirectShare), pct(c.PairShare)
 			}
-			fmt.Fprintf(tw, "%.0f%% (%.0f)\t", 100*c.DirectShare, 100*c.PairShare)
+			direct += fmt.Sprintf("%7s", d)
+			share += fmt.Sprintf("%7s", s)
 		}
-		fmt.Fprintln(tw)
+		sb.WriteString(direct + "\n" + share + "\n")
 	}
-	if err := tw.Flush(); err != nil {
+	if _, err := io.WriteString(w, sb.String()); err != nil {
 		return fmt.Errorf("write fleet: %w", err)
 	}
 	return nil
-}
-
-func fleetTypeOrder(t natclass.NATType) int {
-	order := []natclass.NATType{natclass.Open, natclass.FullCone, natclass.RestrictedCone, natclass.PortRestrictedCone,
-		natclass.Symmetric, natclass.SymmetricFirewall, natclass.UDPBlocked, natclass.Unknown}
-	if i := slices.Index(order, t); i >= 0 {
-		return i
-	}
-	return len(order)
 }
 
 // sortedShares are the keys, largest share first.

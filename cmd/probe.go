@@ -47,6 +47,9 @@ type ProbeOptions struct {
 	// Metrics is the host:port to serve Prometheus metrics on (with
 	// Interval).
 	Metrics string
+	// Lifetime adds the binding lifetime and keepalive cost to a direct
+	// verdict.
+	Lifetime bool
 	// TURN credentials for the relay stage: a long-term user and password,
 	// or the TURN REST API secret (coturn's use-auth-secret). None: no
 	// relay stage.
@@ -164,6 +167,7 @@ interrupted, 1 if metrics cannot be served.`,
 	c.Flags().DurationVar(&o.PairTimeout, "pair-timeout", probe.DefaultPairTimeout, "how long to wait for the peer")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep probing, one round per DURATION, one JSON report line per round (both hosts pass the same value)")
 	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve Prometheus metrics on HOST:PORT at /metrics")
+	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "after a direct UDP verdict, measure this host's binding lifetimes and add the keepalive interval and packets per hour (up to 2 minutes more)")
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
 	return c
@@ -178,7 +182,7 @@ func probeOptions(o *ProbeOptions) (probe.Options, error) {
 			return probe.Options{}, fmt.Errorf("network stack: %w", err)
 		}
 	}
-	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig()}
+	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig(), Lifetime: o.Lifetime}
 	switch {
 	case o.Join != "":
 		opts.Mode, opts.Code = rendezvous.Join, o.Join

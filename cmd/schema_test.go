@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/fleet"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -349,6 +350,7 @@ func TestREADMEJSONExamples(t *testing.T) {
 		probe.ProbeSchema: func() any { return &probe.Report{} },
 		lab.MatrixSchema:  func() any { return &lab.MatrixReport{} },
 		"natlab.serve/v1": func() any { return &serveStatus{} },
+		fleet.Schema:      func() any { return &fleet.Report{} },
 	}
 	checked := 0
 	for i, b := range blocks {

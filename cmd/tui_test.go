@@ -89,7 +89,7 @@ func TestTUIMatrixInTmux(t *testing.T) {
 	bin := natlabBinary(t)
 	s := newTmux(t, "env NO_COLOR=1 TERM=xterm-256color "+bin+" lab --matrix; echo EXIT=$?; sleep 60")
 
-	screen := s.waitFor(30*time.Second, "natlab lab --matrix", "A double-nat", "pairs")
+	screen := s.waitFor(30*time.Second, "natlab lab --matrix", "A carrier", "pairs")
 	t.Logf("in progress:\n%s", screen)
 	screen = s.waitFor(90*time.Second, "28/28 pairs", "Every measured outcome equals its prediction")
 	t.Logf("matrix:\n%s", screen)

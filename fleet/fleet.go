@@ -14,6 +14,7 @@ import (
 	"math"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 )
 
 // Schema versions the JSON document of `natlab fleet`.
@@ -55,8 +56,11 @@ type Fleet struct {
 	classes map[string]*class
 	order   []string // keys in the order first seen, for stable output
 	hosts   int
-	key     bytes.Buffer  // the class key being built, reused
-	enc     *json.Encoder // writes into key
+	// lifetimes counts hosts behind a NAT with a measured lifetime: without
+	// any, there is no keepalive cost to report.
+	lifetimes int
+	key       bytes.Buffer  // the class key being built, reused
+	enc       *json.Encoder // writes into key
 }
 
 // New returns an empty fleet.
@@ -102,6 +106,9 @@ func (f *Fleet) Add(h Host) error {
 	c.hosts++
 	c.w += w
 	c.w2 += w * w
+	if s.NATType != natclass.Open && h.LifetimeS > 0 {
+		f.lifetimes++
+	}
 	if kph, ok := keepalivePerHour(s, h.LifetimeS); ok {
 		c.lw += w
 		c.lw2 += w * w
@@ -110,17 +117,6 @@ func (f *Fleet) Add(h Host) error {
 	}
 	f.hosts++
 	return nil
-}
-
-// keepaliveMargin: a keepalive goes out when this share of the lifetime
-// has passed, so one lost or late packet does not let the mapping die.
-const keepaliveMargin = 0.8
-
-// KeepaliveInterval is how often a host whose mapping lives lifetimeS
-// seconds must send to keep a direct path open (whole seconds, at least
-// one).
-func KeepaliveInterval(lifetimeS float64) float64 {
-	return math.Max(1, math.Floor(lifetimeS*keepaliveMargin))
 }
 
 // keepalivePerHour is the packets per hour a host sends to keep its
@@ -132,7 +128,7 @@ func keepalivePerHour(s natclass.Summary, lifetimeS float64) (float64, bool) {
 	case lifetimeS <= 0:
 		return 0, false
 	}
-	return 3600 / KeepaliveInterval(lifetimeS), true
+	return 3600 / probe.KeepaliveInterval(lifetimeS), true
 }
 
 // Best is the technique a pair of hosts should use: the first direct
@@ -146,14 +142,4 @@ func Best(a, b natclass.Summary) string {
 		return string(r.Technique)
 	}
 	return NoPath
-}
-
-// keptAlive reports whether a technique's direct path is UDP through NAT
-// mappings that need keepalives.
-func keptAlive(t string) bool {
-	switch natclass.Technique(t) {
-	case natclass.DirectUDP, natclass.PredictUDP, natclass.Birthday, natclass.MappedUDP:
-		return true
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 )
 
 // summaries covers every kind of predictor input the lab produces.
@@ -122,7 +123,7 @@ func TestClassesEqualEveryPair(t *testing.T) {
 			total += m
 			ka, oka := keepalivePerHour(a.Summary, a.LifetimeS)
 			kb, okb := keepalivePerHour(b.Summary, b.LifetimeS)
-			if keptAlive(best) && oka && okb {
+			if probe.KeptAlive(natclass.Technique(best)) && oka && okb {
 				kaMass += m
 				kaPackets += m * (ka + kb)
 			}

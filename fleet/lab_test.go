@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,38 +30,56 @@ type checkDoc struct {
 }
 
 // labProfiles profiles one lab host behind each preset (in labs of up to
-// eight sites) and returns their check documents, in order. In-process
-// hosts have no TCP, and their documents say so.
-func labProfiles(ctx context.Context, t testing.TB, backend testnet.Backend, presets []string) []checkDoc {
+// eight sites, up to eight labs at once) and returns their check
+// documents, in order. In-process hosts have no TCP, and their documents
+// say so. With lifetime, each host also measures its binding lifetimes.
+func labProfiles(ctx context.Context, t testing.TB, backend testnet.Backend, presets []string, lifetime bool) []checkDoc {
 	t.Helper()
-	var docs []checkDoc
-	for len(presets) > 0 {
-		chunk := presets[:min(labSites, len(presets))]
-		presets = presets[len(chunk):]
-		var topo testnet.Topology
-		for i, p := range chunk {
-			n, err := testnet.Preset(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			topo.Sites = append(topo.Sites, testnet.SiteSpec{Name: fmt.Sprintf("s%d", i), Preset: p, NAT: n})
-		}
-		rep, err := lab.Run(ctx, lab.Options{Backend: backend, Topology: topo})
-		if err != nil {
-			t.Fatalf("lab: %v", err)
-		}
-		for _, s := range rep.Sites {
-			if s.Profile == nil || len(s.Mismatches) > 0 {
-				t.Fatalf("site %s (%s): profile %v, mismatches %v, error %q", s.Name, s.Preset, s.Profile != nil, s.Mismatches, s.Error)
-			}
-			d := checkDoc{Schema: checkSchema, Profile: s.Profile}
-			if backend == testnet.InProcess {
-				d.TCP = new(bool)
-			}
-			docs = append(docs, d)
-		}
+	docs := make([]checkDoc, len(presets))
+	errs := make([]error, len(presets))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(presets); lo += labSites {
+		chunk := presets[lo:min(lo+labSites, len(presets))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[lo] = labChunk(ctx, backend, chunk, lifetime, docs[lo:lo+len(chunk)])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 	return docs
+}
+
+// labChunk profiles the hosts of one lab into docs.
+func labChunk(ctx context.Context, backend testnet.Backend, presets []string, lifetime bool, docs []checkDoc) error {
+	var topo testnet.Topology
+	for i, p := range presets {
+		n, err := testnet.Preset(p)
+		if err != nil {
+			return err
+		}
+		topo.Sites = append(topo.Sites, testnet.SiteSpec{Name: fmt.Sprintf("s%d", i), Preset: p, NAT: n})
+	}
+	rep, err := lab.Run(ctx, lab.Options{Backend: backend, Topology: topo, Lifetime: lifetime})
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	for i, s := range rep.Sites {
+		if s.Profile == nil || len(s.Mismatches) > 0 {
+			return fmt.Errorf("site %s (%s): profile %v, mismatches %v, error %q", s.Name, s.Preset, s.Profile != nil, s.Mismatches, s.Error)
+		}
+		docs[i] = checkDoc{Schema: checkSchema, Profile: s.Profile}
+		if backend == testnet.InProcess {
+			docs[i].TCP = new(bool)
+		}
+	}
+	return nil
 }
 
 func jsonLines(t testing.TB, docs []checkDoc) []byte {
@@ -102,7 +122,7 @@ func compareWithMatrix(t *testing.T, backend testnet.Backend, presets []string) 
 	for _, p := range presets {
 		hosts = append(hosts, p, p)
 	}
-	docs := labProfiles(ctx, t, backend, hosts)
+	docs := labProfiles(ctx, t, backend, hosts, false)
 	m, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Presets: presets})
 	if err != nil {
 		t.Fatalf("matrix: %v", err)
@@ -181,7 +201,7 @@ func TestWriteExample(t *testing.T) {
 			presets = append(presets, m.preset)
 		}
 	}
-	docs := labProfiles(context.Background(), t, backend, presets)
+	docs := labProfiles(context.Background(), t, backend, presets, os.Getenv("NATLAB_FLEET_EXAMPLE_LIFETIME") != "")
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
 	}

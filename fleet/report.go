@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 )
 
 // Options shape a report.
@@ -159,7 +160,7 @@ func (t *tally) add(a, b *class, same bool) {
 		t.direct += mass
 		c.direct += mass
 	}
-	if keptAlive(best) {
+	if probe.KeptAlive(natclass.Technique(best)) {
 		t.kaUDP += mass
 		t.kaPairs += kaMass
 		t.kaPackets += kaPackets
@@ -188,7 +189,7 @@ func (f *Fleet) build(cs []*class, t *tally, o Options) *Report {
 	r.RelayBandwidthBps = (t.tech[string(natclass.RelayUDP)] + t.tech[string(natclass.RelayTCP)]) * o.TrafficBps
 	r.Cells = cells(t)
 	r.ByNATType = byNATType(cs, t, r.Weight, relayed)
-	if t.kaPairs > 0 {
+	if f.lifetimes > 0 && t.kaPairs > 0 {
 		r.Keepalive = &Keepalive{PairShare: share(t.kaPairs, t.kaUDP), PacketsPerHour: t.kaPackets,
 			PacketsPerHourPerPair: t.kaPackets / t.kaPairs}
 	}
@@ -254,6 +255,7 @@ func byNATType(cs []*class, t *tally, weight, relayed float64) []NATTypeShare {
 			out = append(out, r)
 		}
 	}
+	// out is in NATTypes order, which breaks ties.
 	slices.SortStableFunc(out, func(a, b NATTypeShare) int {
 		switch {
 		case a.ShareOfRelay > b.ShareOfRelay:

@@ -65,8 +65,13 @@ type Options struct {
 	// Relay, if set, adds the relay stage: allocate on the TURN server,
 	// measure relay and direct paths with the peer, and price the
 	// difference. Both peers must set it (or neither).
-	Relay  *RelayConfig
-	Logger *slog.Logger
+	Relay *RelayConfig
+	// Lifetime measures this host's binding lifetimes once a direct UDP
+	// path is found (up to LifetimeMax, natclass.DefaultLifetimeMax when
+	// 0) and adds the keepalive it needs to the verdict.
+	Lifetime    bool
+	LifetimeMax time.Duration
+	Logger      *slog.Logger
 }
 
 // TechniqueResult is one technique for this pair: predicted and measured.
@@ -97,16 +102,17 @@ type Verdict struct {
 
 // Report is the result of a paired probe, from one side.
 type Report struct {
-	Schema         string            `json:"schema"`          // ProbeSchema
-	Side           string            `json:"side"`            // "A" or "B"
-	Server         string            `json:"server"`          // natlab serve's address
-	Self           *natclass.Profile `json:"self"`            // this host's NAT profile
-	PortMapping    *portmap.Report   `json:"port_mapping"`    // what this host's gateway maps (null when not probed)
-	Peer           natclass.Summary  `json:"peer"`            // the peer's, as it sent it
-	Techniques     []TechniqueResult `json:"techniques"`      // in order of preference
-	Relay          *RelayReport      `json:"relay,omitempty"` // TURN relay figures, and the cost against the direct path
-	Verdict        Verdict           `json:"verdict"`         // what to use
-	DurationMillis float64           `json:"duration_ms"`     // wall time
+	Schema         string            `json:"schema"`              // ProbeSchema
+	Side           string            `json:"side"`                // "A" or "B"
+	Server         string            `json:"server"`              // natlab serve's address
+	Self           *natclass.Profile `json:"self"`                // this host's NAT profile
+	PortMapping    *portmap.Report   `json:"port_mapping"`        // what this host's gateway maps (null when not probed)
+	Peer           natclass.Summary  `json:"peer"`                // the peer's, as it sent it
+	Techniques     []TechniqueResult `json:"techniques"`          // in order of preference
+	Relay          *RelayReport      `json:"relay,omitempty"`     // TURN relay figures, and the cost against the direct path
+	Keepalive      *Keepalive        `json:"keepalive,omitempty"` // with --lifetime: what keeping the direct path open costs this host
+	Verdict        Verdict           `json:"verdict"`             // what to use
+	DurationMillis float64           `json:"duration_ms"`         // wall time
 }
 
 // peerInfo is what a peer sends through the rendezvous when pairing.
@@ -285,6 +291,11 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		rep.Relay = &rr
 		rep.Techniques = append(rep.Techniques, relayRow(a.summary(), a.peer, rr))
 		rep.Verdict = relayVerdict(rep.Verdict, rr)
+	}
+	if a.o.Lifetime {
+		if err := a.lifetimeStage(ctx, rep); err != nil {
+			return nil, err
+		}
 	}
 	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = millis.Since(a.start)

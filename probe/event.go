@@ -18,6 +18,7 @@ const (
 	StagePair      Stage = "pair"      // the pairing code, then the peer
 	StageTechnique Stage = "technique" // one technique started or finished
 	StageRelay     Stage = "relay"     // the TURN relay stage
+	StageLifetime  Stage = "lifetime"  // with Options.Lifetime: this host's binding lifetimes and keepalive
 	StageVerdict   Stage = "verdict"   // what to use
 )
 
@@ -28,6 +29,7 @@ const (
 //	pair:      PairingCode (once the code is registered), natclass.Summary (the peer)
 //	technique: natclass.Prediction when it starts, TechniqueResult when done (Outcome set)
 //	relay:     RelayReport when done
+//	lifetime:  *Keepalive when measured
 //	verdict:   Verdict
 type Event struct {
 	Time    time.Time        `json:"time"`

@@ -33,6 +33,13 @@ type CheckOptions struct {
 	PortMap  bool
 	TCP      bool
 	Timeout  time.Duration
+	// Interval, if positive, keeps checking, one check per interval, one
+	// JSON line each; Metrics serves them to Prometheus.
+	Interval time.Duration
+	Metrics  string
+	// Weight is the users or traffic behind this host (natlab fleet); 0
+	// leaves it out.
+	Weight float64
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
 }
@@ -44,6 +51,9 @@ type checkDocument struct {
 	// PortMapping is what the gateway answers over UPnP-IGD, NAT-PMP and
 	// PCP, and whether a test mapping let traffic in; null with --portmap=false.
 	PortMapping *portmap.Report `json:"port_mapping"`
+	// Weight is --weight: the users or traffic behind this host, for
+	// natlab fleet.
+	Weight float64 `json:"weight,omitempty"`
 }
 
 func newCmdCheck(s IOStreams) *cobra.Command { return NewCmdCheck(s, nil) }
@@ -74,8 +84,20 @@ Tests a server cannot support are listed as not run.`,
 			if o.Timeout <= 0 {
 				return flagErrorf("--timeout %v: must be positive", o.Timeout)
 			}
+			if o.Interval != 0 && o.Interval < minCheckInterval {
+				return flagErrorf("--interval %v: want at least %v", o.Interval, minCheckInterval)
+			}
+			if o.Metrics != "" && o.Interval == 0 {
+				return flagErrorf("--metrics needs --interval: a single check ends before anything could scrape it")
+			}
+			if o.Weight < 0 {
+				return flagErrorf("--weight %v: want a positive number", o.Weight)
+			}
 			if runF != nil {
 				return runF(c.Context(), o)
+			}
+			if o.Interval > 0 {
+				return runCheckInterval(c.Context(), o)
 			}
 			return runCheck(c.Context(), o)
 		},
@@ -85,6 +107,9 @@ Tests a server cannot support are listed as not run.`,
 	c.Flags().BoolVar(&o.PortMap, "portmap", true, "also ask the gateway for a test port mapping (UPnP-IGD, NAT-PMP, PCP), concurrently with the STUN tests")
 	c.Flags().BoolVar(&o.TCP, "tcp", true, "also measure the TCP profile (needs natlab serve for filtering), concurrently with the UDP tests")
 	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
+	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep checking, one check per DURATION, one JSON line per check")
+	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve the profile as Prometheus metrics on HOST:PORT at /metrics (for natlab fleet --prometheus)")
+	c.Flags().Float64Var(&o.Weight, "weight", 0, "the users or traffic behind this host, carried in --json and --metrics for natlab fleet")
 	addOutputFlags(c, &o.Output)
 	return c
 }
@@ -113,7 +138,7 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 		return err
 	}
 	if o.Output.JSON {
-		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm}); err != nil {
+		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}); err != nil {
 			return err
 		}
 	} else {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +26,11 @@ type FleetOptions struct {
 	Paths []string
 	// TrafficBps is one pair's traffic (0: no bandwidth figure).
 	TrafficBps float64
+	// Prometheus is a Prometheus server's base URL to read the hosts
+	// from (natlab check --interval --metrics series), besides Paths.
+	Prometheus string
+	// Timeout bounds the Prometheus queries.
+	Timeout time.Duration
 }
 
 func newCmdFleet(s IOStreams) *cobra.Command {
@@ -43,8 +50,13 @@ the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
   natlab fleet --traffic 1M --json hosts.jsonl`,
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Paths = args
-			if len(o.Paths) == 0 {
-				return flagErrorf("give profile files, directories, or - for stdin")
+			if len(o.Paths) == 0 && o.Prometheus == "" {
+				return flagErrorf("give profile files, directories, - for stdin, or --prometheus URL")
+			}
+			if o.Prometheus != "" {
+				if u, err := url.Parse(o.Prometheus); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return flagErrorf("--prometheus %q: want the server's http(s)://HOST:PORT", o.Prometheus)
+				}
 			}
 			if traffic != "" {
 				r, err := fleet.ParseRate(traffic)
@@ -56,6 +68,8 @@ the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
 			return runFleet(c.Context(), o)
 		},
 	}
+	c.Flags().StringVar(&o.Prometheus, "prometheus", "", "read hosts from this Prometheus server's HTTP API (http://HOST:PORT): the natlab check --interval --metrics series it scrapes")
+	c.Flags().DurationVar(&o.Timeout, "timeout", 30*time.Second, "bound on reading from --prometheus")
 	c.Flags().StringVar(&traffic, "traffic", "", "traffic of one pair (bit/s, e.g. 64k, 1.5M): report the bandwidth the relays would carry")
 	addOutputFlags(c, &o.Output)
 	return c
@@ -65,6 +79,13 @@ func runFleet(ctx context.Context, o *FleetOptions) error {
 	f := fleet.New()
 	if err := fleet.Load(ctx, o.Paths, o.IO.In, f.Add); err != nil {
 		return err
+	}
+	if o.Prometheus != "" {
+		qctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		if err := fleet.LoadPrometheus(qctx, o.Prometheus, f.Add); err != nil {
+			return err
+		}
 	}
 	r := f.Report(fleet.Options{TrafficBps: o.TrafficBps})
 	if o.Output.JSON {

@@ -89,6 +89,11 @@ func TestFleetBadInput(t *testing.T) {
 		{[]string{"fleet", filepath.Join(dir, "missing.json")}, ExitInternal, "no such file"},
 		{[]string{"fleet", bad}, ExitInternal, "document 1: weight -2"},
 		{[]string{"fleet", "-"}, ExitInternal, "stdin: no documents"},
+		{[]string{"fleet", "--prometheus", "localhost:9090"}, ExitUsage, "want the server's http(s)://HOST:PORT"},
+		{[]string{"fleet", "--timeout", "2s", "--prometheus", "http://127.0.0.1:1"}, ExitInternal, "prometheus query natlab_check_summary"},
+		{[]string{"check", "--server", "127.0.0.1:3478", "--metrics", "127.0.0.1:0"}, ExitUsage, "--metrics needs --interval"},
+		{[]string{"check", "--server", "127.0.0.1:3478", "--interval", "10ms"}, ExitUsage, "--interval 10ms"},
+		{[]string{"check", "--server", "127.0.0.1:3478", "--weight", "-1"}, ExitUsage, "--weight -1"},
 	} {
 		s, _, errOut := testStreams()
 		code := Main(tc.args, s)

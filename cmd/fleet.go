@@ -14,6 +14,8 @@ import (
 
 	"github.com/natlab/natlab/fleet"
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/tui"
 )
 
 func init() { subcommandFns = append(subcommandFns, newCmdFleet) }
@@ -76,22 +78,51 @@ the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
 }
 
 func runFleet(ctx context.Context, o *FleetOptions) error {
+	// Keys come from stdin: no TUI when the profiles do.
+	if useTUI(o.IO, o.Output, false) && !slices.Contains(o.Paths, "-") {
+		run := func(ctx context.Context, _ func(probe.Event)) (tui.Result, error) {
+			r, err := predictFleet(ctx, o)
+			return tui.Result{Fleet: r}, err
+		}
+		res, err := runTUI(ctx, o.IO, tui.KindFleet, "natlab fleet · "+fleetSource(o), run)
+		if res.Fleet == nil {
+			return err
+		}
+		return writeFleet(o.IO.Out, res.Fleet)
+	}
+	r, err := predictFleet(ctx, o)
+	if err != nil {
+		return err
+	}
+	if o.Output.JSON {
+		return writeJSON(o.IO.Out, r)
+	}
+	return writeFleet(o.IO.Out, r)
+}
+
+// fleetSource names the input in the TUI's title.
+func fleetSource(o *FleetOptions) string {
+	src := slices.Clone(o.Paths)
+	if o.Prometheus != "" {
+		src = append(src, o.Prometheus)
+	}
+	return strings.Join(src, " ")
+}
+
+// predictFleet reads every host and predicts the fleet.
+func predictFleet(ctx context.Context, o *FleetOptions) (*fleet.Report, error) {
 	f := fleet.New()
 	if err := fleet.Load(ctx, o.Paths, o.IO.In, f.Add); err != nil {
-		return err
+		return nil, err
 	}
 	if o.Prometheus != "" {
 		qctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
 		if err := fleet.LoadPrometheus(qctx, o.Prometheus, f.Add); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	r := f.Report(fleet.Options{TrafficBps: o.TrafficBps})
-	if o.Output.JSON {
-		return writeJSON(o.IO.Out, r)
-	}
-	return writeFleet(o.IO.Out, r)
+	return f.Report(fleet.Options{TrafficBps: o.TrafficBps}), nil
 }
 
 // fleetTypeNames are the NAT types as short row labels (the table fits
@@ -113,7 +144,7 @@ func writeFleet(w io.Writer, r *fleet.Report) error {
 	fmt.Fprintf(w, "direct %s   relay %s: over UDP %s, over TCP only %s, no path %s\n",
 		pct(r.DirectShare), pct(r.RelayShare), pct(r.Relay.UDP), pct(r.Relay.TCPOnly), pct(r.Relay.NoPath))
 	if r.TrafficBps > 0 {
-		fmt.Fprintf(w, "relay bandwidth at %s per pair, every pair active: %s\n", rate(r.TrafficBps), rate(r.RelayBandwidthBps))
+		fmt.Fprintf(w, "relay bandwidth at %s per pair, every pair active: %s\n", fleet.FormatRate(r.TrafficBps), fleet.FormatRate(r.RelayBandwidthBps))
 	}
 	if k := r.Keepalive; k != nil {
 		fmt.Fprintf(w, "keepalives for direct UDP paths: %.0f packets/hour per pair, %.0f in all (%s of those pairs measured)\n",
@@ -206,17 +237,4 @@ func sortedShares(m map[string]float64) []string {
 		return strings.Compare(a, b)
 	})
 	return keys
-}
-
-// rate prints a bit rate with an SI prefix.
-func rate(bps float64) string {
-	for _, u := range []struct {
-		div  float64
-		unit string
-	}{{1e12, "Tbit/s"}, {1e9, "Gbit/s"}, {1e6, "Mbit/s"}, {1e3, "kbit/s"}} {
-		if bps >= u.div {
-			return fmt.Sprintf("%.3g %s", bps/u.div, u.unit)
-		}
-	}
-	return fmt.Sprintf("%.0f bit/s", bps)
 }

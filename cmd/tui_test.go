@@ -91,7 +91,7 @@ func TestTUIMatrixInTmux(t *testing.T) {
 
 	screen := s.waitFor(30*time.Second, "natlab lab --matrix", "A carrier", "pairs")
 	t.Logf("in progress:\n%s", screen)
-	screen = s.waitFor(90*time.Second, "28/28 pairs", "Every measured outcome equals its prediction")
+	screen = s.waitFor(90*time.Second, "36/36 pairs", "Every measured outcome equals its prediction")
 	t.Logf("matrix:\n%s", screen)
 	if !strings.Contains(screen, "[udp]") {
 		t.Errorf("the cursor is not on the first cell:\n%s", screen)
@@ -109,12 +109,12 @@ func TestTUIMatrixInTmux(t *testing.T) {
 	screen = s.waitFor(5*time.Second, "full-cone × open", "technique", "why:", "esc back")
 	t.Logf("details:\n%s", screen)
 	s.keys("Escape")
-	s.waitFor(5*time.Second, "▸ full-cone × open", "28/28 pairs")
+	s.waitFor(5*time.Second, "▸ full-cone × open", "36/36 pairs")
 	s.keys("?")
 	screen = s.waitFor(5*time.Second, "natlab — keys", "rerun")
 	t.Logf("help:\n%s", screen)
 	s.keys("?")
-	s.waitFor(5*time.Second, "28/28 pairs")
+	s.waitFor(5*time.Second, "36/36 pairs")
 	s.keys("q")
 	screen = s.waitFor(10*time.Second, "EXIT=0")
 	if !strings.Contains(screen, "every measured outcome equals its prediction") {
@@ -182,4 +182,23 @@ func freeLoopbackUDPPort(t *testing.T) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestTUIFleetInTmux shows the example fleet's heat map in a real
+// terminal, quits, and reads the text report left behind.
+func TestTUIFleetInTmux(t *testing.T) {
+	bin := natlabBinary(t)
+	s := newTmux(t, "env NO_COLOR=1 TERM=xterm-256color "+bin+" fleet --traffic 1M ../examples/fleet/hosts.jsonl; echo EXIT=$?; sleep 60")
+	screen := s.waitFor(20*time.Second, "natlab fleet · ../examples/fleet/hosts.jsonl", "300 hosts", "direct share", "E symmetric", "relayed pairs")
+	t.Logf("heat map:\n%s", screen)
+	for i, line := range strings.Split(screen, "\n") {
+		if w := len([]rune(line)); w > 80 {
+			t.Errorf("line %d is %d cells wide", i+1, w)
+		}
+	}
+	s.keys("q")
+	screen = s.waitFor(10*time.Second, "EXIT=0")
+	if !strings.Contains(screen, "NAT types behind the relay share") {
+		t.Errorf("after q the text report is missing:\n%s", screen)
+	}
 }

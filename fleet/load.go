@@ -175,3 +175,16 @@ func ParseRate(s string) (float64, error) {
 	}
 	return v * mult, nil
 }
+
+// FormatRate prints a bit rate with an SI prefix: "6 Gbit/s".
+func FormatRate(bps float64) string {
+	for _, u := range []struct {
+		div  float64
+		unit string
+	}{{1e12, "Tbit/s"}, {1e9, "Gbit/s"}, {1e6, "Mbit/s"}, {1e3, "kbit/s"}} {
+		if bps >= u.div {
+			return fmt.Sprintf("%.3g %s", bps/u.div, u.unit)
+		}
+	}
+	return fmt.Sprintf("%.0f bit/s", bps)
+}

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"github.com/natlab/natlab/fleet"
+	"testing"
 	"time"
 
 	"github.com/natlab/natlab/lab"
@@ -124,4 +126,30 @@ func labReport() *lab.Report {
 			{Name: "a", Preset: "port-restricted-cone", Public: "198.51.100.10", Expected: testnet.Expected{NATType: natclass.PortRestrictedCone}, Profile: a},
 			{Name: "b", Preset: "symmetric", Public: "198.51.100.20", Expected: testnet.Expected{NATType: natclass.Symmetric}, Profile: b},
 		}}
+}
+
+// fleetReport is a small fleet through the real fleet package: cones,
+// symmetric NATs (one a carrier's), a UDP-blocked host and an open one.
+func fleetReport(t *testing.T) *fleet.Report {
+	t.Helper()
+	ei, apd := natclass.EndpointIndependent, natclass.AddressAndPortDependent
+	hosts := []struct {
+		s natclass.Summary
+		n int
+	}{
+		{natclass.Summary{NATType: natclass.PortRestrictedCone, Mapping: ei, Filtering: apd, Allocation: natclass.Preserving, TCP: true}, 5},
+		{natclass.Summary{NATType: natclass.FullCone, Mapping: ei, Filtering: ei, Allocation: natclass.Preserving, TCP: true}, 1},
+		{natclass.Summary{NATType: natclass.Symmetric, Mapping: apd, Filtering: apd, Allocation: natclass.Random, TCP: true}, 3},
+		{natclass.Summary{NATType: natclass.UDPBlocked, TCP: true}, 1},
+		{natclass.Summary{NATType: natclass.Open, Mapping: ei, Filtering: ei, TCP: true}, 1},
+	}
+	f := fleet.New()
+	for _, h := range hosts {
+		for range h.n {
+			if err := f.Add(fleet.Host{Summary: h.s}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return f.Report(fleet.Options{TrafficBps: 1e6})
 }

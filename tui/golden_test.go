@@ -86,6 +86,7 @@ func TestGolden(t *testing.T) {
 		{"matrix_details", matrixOpts, append(append([]tea.Msg{}, matrixDone...), keyMsg("down"), keyMsg("right"), keyMsg("right"), keyMsg("enter"))},
 		{"matrix_back", matrixOpts, append(append([]tea.Msg{}, matrixDone...), keyMsg("down"), keyMsg("enter"), keyMsg("esc"), keyMsg("down"))},
 		{"lab", Options{Kind: KindLab, Title: "natlab lab"}, []tea.Msg{StartMsg{Run: 1}, DoneMsg{Run: 1, Result: Result{Lab: labReport()}}}},
+		{"fleet", Options{Kind: KindFleet, Title: "natlab fleet · hosts.jsonl"}, []tea.Msg{StartMsg{Run: 1}, DoneMsg{Run: 1, Result: Result{Fleet: fleetReport(t)}}}},
 		{"help", matrixOpts, append(append([]tea.Msg{}, matrixDone...), keyMsg("?"))},
 	}
 	for _, c := range cases {

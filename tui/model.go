@@ -11,6 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/spinner"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/natlab/natlab/fleet"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/probe"
 )
@@ -23,6 +24,7 @@ const (
 	KindProbe  Kind = iota // natlab probe
 	KindLab                // natlab lab
 	KindMatrix             // natlab lab --matrix
+	KindFleet              // natlab fleet
 )
 
 // Result is what one run produced; exactly one field is set.
@@ -30,6 +32,7 @@ type Result struct {
 	Probe  *probe.Report
 	Lab    *lab.Report
 	Matrix *lab.MatrixReport
+	Fleet  *fleet.Report
 }
 
 // Messages between the command layer (through Run) and the model.
@@ -81,6 +84,7 @@ type Model struct {
 	probe  probeScreen
 	lab    labScreen
 	matrix matrixScreen
+	fleet  fleetScreen
 }
 
 // Default terminal size until the first WindowSizeMsg: the smallest the
@@ -103,6 +107,7 @@ func (m *Model) reset() {
 	m.probe = probeScreen{}
 	m.lab = labScreen{}
 	m.matrix = matrixScreen{row: m.matrix.row, col: m.matrix.col}
+	m.fleet = fleetScreen{}
 }
 
 // Init starts the spinner.
@@ -158,6 +163,8 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.lab.done(msg.Result.Lab)
 		case msg.Result.Matrix != nil:
 			m.matrix.done(msg.Result.Matrix)
+		case msg.Result.Fleet != nil:
+			m.fleet.done(msg.Result.Fleet)
 		}
 		return m, nil
 	}
@@ -207,6 +214,8 @@ func (m Model) View() string {
 		body = m.lab.view(v)
 	case KindMatrix:
 		body = m.matrix.view(v)
+	case KindFleet:
+		body = m.fleet.view(v)
 	}
 	return fit(body, w, h-1) + "\n" + truncate(footer, w)
 }

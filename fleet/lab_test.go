@@ -37,7 +37,11 @@ func labProfiles(ctx context.Context, t testing.TB, backend testnet.Backend, pre
 	t.Helper()
 	docs := make([]checkDoc, len(presets))
 	errs := make([]error, len(presets))
+	// Lifetimes open ~120 mappings per host at once: fewer labs at a time.
 	sem := make(chan struct{}, 8)
+	if lifetime {
+		sem = make(chan struct{}, 5)
+	}
 	var wg sync.WaitGroup
 	for lo := 0; lo < len(presets); lo += labSites {
 		chunk := presets[lo:min(lo+labSites, len(presets))]
@@ -46,7 +50,14 @@ func labProfiles(ctx context.Context, t testing.TB, backend testnet.Backend, pre
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			errs[lo] = labChunk(ctx, backend, chunk, lifetime, docs[lo:lo+len(chunk)])
+			// A profile can come out incomplete on a loaded machine (its
+			// negative tests wait a few RTTs): measure the lab again, as a
+			// user would re-run a check, at most twice.
+			for try := 0; try < 3; try++ {
+				if errs[lo] = labChunk(ctx, backend, chunk, lifetime, docs[lo:lo+len(chunk)]); errs[lo] == nil {
+					break
+				}
+			}
 		}()
 	}
 	wg.Wait()

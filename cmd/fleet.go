@@ -78,26 +78,19 @@ the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
 }
 
 func runFleet(ctx context.Context, o *FleetOptions) error {
-	// Keys come from stdin: no TUI when the profiles do.
-	if useTUI(o.IO, o.Output, false) && !slices.Contains(o.Paths, "-") {
-		run := func(ctx context.Context, _ func(probe.Event)) (tui.Result, error) {
-			r, err := predictFleet(ctx, o)
-			return tui.Result{Fleet: r}, err
-		}
-		res, err := runTUI(ctx, o.IO, tui.KindFleet, "natlab fleet · "+fleetSource(o), run)
-		if res.Fleet == nil {
-			return err
-		}
-		return writeFleet(o.IO.Out, res.Fleet)
+	streams := o.IO
+	if slices.Contains(o.Paths, "-") {
+		// The TUI reads its keys from stdin, which carries the profiles.
+		streams.IsTTY = false
 	}
-	r, err := predictFleet(ctx, o)
-	if err != nil {
-		return err
-	}
-	if o.Output.JSON {
-		return writeJSON(o.IO.Out, r)
-	}
-	return writeFleet(o.IO.Out, r)
+	_, err := show(ctx, streams, o.Output, view[*fleet.Report]{
+		kind: tui.KindFleet, title: "natlab fleet · " + fleetSource(o),
+		run:     func(ctx context.Context, _ func(probe.Event)) (*fleet.Report, error) { return predictFleet(ctx, o) },
+		toTUI:   func(r *fleet.Report) tui.Result { return tui.Result{Fleet: r} },
+		fromTUI: func(r tui.Result) *fleet.Report { return r.Fleet },
+		text:    writeFleet,
+	})
+	return err
 }
 
 // fleetSource names the input in the TUI's title.

@@ -84,14 +84,14 @@ func (s *tmuxSession) waitFor(d time.Duration, want ...string) string {
 // quit, and read the plain-text report left behind.
 func TestTUIMatrixInTmux(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: the matrix takes about 15 s")
+		t.Skip("-short: the matrix takes about 30 s (36 pairs)")
 	}
 	bin := natlabBinary(t)
 	s := newTmux(t, "env NO_COLOR=1 TERM=xterm-256color "+bin+" lab --matrix; echo EXIT=$?; sleep 60")
 
 	screen := s.waitFor(30*time.Second, "natlab lab --matrix", "A carrier", "pairs")
 	t.Logf("in progress:\n%s", screen)
-	screen = s.waitFor(90*time.Second, "36/36 pairs", "Every measured outcome equals its prediction")
+	screen = s.waitFor(150*time.Second, "36/36 pairs", "Every measured outcome equals its prediction")
 	t.Logf("matrix:\n%s", screen)
 	if !strings.Contains(screen, "[udp]") {
 		t.Errorf("the cursor is not on the first cell:\n%s", screen)

@@ -136,6 +136,9 @@ func writeFleet(w io.Writer, r *fleet.Report) error {
 	}
 	fmt.Fprintf(w, "direct %s   relay %s: over UDP %s, over TCP only %s, no path %s\n",
 		pct(r.DirectShare), pct(r.RelayShare), pct(r.Relay.UDP), pct(r.Relay.TCPOnly), pct(r.Relay.NoPath))
+	if r.UnknownShare > 0 {
+		fmt.Fprintf(w, "unknown %s: a profile on the way was not measured (a host's TCP)\n", pct(r.UnknownShare))
+	}
 	if r.TrafficBps > 0 {
 		fmt.Fprintf(w, "relay bandwidth at %s per pair, every pair active: %s\n", fleet.FormatRate(r.TrafficBps), fleet.FormatRate(r.RelayBandwidthBps))
 	}

@@ -20,9 +20,14 @@ import (
 // Schema versions the JSON document of `natlab fleet`.
 const Schema = "natlab.fleet/v1"
 
-// NoPath is the techniques key of pairs with neither a direct path nor a
-// relay.
-const NoPath = "none"
+// Techniques keys besides natclass's techniques.
+const (
+	// NoPath: neither a direct path nor a relay.
+	NoPath = "none"
+	// Unknown: the profiles cannot tell (a technique tried before any
+	// that works reads a TCP profile that was not measured).
+	Unknown = "unknown"
+)
 
 // Host is one member of the fleet.
 type Host struct {
@@ -89,7 +94,14 @@ func (f *Fleet) Add(h Host) error {
 		return fmt.Errorf("binding lifetime %v s: want a positive number", h.LifetimeS)
 	}
 	s := h.Summary
-	s.Mapped = "" // the one per-host field: same-lan never applies across a fleet
+	// The per-host fields: the public addresses (same-lan never applies
+	// across a fleet).
+	s.Mapped = ""
+	if s.TCPProfile != nil {
+		t := *s.TCPProfile
+		t.Mapped = ""
+		s.TCPProfile = &t
+	}
 	// The key is the summary's JSON: whatever fields the predictor's
 	// input gains, hosts that differ in them land in different classes.
 	f.key.Reset()
@@ -131,15 +143,33 @@ func keepalivePerHour(s natclass.Summary, lifetimeS float64) (float64, bool) {
 	return 3600 / probe.KeepaliveInterval(lifetimeS), true
 }
 
-// Best is the technique a pair of hosts should use: the first direct
-// technique predicted to succeed, else the relay the relay stage would
-// use, else NoPath.
+// Best is the technique a pair of hosts should use, as the probe's
+// verdict picks it: the first direct technique predicted to succeed, else
+// the relay the relay stage would use, else NoPath; Unknown when a
+// technique on the way cannot be predicted.
 func Best(a, b natclass.Summary) string {
-	if t := natclass.Best(natclass.Predict(a, b)); t != "" {
-		return string(t)
+	for _, p := range natclass.Predict(a, b) {
+		switch p.Outcome {
+		case natclass.Success:
+			return string(p.Technique)
+		case natclass.UnknownOutcome:
+			return Unknown
+		}
 	}
-	if r := natclass.PredictRelay(a, b); r.Outcome == natclass.Success {
+	switch r := natclass.PredictRelay(a, b); r.Outcome {
+	case natclass.Success:
 		return string(r.Technique)
+	case natclass.UnknownOutcome:
+		return Unknown
 	}
 	return NoPath
+}
+
+// isDirect reports whether a Best value is a direct technique.
+func isDirect(best string) bool {
+	switch best {
+	case NoPath, Unknown, string(natclass.RelayUDP), string(natclass.RelayTCP):
+		return false
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -10,17 +11,34 @@ import (
 	"github.com/natlab/natlab/probe"
 )
 
-// summaries covers every kind of predictor input the lab produces.
-var summaries = map[string]natclass.Summary{
-	"open":          {NATType: natclass.Open, Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent, Allocation: natclass.Preserving, TCP: true},
-	"full-cone":     {NATType: natclass.FullCone, Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent, Allocation: natclass.Preserving, TCP: true},
-	"prc":           {NATType: natclass.PortRestrictedCone, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Preserving, TCP: true},
-	"sym":           {NATType: natclass.Symmetric, Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Random, TCP: true},
-	"sym-seq":       {NATType: natclass.Symmetric, Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Sequential, Step: 1, TCP: true},
-	"sym-upnp":      {NATType: natclass.Symmetric, Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent, Allocation: natclass.Random, TCP: true, PortMapping: true},
-	"blocked":       {NATType: natclass.UDPBlocked, TCP: true},
-	"blocked-notcp": {NATType: natclass.UDPBlocked},
-}
+// summaries covers every kind of predictor input the lab produces; TCP
+// profiles as Linux NATs give them (TCP like UDP).
+var summaries = func() map[string]natclass.Summary {
+	ei, apd := natclass.EndpointIndependent, natclass.AddressAndPortDependent
+	m := map[string]natclass.Summary{
+		"open":          {NATType: natclass.Open, Mapping: ei, Filtering: ei, Allocation: natclass.Preserving},
+		"full-cone":     {NATType: natclass.FullCone, Mapping: ei, Filtering: ei, Allocation: natclass.Preserving},
+		"prc":           {NATType: natclass.PortRestrictedCone, Mapping: ei, Filtering: apd, Allocation: natclass.Preserving},
+		"sym":           {NATType: natclass.Symmetric, Mapping: apd, Filtering: apd, Allocation: natclass.Random},
+		"sym-seq":       {NATType: natclass.Symmetric, Mapping: apd, Filtering: apd, Allocation: natclass.Sequential, Step: 1},
+		"sym-upnp":      {NATType: natclass.Symmetric, Mapping: apd, Filtering: apd, Allocation: natclass.Random, PortMapping: true},
+		"blocked":       {NATType: natclass.UDPBlocked},
+		"blocked-notcp": {NATType: natclass.UDPBlocked},
+	}
+	for k, s := range m {
+		s.TCP = true
+		t := &natclass.TCPSummary{Reached: natclass.Yes, Mapping: s.Mapping, Filtering: s.Filtering, Allocation: s.Allocation}
+		switch k {
+		case "blocked":
+			t.Mapping, t.Filtering, t.Allocation = ei, apd, natclass.Preserving
+		case "blocked-notcp":
+			t = &natclass.TCPSummary{Reached: natclass.No}
+		}
+		s.TCPProfile = t
+		m[k] = s
+	}
+	return m
+}()
 
 func mustAdd(t testing.TB, f *Fleet, h Host) {
 	t.Helper()
@@ -34,9 +52,14 @@ func TestReportSmallFleet(t *testing.T) {
 	// Two port-restricted cones and two symmetric NATs: the cones punch,
 	// each cone birthday-probes a symmetric NAT, and the two symmetric
 	// NATs need the relay.
-	for _, k := range []string{"prc", "prc", "sym", "sym"} {
+	for i, k := range []string{"prc", "prc", "sym", "sym"} {
 		s := summaries[k]
-		s.Mapped = "198.51.100.1:1000" // ignored: no same-lan across a fleet
+		// Public addresses are per host: ignored (no same-lan across a
+		// fleet), so they do not split a class.
+		s.Mapped = fmt.Sprintf("198.51.100.%d:1000", i)
+		tcp := *s.TCPProfile
+		tcp.Mapped = fmt.Sprintf("198.51.100.%d:2000", i)
+		s.TCPProfile = &tcp
 		mustAdd(t, f, Host{Summary: s})
 	}
 	r := f.Report(Options{TrafficBps: 1e6})
@@ -81,12 +104,17 @@ func TestReportWeightsAndKeepalive(t *testing.T) {
 }
 
 func TestRelayTCPAndNoPath(t *testing.T) {
+	unmeasured := summaries["blocked"]
+	unmeasured.TCPProfile = nil
+	summaries["blocked-unmeasured"] = unmeasured
+	defer delete(summaries, "blocked-unmeasured")
 	for _, tc := range []struct {
 		a, b, want string
 	}{
 		{"sym", "blocked", string(natclass.RelayTCP)},
 		{"prc", "blocked", string(natclass.DirectTCP)},
 		{"sym", "blocked-notcp", NoPath},
+		{"sym", "blocked-unmeasured", Unknown},
 		{"sym", "sym-upnp", string(natclass.MappedUDP)},
 		{"sym-seq", "prc", string(natclass.PredictUDP)},
 	} {

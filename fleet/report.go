@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -24,12 +23,15 @@ type Report struct {
 	Classes int     `json:"classes"` // distinct predictor inputs among them
 	Weight  float64 `json:"weight"`  // Σ host weights
 	Pairs   int64   `json:"pairs"`   // unordered pairs of hosts
-	// DirectShare and RelayShare add up to 1 (when there are pairs).
-	DirectShare float64     `json:"direct_share"`
-	RelayShare  float64     `json:"relay_share"`
-	Relay       RelayShares `json:"relay"`
+	// DirectShare, RelayShare and UnknownShare add up to 1 (when there
+	// are pairs); UnknownShare is the pairs the profiles cannot predict
+	// (a TCP profile that was not measured).
+	DirectShare  float64     `json:"direct_share"`
+	RelayShare   float64     `json:"relay_share"`
+	UnknownShare float64     `json:"unknown_share"`
+	Relay        RelayShares `json:"relay"`
 	// Techniques is the share of pairs whose best technique is the key:
-	// direct ones, relay-udp, relay-tcp, or none.
+	// direct ones, relay-udp, relay-tcp, none, or unknown.
 	Techniques map[string]float64 `json:"techniques"`
 	// ByNATType is sorted by share of the relayed pairs, largest first.
 	ByNATType []NATTypeShare `json:"by_nat_type"`
@@ -103,6 +105,7 @@ type cellAcc struct {
 // tally is the weighted pair mass of a report before normalising.
 type tally struct {
 	total, direct float64
+	unknown       float64
 	tech          map[string]float64
 	cells         map[[2]int]*cellAcc
 	kaPairs       float64 // direct UDP pair mass with known keepalive cost
@@ -142,7 +145,10 @@ func (t *tally) add(a, b *class, same bool) {
 		return
 	}
 	best := Best(a.summary, b.summary)
-	direct := !strings.HasPrefix(best, "relay") && best != NoPath
+	direct := isDirect(best)
+	if best == Unknown {
+		t.unknown += mass
+	}
 	t.total += mass
 	t.tech[best] += mass
 	ia, ib := typeIndex(a.summary.NATType), typeIndex(b.summary.NATType)
@@ -180,8 +186,8 @@ func (f *Fleet) build(cs []*class, t *tally, o Options) *Report {
 	for _, c := range cs {
 		r.Weight += c.w
 	}
-	relayed := t.total - t.direct
-	r.DirectShare, r.RelayShare = share(t.direct, t.total), share(relayed, t.total)
+	relayed := t.total - t.direct - t.unknown
+	r.DirectShare, r.RelayShare, r.UnknownShare = share(t.direct, t.total), share(relayed, t.total), share(t.unknown, t.total)
 	for k, m := range t.tech {
 		r.Techniques[k] = share(m, t.total)
 	}
@@ -238,16 +244,17 @@ func byNATType(cs []*class, t *tally, weight, relayed float64) []NATTypeShare {
 		rows[i].HostShare += share(c.w, weight)
 	}
 	for i := range NATTypes {
-		var total, direct float64
+		var total, direct, unknown float64
 		for j := range NATTypes {
 			if c := t.cells[[2]int{min(i, j), max(i, j)}]; c != nil {
 				total += c.total
 				direct += c.direct
+				unknown += c.tech[Unknown]
 			}
 		}
 		rows[i].PairShare = share(total, t.total)
 		rows[i].DirectShare = share(direct, total)
-		rows[i].ShareOfRelay = share(total-direct, relayed)
+		rows[i].ShareOfRelay = share(total-direct-unknown, relayed)
 	}
 	var out []NATTypeShare
 	for i, r := range rows {

@@ -65,9 +65,27 @@ func summaryValues(s natclass.Summary) []string {
 	v := reflect.ValueOf(s)
 	out := make([]string, len(summaryFields))
 	for i, f := range summaryFields {
-		out[i] = fmt.Sprint(v.Field(f.index).Interface())
+		fv := v.Field(f.index).Interface()
+		if scalar(f.kind) {
+			out[i] = fmt.Sprint(fv)
+			continue
+		}
+		// Nested values (the TCP profile) travel as their JSON.
+		b, err := json.Marshal(fv)
+		if err != nil {
+			b = []byte("null")
+		}
+		out[i] = string(b)
 	}
 	return out
+}
+
+func scalar(k reflect.Kind) bool {
+	switch k {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return true
+	}
+	return false
 }
 
 // SummaryFromLabels reads a summary back from CheckSummaryMetric's

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -213,5 +214,28 @@ func TestLimitMetrics(t *testing.T) {
 			t.Fatalf("want %s in\n%s", want, text)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSummaryLabelsRoundTrip: a summary exported as labels reads back
+// equal, its nested TCP profile included (the public addresses are not
+// exported).
+func TestSummaryLabelsRoundTrip(t *testing.T) {
+	in := natclass.Summary{NATType: natclass.Symmetric, Mapping: natclass.AddressAndPortDependent, Filtering: natclass.AddressAndPortDependent,
+		Allocation: natclass.Sequential, Step: 2, TCP: true, PortMapping: true,
+		TCPProfile: &natclass.TCPSummary{Reached: natclass.Yes, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent}}
+	labels := map[string]string{}
+	for i, name := range SummaryLabels() {
+		labels[name] = summaryValues(in)[i]
+	}
+	out, err := SummaryFromLabels(labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("read back %+v (TCP %+v), want %+v (TCP %+v)", out, out.TCPProfile, in, in.TCPProfile)
+	}
+	if _, err := SummaryFromLabels(map[string]string{"tcp": "maybe"}); err == nil {
+		t.Error("a bad bool label was accepted")
 	}
 }

@@ -145,6 +145,13 @@ func fleetReport(t *testing.T) *fleet.Report {
 	}
 	f := fleet.New()
 	for _, h := range hosts {
+		// Linux NATs treat TCP as UDP; the UDP-blocked site's TCP goes
+		// through a port-restricted cone.
+		tp := natclass.TCPSummary{Reached: natclass.Yes, Mapping: h.s.Mapping, Filtering: h.s.Filtering, Allocation: h.s.Allocation}
+		if h.s.NATType == natclass.UDPBlocked {
+			tp.Mapping, tp.Filtering, tp.Allocation = ei, apd, natclass.Preserving
+		}
+		h.s.TCPProfile = &tp
 		for range h.n {
 			if err := f.Add(fleet.Host{Summary: h.s}); err != nil {
 				t.Fatal(err)

@@ -64,7 +64,11 @@ func (s *fleetScreen) view(v view) string {
 	if r.TrafficBps > 0 {
 		line += " · " + fleet.FormatRate(r.RelayBandwidthBps) + " relayed"
 	}
-	out = append(out, line, "")
+	out = append(out, line)
+	if r.UnknownShare > 0 {
+		out = append(out, warnStyle.Render(fmt.Sprintf("unknown %s: a host's TCP profile was not measured", pct(r.UnknownShare))))
+	}
+	out = append(out, "")
 	out = append(out, s.grid()...)
 	if len(r.ByNATType) > 0 && r.ByNATType[0].ShareOfRelay > 0 {
 		t := r.ByNATType[0]

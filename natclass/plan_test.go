@@ -261,6 +261,8 @@ func TestPlanResults(t *testing.T) {
 	}
 	if AllocSample(2).String() != "alloc-2" || FilteringII.String() != "filtering-II" || Hairpin.Test() != TestHairpinning {
 		t.Error("probe names")
+	}
+}
 
 func TestLifetimeGrid(t *testing.T) {
 	g := lifetimeGrid(time.Second, 2*time.Minute)

@@ -93,8 +93,8 @@ func TestTUIMatrixInTmux(t *testing.T) {
 	t.Logf("in progress:\n%s", screen)
 	screen = s.waitFor(150*time.Second, "36/36 pairs", "Every measured outcome equals its prediction")
 	t.Logf("matrix:\n%s", screen)
-	if !strings.Contains(screen, "[udp]") {
-		t.Errorf("the cursor is not on the first cell:\n%s", screen)
+	if !strings.Contains(screen, "A carrier       [relay]") {
+		t.Errorf("the cursor is not on the first cell (carrier × carrier):\n%s", screen)
 	}
 	for i, line := range strings.Split(screen, "\n") {
 		if w := len([]rune(line)); w > 80 {
@@ -102,8 +102,8 @@ func TestTUIMatrixInTmux(t *testing.T) {
 		}
 	}
 
-	// Down, Right, Right: row B (full-cone) × column C (open).
-	s.keys("Down", "Right", "Right")
+	// Down ×2, Right ×3: row C (full-cone) × column D (open).
+	s.keys("Down", "Down", "Right", "Right", "Right")
 	s.waitFor(5*time.Second, "▸ full-cone × open")
 	s.keys("Enter")
 	screen = s.waitFor(5*time.Second, "full-cone × open", "technique", "why:", "esc back")

@@ -155,10 +155,6 @@ func Exclusion(n testnet.NAT, backend testnet.Backend) string {
 		return "UDP is blocked and the in-process lab has no TCP: use --kernel"
 	case n.TCP != nil && inproc:
 		return "TCP differs from UDP; no TCP in-process: use --kernel"
-	case n.TCP != nil:
-		// Until natclass measures a TCP profile, TCP is predicted from
-		// the UDP one, which these presets would prove wrong.
-		return "its TCP differs from its UDP, and TCP is still predicted from the UDP profile (issue 10, part 1)"
 	}
 	return ""
 }

@@ -65,6 +65,21 @@ func TestMatrix(t *testing.T) {
 					t.Errorf("%s × %s: best %q, want %q", pair[0], pair[1], c.Best(), tech)
 				}
 			}
+			if backend == testnet.Kernel {
+				// Issue #10: routers whose cone is UDP-only. Their TCP is
+				// measured and predicted apart: UDP punches, TCP does not.
+				for _, pair := range [][2]string{{"fullcone-udp", "symmetric"}, {"static-port-udp", "udp-blocked"}, {"restricted-cone-udp", "symmetric-sequential"}} {
+					c := rep.Cell(pair[0], pair[1])
+					if c == nil {
+						t.Fatalf("no cell %v", pair)
+					}
+					for _, tr := range c.Techniques {
+						if tr.Technique == natclass.DirectTCP && (tr.Predicted != natclass.Fail || tr.Measured != natclass.Fail) {
+							t.Errorf("%s × %s: tcp predicted %s, measured %s; want fail (TCP is plain masquerade or random)", pair[0], pair[1], tr.Predicted, tr.Measured)
+						}
+					}
+				}
+			}
 		})
 	}
 }

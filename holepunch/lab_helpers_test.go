@@ -102,7 +102,7 @@ func newPeer(t testing.TB, ctx context.Context, h *testnet.Host, prof *natclass.
 	}
 	p.srflx = srflx
 	p.cands = append(p.cands, holepunch.Candidate{Kind: holepunch.Srflx, Addr: srflx})
-	p.cands = append(p.cands, holepunch.PredictFromProfile(prof, srflx)...)
+	p.cands = append(p.cands, predictFromProfile(prof, srflx)...)
 	return p
 }
 
@@ -159,4 +159,15 @@ func punchPairSkew(ctx context.Context, a, b *peer, ttlA, ttlB int, skew time.Du
 		}
 	}
 	return o
+}
+
+// predictFromProfile returns DefaultPredicted predicted candidates after
+// srflx when the profile shows a sequential allocator behind an
+// address-dependent mapping, as the probe's peer expands them, and nil
+// otherwise (an endpoint-independent mapping needs no prediction).
+func predictFromProfile(p *natclass.Profile, srflx netip.AddrPort) []holepunch.Candidate {
+	if p == nil || p.PortAllocation == nil || p.PortAllocation.Pattern != natclass.Sequential || p.Mapping == natclass.EndpointIndependent {
+		return nil
+	}
+	return holepunch.PredictPorts(srflx, max(p.PortAllocation.Step, 1), holepunch.DefaultPredicted)
 }

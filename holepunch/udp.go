@@ -181,20 +181,6 @@ func PredictPorts(last netip.AddrPort, step, k int) []Candidate {
 	return out
 }
 
-// PredictFromProfile returns DefaultPredicted predicted candidates after
-// srflx when the profile shows a sequential allocator behind an
-// address-dependent mapping, and nil otherwise (an endpoint-independent
-// mapping needs no prediction: srflx is the port).
-func PredictFromProfile(p *natclass.Profile, srflx netip.AddrPort) []Candidate {
-	if p == nil || p.PortAllocation == nil || p.PortAllocation.Pattern != natclass.Sequential {
-		return nil
-	}
-	if p.Mapping == natclass.EndpointIndependent {
-		return nil
-	}
-	return PredictPorts(srflx, cmp.Or(p.PortAllocation.Step, 1), DefaultPredicted)
-}
-
 func closeConn(c net.PacketConn) {
 	if c != nil {
 		_ = c.Close()

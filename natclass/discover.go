@@ -298,24 +298,15 @@ func (d *discovery) closeAll() {
 
 // firstSchedule is test I's: retransmit from initialRTO, doubling, until
 // udpBlockedTimeout.
-func firstSchedule() schedule {
-	var sends []time.Duration
-	for t, rto := time.Duration(0), initialRTO; t < udpBlockedTimeout; t, rto = t+rto, rto*2 {
-		sends = append(sends, t)
-	}
-	return schedule{sends: sends, giveUp: udpBlockedTimeout}
-}
+func firstSchedule() schedule { return fromStuntx(stuntx.Backoff(initialRTO, udpBlockedTimeout)) }
 
 // rttSchedule is every later probe's: negativeAttempts transmissions one
 // RTT-derived wait apart, giving up one wait after the last.
 func rttSchedule(rtt time.Duration) schedule {
-	w := max(negativeRTTs*rtt, minNegativeWait)
-	s := schedule{giveUp: time.Duration(negativeAttempts) * w}
-	for i := range negativeAttempts {
-		s.sends = append(s.sends, time.Duration(i)*w)
-	}
-	return s
+	return fromStuntx(stuntx.Spaced(negativeAttempts, stuntx.RTTWait(rtt, negativeRTTs, minNegativeWait)))
 }
+
+func fromStuntx(s stuntx.Schedule) schedule { return schedule{sends: s.Sends, giveUp: s.GiveUp} }
 
 // probeResult is the outcome of one probe of the plan.
 type probeResult struct {

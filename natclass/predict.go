@@ -85,16 +85,6 @@ func Predict(a, b Summary) []Prediction {
 	return out
 }
 
-// Best is the first technique predicted to succeed, or "".
-func Best(ps []Prediction) Technique {
-	for _, p := range ps {
-		if p.Outcome == Success {
-			return p.Technique
-		}
-	}
-	return ""
-}
-
 func blocked(s Summary) bool { return s.NATType == UDPBlocked }
 
 // known reports whether the UDP profile is complete enough to predict.

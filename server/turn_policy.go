@@ -48,15 +48,6 @@ var refusedPeers = []struct {
 	{netip.MustParsePrefix("ff00::/8"), "multicast address"},
 }
 
-// DefaultRefusedPeers lists the prefixes a relay refuses by default.
-func DefaultRefusedPeers() []netip.Prefix {
-	out := make([]netip.Prefix, len(refusedPeers))
-	for i, r := range refusedPeers {
-		out[i] = r.prefix
-	}
-	return out
-}
-
 // PeerPolicy decides which peer addresses a TURN allocation may relay to.
 type PeerPolicy struct {
 	// Allow opens prefixes that are refused by default (for the lab:

@@ -508,81 +508,14 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site
 
 	site := &Site{Spec: s, Public: pub}
 	var hostIP netip.Addr
-	routerAddrs := []netip.Addr{wanIP}
-	switch {
-	case s.NAT.Mapping == "":
-		// No translation: the host holds the site's public address,
-		// routed through the router, which may still filter.
-		hostIP = pub
-		if err := b.link(outer, "lan", hostNS, "eth0", 0); err != nil {
-			return nil, err
-		}
-		if err := b.addr(outer, "lan", hostPrefix(wanIP), hostIP); err != nil {
-			return nil, err
-		}
-		if err := b.addr(hostNS, "eth0", hostPrefix(hostIP), wanIP); err != nil {
-			return nil, err
-		}
-		if err := b.route(hostNS, "eth0", netip.Prefix{}, wanIP); err != nil {
-			return nil, err
-		}
-		if !shared {
-			if err := b.route(inet, inetIf, hostPrefix(hostIP), wanIP); err != nil {
-				return nil, err
-			}
-		}
-		if err := b.router(outer, routerSpec{NAT: s.NAT, WAN: "wan", LAN: "lan", Public: wanIP}); err != nil {
-			return nil, err
-		}
-	default:
-		lan := kernelSiteLAN(i)
-		if s.NAT.Carrier {
-			lan = kernelSiteCGN(i) // the handset sits on the carrier's inside network
-		}
-		hostIP = lanAddr(lan, 2)
-		natHost := outer // the router the host's LAN hangs off
-		outerNAT := s.NAT
-		outerNAT.Inner = nil
-		routerAddrs = append(routerAddrs, lanAddr(lan, 1))
-		if s.NAT.Inner != nil {
-			cgn := kernelSiteCGN(i)
-			routerAddrs[1] = lanAddr(cgn, 1)
-			home, err := b.newNS(s.Name+"-in", true)
-			if err != nil {
-				return nil, err
-			}
-			if err := b.link(outer, "lan", home, "wan", 0); err != nil {
-				return nil, err
-			}
-			if err := b.addr(outer, "lan", netip.PrefixFrom(lanAddr(cgn, 1), cgn.Bits()), netip.Addr{}); err != nil {
-				return nil, err
-			}
-			if err := b.addr(home, "wan", netip.PrefixFrom(lanAddr(cgn, 2), cgn.Bits()), netip.Addr{}); err != nil {
-				return nil, err
-			}
-			if err := b.route(home, "wan", netip.Prefix{}, lanAddr(cgn, 1)); err != nil {
-				return nil, err
-			}
-			if err := b.router(home, routerSpec{NAT: *s.NAT.Inner, WAN: "wan", LAN: "lan", Public: lanAddr(cgn, 2)}); err != nil {
-				return nil, err
-			}
-			natHost = home
-		}
-		if err := b.link(natHost, "lan", hostNS, "eth0", 0); err != nil {
-			return nil, err
-		}
-		if err := b.addr(natHost, "lan", netip.PrefixFrom(lanAddr(lan, 1), lan.Bits()), netip.Addr{}); err != nil {
-			return nil, err
-		}
-		if err := b.addr(hostNS, "eth0", netip.PrefixFrom(hostIP, lan.Bits()), netip.Addr{}); err != nil {
-			return nil, err
-		}
-		if err := b.route(hostNS, "eth0", netip.Prefix{}, lanAddr(lan, 1)); err != nil {
-			return nil, err
-		}
-		if err := b.router(outer, routerSpec{NAT: outerNAT, WAN: "wan", LAN: "lan", Public: pub}); err != nil {
-			return nil, err
-		}
+	var routerAddrs []netip.Addr
+	if s.NAT.Mapping == "" {
+		hostIP, routerAddrs, err = b.firewalledLAN(s, outer, hostNS, wanIP, pub, inet, inetIf, shared)
+	} else {
+		hostIP, routerAddrs, err = b.natLAN(i, s, outer, hostNS, wanIP, pub)
+	}
+	if err != nil {
+		return nil, err
 	}
 
 	// Port mapping (kernel_upnp.go): miniupnpd on the router whose LAN
@@ -599,6 +532,95 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site
 		return nil, err2
 	}
 	return site, nil
+}
+
+// firewalledLAN is a site without translation: the host holds the
+// site's public address, routed through the router, which may still
+// filter.
+func (b *kernelBuilder) firewalledLAN(s SiteSpec, outer, hostNS string, wanIP, pub netip.Addr, inet, inetIf string, shared bool) (netip.Addr, []netip.Addr, error) {
+	hostIP := pub
+	if err := b.link(outer, "lan", hostNS, "eth0", 0); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.addr(outer, "lan", hostPrefix(wanIP), hostIP); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.addr(hostNS, "eth0", hostPrefix(hostIP), wanIP); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.route(hostNS, "eth0", netip.Prefix{}, wanIP); err != nil {
+		return hostIP, nil, err
+	}
+	if !shared {
+		if err := b.route(inet, inetIf, hostPrefix(hostIP), wanIP); err != nil {
+			return hostIP, nil, err
+		}
+	}
+	err := b.router(outer, routerSpec{NAT: s.NAT, WAN: "wan", LAN: "lan", Public: wanIP})
+	return hostIP, []netip.Addr{wanIP}, err
+}
+
+// natLAN is a site behind the router's NAT, with an optional inner (home)
+// router behind a carrier-grade NAT; the host's LAN hangs off the
+// innermost router.
+func (b *kernelBuilder) natLAN(i int, s SiteSpec, outer, hostNS string, wanIP, pub netip.Addr) (netip.Addr, []netip.Addr, error) {
+	lan := kernelSiteLAN(i)
+	if s.NAT.Carrier {
+		lan = kernelSiteCGN(i) // the handset sits on the carrier's inside network
+	}
+	hostIP := lanAddr(lan, 2)
+	natHost := outer // the router the host's LAN hangs off
+	outerNAT := s.NAT
+	outerNAT.Inner = nil
+	routerAddrs := []netip.Addr{wanIP, lanAddr(lan, 1)}
+	if s.NAT.Inner != nil {
+		cgn := kernelSiteCGN(i)
+		routerAddrs[1] = lanAddr(cgn, 1)
+		home, err := b.homeRouter(s, outer, cgn)
+		if err != nil {
+			return hostIP, nil, err
+		}
+		natHost = home
+	}
+	if err := b.link(natHost, "lan", hostNS, "eth0", 0); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.addr(natHost, "lan", netip.PrefixFrom(lanAddr(lan, 1), lan.Bits()), netip.Addr{}); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.addr(hostNS, "eth0", netip.PrefixFrom(hostIP, lan.Bits()), netip.Addr{}); err != nil {
+		return hostIP, nil, err
+	}
+	if err := b.route(hostNS, "eth0", netip.Prefix{}, lanAddr(lan, 1)); err != nil {
+		return hostIP, nil, err
+	}
+	err := b.router(outer, routerSpec{NAT: outerNAT, WAN: "wan", LAN: "lan", Public: pub})
+	return hostIP, routerAddrs, err
+}
+
+// homeRouter is the inner router of a double NAT, on the carrier's
+// inside network cgn behind outer.
+func (b *kernelBuilder) homeRouter(s SiteSpec, outer string, cgn netip.Prefix) (string, error) {
+	home, err := b.newNS(s.Name+"-in", true)
+	if err != nil {
+		return "", err
+	}
+	if err := b.link(outer, "lan", home, "wan", 0); err != nil {
+		return "", err
+	}
+	if err := b.addr(outer, "lan", netip.PrefixFrom(lanAddr(cgn, 1), cgn.Bits()), netip.Addr{}); err != nil {
+		return "", err
+	}
+	if err := b.addr(home, "wan", netip.PrefixFrom(lanAddr(cgn, 2), cgn.Bits()), netip.Addr{}); err != nil {
+		return "", err
+	}
+	if err := b.route(home, "wan", netip.Prefix{}, lanAddr(cgn, 1)); err != nil {
+		return "", err
+	}
+	if err := b.router(home, routerSpec{NAT: *s.NAT.Inner, WAN: "wan", LAN: "lan", Public: lanAddr(cgn, 2)}); err != nil {
+		return "", err
+	}
+	return home, nil
 }
 
 // Clean removes network namespaces left behind by kernel labs whose

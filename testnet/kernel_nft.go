@@ -203,39 +203,85 @@ func checkKernelNAT(n NAT, depth int) error {
 // routerRules writes the router's nftables program: NAT mapping, filtering,
 // hairpinning and UDP blocking, in one atomic batch.
 func routerRules(c *nftables.Conn, r routerSpec) error {
-	n := r.NAT
-	nat := n.Mapping != ""
-	filtering := n.Filtering
-	if nat && filtering == "" {
-		// Conntrack NAT admits only replies: a NAT without a configured
-		// filter is address-and-port-dependent.
-		filtering = natclass.AddressAndPortDependent
+	b := newRuleBuilder(c, r)
+	if err := b.sets(); err != nil {
+		return err
 	}
-	// The mappings map (external proto . port → internal addr . port) serves
-	// both endpoint-independent filtering and hairpinning.
-	useMappings := nat && (filtering == natclass.EndpointIndependent || filtering == natclass.AddressDependent || n.Hairpinning)
-	useAllowed := filtering == natclass.AddressDependent
-	reuse := nat && (n.Mapping == natclass.AddressDependent ||
+	b.inbound()
+	if err := b.outbound(); err != nil {
+		return err
+	}
+	b.record()
+	b.forward()
+	b.routerInput()
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}
+
+// ruleBuilder holds what the parts of a router's program share: its
+// behaviour, decided once, and the sets the rules read and write.
+type ruleBuilder struct {
+	c *nftables.Conn
+	t *nftables.Table
+	r routerSpec
+	n NAT
+	// nat: the router translates; filtering: its inbound filter (a NAT
+	// without one is address-and-port-dependent, as conntrack admits
+	// only replies).
+	nat       bool
+	filtering natclass.Behavior
+	// useMappings: the mappings map (external proto . port → internal
+	// addr . port) serves endpoint-independent filtering and
+	// hairpinning; useAllowed: the allow-set of address-dependent
+	// filtering; reuse: the endpoints map makes a non-preserving
+	// allocator reuse a mapping.
+	useMappings, useAllowed, reuse bool
+	life                           time.Duration
+
+	mappings, allowed, endpoints *nftables.Set
+}
+
+func newRuleBuilder(c *nftables.Conn, r routerSpec) *ruleBuilder {
+	n := r.NAT
+	b := &ruleBuilder{c: c, r: r, n: n, nat: n.Mapping != "", filtering: n.Filtering, life: n.lifetime()}
+	if b.nat && b.filtering == "" {
+		b.filtering = natclass.AddressAndPortDependent
+	}
+	b.useMappings = b.nat && (b.filtering == natclass.EndpointIndependent || b.filtering == natclass.AddressDependent || n.Hairpinning)
+	b.useAllowed = b.filtering == natclass.AddressDependent
+	b.reuse = b.nat && (n.Mapping == natclass.AddressDependent ||
 		(n.Mapping == natclass.EndpointIndependent && n.Allocation != "" && n.Allocation != natclass.Preserving))
-	life := n.lifetime()
+	b.t = c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: nftTable})
+	return b
+}
 
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: nftTable})
+func (b *ruleBuilder) chain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority, policy *nftables.ChainPolicy) *nftables.Chain {
+	return b.c.AddChain(&nftables.Chain{Name: name, Table: b.t, Type: typ, Hooknum: hook, Priority: prio, Policy: policy})
+}
 
-	var mappings, allowed *nftables.Set
-	if useMappings {
-		mappings = &nftables.Set{Table: t, ID: setIDMappings, Name: "mappings", IsMap: true, Dynamic: true, HasTimeout: true, Timeout: life,
+func (b *ruleBuilder) rule(ch *nftables.Chain, e ...expr.Any) {
+	b.c.AddRule(&nftables.Rule{Table: b.t, Chain: ch, Exprs: e})
+}
+
+// sets adds the dynamic sets the behaviour needs.
+func (b *ruleBuilder) sets() error {
+	t := b.t
+	if b.useMappings {
+		b.mappings = &nftables.Set{Table: t, ID: setIDMappings, Name: "mappings", IsMap: true, Dynamic: true, HasTimeout: true, Timeout: b.life,
 			Concatenation: true,
 			KeyType:       nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
 			DataType:      nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
-		if err := c.AddSet(mappings, nil); err != nil {
+		if err := b.c.AddSet(b.mappings, nil); err != nil {
 			return fmt.Errorf("add mappings map: %w", err)
 		}
 	}
-	if useAllowed {
-		allowed = &nftables.Set{Table: t, ID: setIDAllowed, Name: "allowed", Dynamic: true, HasTimeout: true, Timeout: life,
+	if b.useAllowed {
+		b.allowed = &nftables.Set{Table: t, ID: setIDAllowed, Name: "allowed", Dynamic: true, HasTimeout: true, Timeout: b.life,
 			Concatenation: true,
 			KeyType:       nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeIPAddr)}
-		if err := c.AddSet(allowed, nil); err != nil {
+		if err := b.c.AddSet(b.allowed, nil); err != nil {
 			return fmt.Errorf("add allowed set: %w", err)
 		}
 	}
@@ -243,172 +289,185 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 	// The endpoints map (internal proto . addr . port [. remote addr] →
 	// external port) makes a non-preserving allocator reuse a mapping, for
 	// endpoint-independent and address-dependent mapping.
-	var endpoints *nftables.Set
-	if reuse {
+	if b.reuse {
 		keys := []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeIPAddr, nftables.TypeInetService}
-		if n.Mapping == natclass.AddressDependent {
+		if b.n.Mapping == natclass.AddressDependent {
 			keys = append(keys, nftables.TypeIPAddr)
 		}
-		endpoints = &nftables.Set{Table: t, ID: setIDEndpoints, Name: "endpoints", IsMap: true, Dynamic: true, HasTimeout: true, Timeout: life,
+		b.endpoints = &nftables.Set{Table: t, ID: setIDEndpoints, Name: "endpoints", IsMap: true, Dynamic: true, HasTimeout: true, Timeout: b.life,
 			Concatenation: true, KeyType: nftables.MustConcatSetType(keys...), DataType: nftables.TypeInetService}
-		if err := c.AddSet(endpoints, nil); err != nil {
+		if err := b.c.AddSet(b.endpoints, nil); err != nil {
 			return fmt.Errorf("add endpoints map: %w", err)
 		}
 	}
+	return nil
+}
 
-	accept, drop := expr.VerdictAccept, expr.VerdictDrop
-	policyAccept, policyDrop := nftables.ChainPolicyAccept, nftables.ChainPolicyDrop
-	chain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority, policy *nftables.ChainPolicy) *nftables.Chain {
-		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: policy})
+// inbound is the inbound translation, consulted only for the first
+// packet of a flow.
+func (b *ruleBuilder) inbound() {
+	if !b.useMappings {
+		return
 	}
-	rule := func(ch *nftables.Chain, e ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e}) }
-
-	// Inbound translation, consulted only for the first packet of a flow.
-	if useMappings {
-		pre := chain("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nil)
-		dnat := []expr.Any{
-			nftL4proto(nftReg32(0)), nftThDport(nftReg32(1)),
-			&expr.Lookup{SourceRegister: nftReg32(0), DestRegister: nftReg32(2), IsDestRegSet: true, SetName: mappings.Name, SetID: mappings.ID},
-			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: nftReg32(2), RegProtoMin: nftReg32(3), Specified: true},
-		}
-		switch filtering {
-		case natclass.EndpointIndependent:
-			rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.WAN), nftDaddr(r.Public), dnat)...)
-		case natclass.AddressDependent:
-			rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.WAN), nftDaddr(r.Public),
-				[]expr.Any{nftL4proto(nftReg32(0)), nftThDport(nftReg32(1)), nftSaddr(nftReg32(2)),
-					&expr.Lookup{SourceRegister: nftReg32(0), SetName: allowed.Name, SetID: allowed.ID}},
-				dnat)...)
-		}
-		if n.Hairpinning {
-			rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.LAN), nftDaddr(r.Public), dnat)...)
-		}
+	pre := b.chain("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nil)
+	dnat := []expr.Any{
+		nftL4proto(nftReg32(0)), nftThDport(nftReg32(1)),
+		&expr.Lookup{SourceRegister: nftReg32(0), DestRegister: nftReg32(2), IsDestRegSet: true, SetName: b.mappings.Name, SetID: b.mappings.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: nftReg32(2), RegProtoMin: nftReg32(3), Specified: true},
 	}
-
-	// Outbound translation.
-	if nat {
-		post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nil)
-		pub := r.Public.As4()
-		if n.Hairpinning {
-			// A hairpinned packet leaves with the router's public address,
-			// so the reply turns around here too.
-			rule(post, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.LAN), nftIf(expr.MetaKeyOIFNAME, r.LAN),
-				nftCtStatus(ctStatusDNAT),
-				[]expr.Any{&expr.Immediate{Register: regV1, Data: pub[:]},
-					&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regV1}})...)
-		}
-		out := nftIf(expr.MetaKeyOIFNAME, r.WAN)
-		if tcp := n.TCP; tcp != nil {
-			// A per-protocol rule before the general one, as the guides
-			// write them: TCP gets plain masquerade of its own.
-			rule(post, nftJoin(out, nftL4(unix.IPPROTO_TCP), []expr.Any{&expr.Masq{FullyRandom: tcp.Mapping != natclass.EndpointIndependent}})...)
-		}
-		if endpoints != nil {
-			// An internal endpoint (or, address-dependent, endpoint and
-			// remote address) seen before keeps its external port.
-			key := []expr.Any{nftL4proto(nftReg32(0)), nftSaddr(nftReg32(1)), nftThSport(nftReg32(2))}
-			if n.Mapping == natclass.AddressDependent {
-				key = append(key, nftDaddrTo(nftReg32(3)))
-			}
-			rule(post, nftJoin(out, key, []expr.Any{
-				&expr.Lookup{SourceRegister: nftReg32(0), DestRegister: nftReg32(4), IsDestRegSet: true, SetName: endpoints.Name, SetID: endpoints.ID},
-				&expr.Immediate{Register: nftReg32(5), Data: pub[:]},
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: nftReg32(5),
-					RegProtoMin: nftReg32(4), RegProtoMax: nftReg32(4), Specified: true},
-			})...)
-		}
-		switch n.Allocation {
-		case natclass.Preserving, "":
-			if n.Mapping == natclass.EndpointIndependent {
-				// Linux keeps the source port while the translated tuple
-				// is unique, so one local port maps to one external port
-				// for every destination.
-				rule(post, nftJoin(out, []expr.Any{&expr.Masq{}})...)
-				break
-			}
-			rule(post, nftJoin(out, []expr.Any{&expr.Masq{FullyRandom: true}})...)
-		case natclass.Sequential:
-			seq, err := seqPortMap(c, t, n.Step)
-			if err != nil {
-				return err
-			}
-			rule(post, nftJoin(out, []expr.Any{
-				&expr.Immediate{Register: regV1, Data: pub[:]},
-				&expr.Numgen{Register: regV2, Type: unix.NFT_NG_INCREMENTAL, Modulus: seqPorts},
-				&expr.Lookup{SourceRegister: regV2, DestRegister: regV2, IsDestRegSet: true, SetName: seq.Name, SetID: seq.ID},
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regV1,
-					RegProtoMin: regV2, RegProtoMax: regV2, Specified: true},
-			})...)
-		default: // random
-			rule(post, nftJoin(out, []expr.Any{&expr.Masq{FullyRandom: true}})...)
-		}
+	switch b.filtering {
+	case natclass.EndpointIndependent:
+		b.rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.WAN), nftDaddr(b.r.Public), dnat)...)
+	case natclass.AddressDependent:
+		b.rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.WAN), nftDaddr(b.r.Public),
+			[]expr.Any{nftL4proto(nftReg32(0)), nftThDport(nftReg32(1)), nftSaddr(nftReg32(2)),
+				&expr.Lookup{SourceRegister: nftReg32(0), SetName: b.allowed.Name, SetID: b.allowed.ID}},
+			dnat)...)
 	}
+	if b.n.Hairpinning {
+		b.rule(pre, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.LAN), nftDaddr(b.r.Public), dnat)...)
+	}
+}
 
-	// Record mappings and permissions after source NAT has rewritten the
-	// packet, so its source port is the external port. (Not `ct reply
-	// proto-dst`: google/nftables v0.3.0 encodes the u8 direction attribute
-	// as a u32, so the kernel always reads "original".)
-	if useMappings || useAllowed || endpoints != nil {
-		rec := chain("record", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource+recordAfterNAT), nil)
-		for _, proto := range recorded(n) {
-			head := nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(proto),
+// outbound is the source translation.
+func (b *ruleBuilder) outbound() error {
+	if !b.nat {
+		return nil
+	}
+	post := b.chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nil)
+	pub := b.r.Public.As4()
+	if b.n.Hairpinning {
+		// A hairpinned packet leaves with the router's public address,
+		// so the reply turns around here too.
+		b.rule(post, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.LAN), nftIf(expr.MetaKeyOIFNAME, b.r.LAN),
+			nftCtStatus(ctStatusDNAT),
+			[]expr.Any{&expr.Immediate{Register: regV1, Data: pub[:]},
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regV1}})...)
+	}
+	out := nftIf(expr.MetaKeyOIFNAME, b.r.WAN)
+	if tcp := b.n.TCP; tcp != nil {
+		// A per-protocol rule before the general one, as the guides
+		// write them: TCP gets plain masquerade of its own.
+		b.rule(post, nftJoin(out, nftL4(unix.IPPROTO_TCP), []expr.Any{&expr.Masq{FullyRandom: tcp.Mapping != natclass.EndpointIndependent}})...)
+	}
+	if b.endpoints != nil {
+		// An internal endpoint (or, address-dependent, endpoint and
+		// remote address) seen before keeps its external port.
+		key := []expr.Any{nftL4proto(nftReg32(0)), nftSaddr(nftReg32(1)), nftThSport(nftReg32(2))}
+		if b.n.Mapping == natclass.AddressDependent {
+			key = append(key, nftDaddrTo(nftReg32(3)))
+		}
+		b.rule(post, nftJoin(out, key, []expr.Any{
+			&expr.Lookup{SourceRegister: nftReg32(0), DestRegister: nftReg32(4), IsDestRegSet: true, SetName: b.endpoints.Name, SetID: b.endpoints.ID},
+			&expr.Immediate{Register: nftReg32(5), Data: pub[:]},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: nftReg32(5),
+				RegProtoMin: nftReg32(4), RegProtoMax: nftReg32(4), Specified: true},
+		})...)
+	}
+	switch b.n.Allocation {
+	case natclass.Preserving, "":
+		if b.n.Mapping == natclass.EndpointIndependent {
+			// Linux keeps the source port while the translated tuple
+			// is unique, so one local port maps to one external port
+			// for every destination.
+			b.rule(post, nftJoin(out, []expr.Any{&expr.Masq{}})...)
+			break
+		}
+		b.rule(post, nftJoin(out, []expr.Any{&expr.Masq{FullyRandom: true}})...)
+	case natclass.Sequential:
+		seq, err := seqPortMap(b.c, b.t, b.n.Step)
+		if err != nil {
+			return err
+		}
+		b.rule(post, nftJoin(out, []expr.Any{
+			&expr.Immediate{Register: regV1, Data: pub[:]},
+			&expr.Numgen{Register: regV2, Type: unix.NFT_NG_INCREMENTAL, Modulus: seqPorts},
+			&expr.Lookup{SourceRegister: regV2, DestRegister: regV2, IsDestRegSet: true, SetName: seq.Name, SetID: seq.ID},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regV1,
+				RegProtoMin: regV2, RegProtoMax: regV2, Specified: true},
+		})...)
+	default: // random
+		b.rule(post, nftJoin(out, []expr.Any{&expr.Masq{FullyRandom: true}})...)
+	}
+	return nil
+}
+
+// record writes mappings and permissions into the sets after source NAT
+// has rewritten the packet, so its source port is the external port. (Not
+// `ct reply proto-dst`: google/nftables v0.3.0 encodes the u8 direction
+// attribute as a u32, so the kernel always reads "original".)
+func (b *ruleBuilder) record() {
+	if b.useMappings || b.useAllowed || b.endpoints != nil {
+		rec := b.chain("record", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource+recordAfterNAT), nil)
+		for _, proto := range recorded(b.n) {
+			head := nftJoin(nftIf(expr.MetaKeyOIFNAME, b.r.WAN), nftL4(proto),
 				[]expr.Any{&expr.Ct{Register: regV1, Key: expr.CtKeyDIRECTION},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: regV1, Data: []byte{ctDirOriginal}}})
-			if mappings != nil {
-				rule(rec, append(append([]expr.Any{}, head...),
+			if b.mappings != nil {
+				b.rule(rec, append(append([]expr.Any{}, head...),
 					nftL4proto(nftReg32(0)),
 					nftThSport(nftReg32(1)), // already translated: the external port
 					&expr.Ct{Register: nftReg32(2), Key: expr.CtKeySRC, Direction: ctDirOriginal},
 					&expr.Ct{Register: nftReg32(3), Key: expr.CtKeyPROTOSRC, Direction: ctDirOriginal},
-					&expr.Dynset{SrcRegKey: nftReg32(0), SrcRegData: nftReg32(2), SetName: mappings.Name, SetID: mappings.ID,
-						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: life})...)
+					&expr.Dynset{SrcRegKey: nftReg32(0), SrcRegData: nftReg32(2), SetName: b.mappings.Name, SetID: b.mappings.ID,
+						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: b.life})...)
 			}
-			if endpoints != nil {
+			if b.endpoints != nil {
 				key := []expr.Any{nftL4proto(nftReg32(0)),
 					&expr.Ct{Register: nftReg32(1), Key: expr.CtKeySRC, Direction: ctDirOriginal},
 					&expr.Ct{Register: nftReg32(2), Key: expr.CtKeyPROTOSRC, Direction: ctDirOriginal}}
-				if n.Mapping == natclass.AddressDependent {
+				if b.n.Mapping == natclass.AddressDependent {
 					key = append(key, nftDaddrTo(nftReg32(3)))
 				}
-				rule(rec, nftJoin(head, key, []expr.Any{
+				b.rule(rec, nftJoin(head, key, []expr.Any{
 					nftThSport(nftReg32(4)),
-					&expr.Dynset{SrcRegKey: nftReg32(0), SrcRegData: nftReg32(4), SetName: endpoints.Name, SetID: endpoints.ID,
-						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: life},
+					&expr.Dynset{SrcRegKey: nftReg32(0), SrcRegData: nftReg32(4), SetName: b.endpoints.Name, SetID: b.endpoints.ID,
+						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: b.life},
 				})...)
 			}
-			if allowed != nil {
-				rule(rec, append(append([]expr.Any{}, head...),
+			if b.allowed != nil {
+				b.rule(rec, append(append([]expr.Any{}, head...),
 					nftL4proto(nftReg32(0)),
 					nftThSport(nftReg32(1)), // already translated: the external port
 					nftDaddrTo(nftReg32(2)),
-					&expr.Dynset{SrcRegKey: nftReg32(0), SetName: allowed.Name, SetID: allowed.ID,
-						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: life})...)
+					&expr.Dynset{SrcRegKey: nftReg32(0), SetName: b.allowed.Name, SetID: b.allowed.ID,
+						Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: b.life})...)
 			}
 		}
 	}
+}
 
-	// Forwarding: the filter proper.
+// forward is the filter proper.
+func (b *ruleBuilder) forward() {
+	accept, drop := expr.VerdictAccept, expr.VerdictDrop
+	policyAccept, policyDrop := nftables.ChainPolicyAccept, nftables.ChainPolicyDrop
 	fwdPolicy := &policyDrop
-	if !nat && (filtering == "" || filtering == natclass.EndpointIndependent) {
+	if !b.nat && (b.filtering == "" || b.filtering == natclass.EndpointIndependent) {
 		fwdPolicy = &policyAccept
 	}
-	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter, fwdPolicy)
-	if n.BlockUDP {
-		rule(fwd, append(nftL4(unix.IPPROTO_UDP), nftVerdict(drop))...)
+	fwd := b.chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter, fwdPolicy)
+	if b.n.BlockUDP {
+		b.rule(fwd, append(nftL4(unix.IPPROTO_UDP), nftVerdict(drop))...)
 	}
-	rule(fwd, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(accept))...)
-	rule(fwd, append(nftIf(expr.MetaKeyIIFNAME, r.LAN), nftVerdict(accept))...)
-	if nat {
+	b.rule(fwd, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(accept))...)
+	b.rule(fwd, append(nftIf(expr.MetaKeyIIFNAME, b.r.LAN), nftVerdict(accept))...)
+	if b.nat {
 		// Admitted by the prerouting DNAT: an existing mapping that the
 		// filter lets this remote reach, or a hairpinned packet.
-		rule(fwd, append(nftCtStatus(ctStatusDNAT), nftVerdict(accept))...)
-	} else if allowed != nil {
-		rule(fwd, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.WAN),
+		b.rule(fwd, append(nftCtStatus(ctStatusDNAT), nftVerdict(accept))...)
+	} else if b.allowed != nil {
+		b.rule(fwd, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.WAN),
 			[]expr.Any{nftL4proto(nftReg32(0)), nftThDport(nftReg32(1)), nftSaddr(nftReg32(2)),
-				&expr.Lookup{SourceRegister: nftReg32(0), SetName: allowed.Name, SetID: allowed.ID}},
+				&expr.Lookup{SourceRegister: nftReg32(0), SetName: b.allowed.Name, SetID: b.allowed.ID}},
 			[]expr.Any{nftVerdict(accept)})...)
 	}
+}
 
+// routerInput filters what reaches the router itself, and what its own
+// stack sends to the WAN.
+func (b *ruleBuilder) routerInput() {
+	accept, drop := expr.VerdictAccept, expr.VerdictDrop
+	policyAccept := nftables.ChainPolicyAccept
 	// The router itself. Unsolicited UDP and TCP from the WAN reach its
 	// stack, so conntrack records them as Linux routers without an input
 	// filter do; that is what makes the DESIGN.md trap real here (a later
@@ -419,30 +478,25 @@ func routerRules(c *nftables.Conn, r routerSpec) error {
 	// them, as from a router whose LAN zone accepts input (OpenWrt's
 	// default), which is how a host learns at once that the router runs
 	// no port-mapping daemon.
-	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, &policyAccept)
-	rule(in, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(accept))...)
-	rule(in, append(nftL4(unix.IPPROTO_ICMP), nftVerdict(accept))...)
-	if nat {
+	in := b.chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, &policyAccept)
+	b.rule(in, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(accept))...)
+	b.rule(in, append(nftL4(unix.IPPROTO_ICMP), nftVerdict(accept))...)
+	if b.nat {
 		// Without hairpinning a LAN packet to the public address ends here.
-		rule(in, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.LAN), nftDaddr(r.Public), []expr.Any{nftVerdict(drop)})...)
+		b.rule(in, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.LAN), nftDaddr(b.r.Public), []expr.Any{nftVerdict(drop)})...)
 	}
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-		rule(in, nftJoin(nftIf(expr.MetaKeyIIFNAME, r.WAN), nftL4(proto), []expr.Any{nftVerdict(accept)})...)
+		b.rule(in, nftJoin(nftIf(expr.MetaKeyIIFNAME, b.r.WAN), nftL4(proto), []expr.Any{nftVerdict(accept)})...)
 	}
-	rule(in, append(nftIf(expr.MetaKeyIIFNAME, r.WAN), nftVerdict(drop))...)
-	output := chain("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter, &policyAccept)
-	rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(unix.IPPROTO_ICMP),
+	b.rule(in, append(nftIf(expr.MetaKeyIIFNAME, b.r.WAN), nftVerdict(drop))...)
+	output := b.chain("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter, &policyAccept)
+	b.rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, b.r.WAN), nftL4(unix.IPPROTO_ICMP),
 		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: regV1, Data: []byte{icmpDestUnreachable}}, nftVerdict(drop)})...)
-	rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, r.WAN), nftL4(unix.IPPROTO_TCP),
+	b.rule(output, nftJoin(nftIf(expr.MetaKeyOIFNAME, b.r.WAN), nftL4(unix.IPPROTO_TCP),
 		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
 			&expr.Bitwise{SourceRegister: regV1, DestRegister: regV1, Len: 1, Mask: []byte{tcpFlagRST}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: regV1, Data: []byte{0}}, nftVerdict(drop)})...)
-
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	return nil
 }
 
 // recorded lists the protocols whose flows the record chain writes into

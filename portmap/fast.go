@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
 
+	"github.com/natlab/natlab/internal/stuntx"
 	"github.com/natlab/natlab/natclass"
 )
 
@@ -102,43 +101,33 @@ func (c *Client) boundSilence(ctx context.Context, cancel context.CancelCauseFun
 	}
 }
 
+// stunRTTBound bounds stunRTT when ctx has no deadline: a server that
+// answers at all does within a few seconds.
+const stunRTTBound = 3 * time.Second
+
 // stunRTT is the round trip of a STUN Binding request to server, sent
 // again at 100, 300 and 700 ms; the time counts from the first send, so a
-// lost request only lengthens the bound.
+// lost request only lengthens the bound. Any answer counts, even an error.
 func stunRTT(ctx context.Context, n transport.Net, server netip.AddrPort) (time.Duration, error) {
 	conn, err := n.ListenPacket("udp4", "0.0.0.0:0")
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	req, err := stuntx.Request()
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	buf := make([]byte, 1500)
-	for rto := 100 * time.Millisecond; ; rto *= 2 {
-		if _, err := conn.WriteTo(req.Raw, net.UDPAddrFromAddrPort(server)); err != nil {
-			return 0, err
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(rto))
-		for {
-			k, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				var ne net.Error
-				if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return 0, err
-			}
-			m := &stun.Message{Raw: append([]byte(nil), buf[:k]...)}
-			if m.Decode() == nil && m.TransactionID == req.TransactionID {
-				return time.Since(start), nil
-			}
-		}
+	bound := stunRTTBound
+	if dl, ok := ctx.Deadline(); ok {
+		bound = max(time.Until(dl), time.Millisecond)
 	}
+	a, err := stuntx.Datagram(ctx, conn, server, req, stuntx.Backoff(100*time.Millisecond, bound))
+	var se *stuntx.ServerError
+	if err != nil && !errors.As(err, &se) {
+		return 0, err
+	}
+	return a.RTT, nil
 }
 
 // resender spaces one request's transmissions: base, doubling, or

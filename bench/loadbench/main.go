@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/natlab/natlab/internal/millis"
 )
 
 // Timing of the legitimate clients, each with why.
@@ -188,7 +190,7 @@ func (l *latencies) stats() legitStats {
 	return s
 }
 
-func ms(d time.Duration) float64     { return round2(float64(d.Microseconds()) / 1000) }
+func ms(d time.Duration) float64     { return round2(millis.Of(d)) }
 func round2(f float64) float64       { return float64(int64(f*100+0.5)) / 100 }
 func udpFrom(ip string) *net.UDPAddr { return &net.UDPAddr{IP: net.ParseIP(ip)} }
 

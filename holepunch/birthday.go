@@ -83,7 +83,7 @@ type BirthdayConfig struct {
 	// when 0, full TTL when negative): they only need to open mappings,
 	// and must not reach the scanner's router, where each would leave a
 	// conntrack entry that moves the scanner's source port exactly when
-	// its probe hits that mapping (DESIGN.md's trap).
+	// its probe hits that mapping (the conntrack trap).
 	OpeningTTL int
 	// Timeout bounds the punch (DefaultBirthdayTimeout when 0).
 	Timeout time.Duration

@@ -14,8 +14,8 @@ import (
 // ten is what the issue asks for and keeps the test under a minute.
 const reliableRuns = 10
 
-// TestPunchReliableKernel punches the pairs that the conntrack collision of
-// DESIGN.md breaks, on one kernel lab, reliableRuns times each with fresh
+// TestPunchReliableKernel punches the pairs that the conntrack collision (the
+// README's conntrack trap) breaks, on one kernel lab, reliableRuns times each with fresh
 // sockets, and requires every run to succeed.
 func TestPunchReliableKernel(t *testing.T) {
 	// ttlA/ttlB are each side's opening TTL: one more than its NATs.

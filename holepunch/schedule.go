@@ -29,7 +29,7 @@ const (
 	// with the opening TTL, when one is set): the two peers start within
 	// a rendezvous round trip of each other, and the later one's mapping
 	// must exist before the earlier one's probes reach its router
-	// (DESIGN.md's conntrack trap). 150 ms covers most server RTTs.
+	// (the conntrack trap). 150 ms covers most server RTTs.
 	DefaultOpening = 150 * time.Millisecond
 )
 

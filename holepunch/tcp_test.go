@@ -45,8 +45,8 @@ func TestPunchTCPReliableKernel(t *testing.T) {
 	leakcheck.Check(t)
 	// Two simultaneous SYNs between two Linux NATs race: the one that
 	// reaches the other router before that side's own SYN left leaves an
-	// unreplied conntrack entry that moves the peer's port (DESIGN.md's
-	// trap; a low TTL cannot help TCP). So the contract, and what the probe
+	// unreplied conntrack entry that moves the peer's port (the README's
+	// conntrack trap; a low TTL cannot help TCP). So the contract, and what the probe
 	// does, is one attempt plus one retry on fresh ports.
 	ok, first := 0, 0
 	var total time.Duration

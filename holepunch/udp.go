@@ -21,7 +21,7 @@ const (
 	// (creating the mapping) but expires at the next router, before the
 	// peer's NAT: an opening packet that reached the peer's router before
 	// the peer's own mapping exists can make Linux conntrack give the peer
-	// a different external port (DESIGN.md). Two hops fit a host behind
+	// a different external port (the conntrack trap, README). Two hops fit a host behind
 	// one home router; 0 turns the opening packets off.
 	DefaultOpeningTTL = 2
 	// MaxPredicted bounds the predicted ports per candidate: each costs a

@@ -431,7 +431,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 	if p.Technique == natclass.DirectTCP && (p.Outcome == natclass.Success || p.Outcome == natclass.UnknownOutcome) {
 		// Two Linux NATs race: a SYN that reaches the peer's router before
 		// the peer's own SYN left leaves an unreplied conntrack entry that
-		// moves the peer's port (the DESIGN.md trap, which a low TTL
+		// moves the peer's port (the conntrack trap, which a low TTL
 		// cannot avoid for TCP: the ICMP error aborts the connect). Fresh
 		// ports on both sides get a second, independent chance.
 		tries = 2

@@ -132,7 +132,7 @@ const (
 	// although the server aligns their "go": scheduling on a loaded host
 	// and the error of the RTT estimates. A peer packet that reaches our
 	// router before our own opening packet left would hit the conntrack
-	// trap (DESIGN.md), so the window must outlast the skew minus the
+	// trap (README), so the window must outlast the skew minus the
 	// peer's packet's travel time.
 	startSkew = 75 * time.Millisecond
 	// minOpening keeps a few opening packets even on long paths, where a

@@ -470,7 +470,7 @@ func (b *ruleBuilder) routerInput() {
 	policyAccept := nftables.ChainPolicyAccept
 	// The router itself. Unsolicited UDP and TCP from the WAN reach its
 	// stack, so conntrack records them as Linux routers without an input
-	// filter do; that is what makes the DESIGN.md trap real here (a later
+	// filter do; that is what makes the conntrack trap real here (a later
 	// outbound packet to the same peer collides with the unreplied entry
 	// and gets another external port). The stack's answers (ICMP port
 	// unreachable, TCP RST) are dropped on the way out to the WAN, so from

@@ -426,8 +426,8 @@ func TestKernelMappingVariants(t *testing.T) {
 	}
 }
 
-// TestKernelConntrackTrap pins down the Linux behaviour DESIGN.md warns
-// about: an unsolicited inbound packet to a port-restricted NAT leaves an
+// TestKernelConntrackTrap pins down the Linux behaviour the README's
+// conntrack trap is about: an unsolicited inbound packet to a port-restricted NAT leaves an
 // unreplied conntrack entry, and the host's later outbound packet to that
 // peer collides with it and gets a different external port.
 func TestKernelConntrackTrap(t *testing.T) {

@@ -56,10 +56,39 @@ type ProbeOptions struct {
 	TURNUser     string
 	TURNPassword string
 	TURNSecret   string
+	// TURNPasswordFile and TURNSecretFile hold the secrets on their first
+	// line, off the command line (so do EnvTURNPassword, EnvAuthSecret).
+	TURNPasswordFile string
+	TURNSecretFile   string
 	// TURNTLS is host:port of TURN over TLS, tried after UDP and TCP.
 	TURNTLS string
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
+}
+
+// resolveSecrets reads the TURN secrets from their files or environment
+// variables. $NATLAB_TURN_PASSWORD counts only with --turn-user, and
+// $NATLAB_AUTH_SECRET only when no password was given, so a variable
+// exported for another purpose does not change what the flags ask for.
+func (o *ProbeOptions) resolveSecrets() error {
+	env := ""
+	if o.TURNUser != "" && o.TURNSecret == "" && o.TURNSecretFile == "" {
+		env = EnvTURNPassword
+	}
+	pw, err := secretSource{"--turn-password", o.TURNPassword, "--turn-password-file", o.TURNPasswordFile, env}.resolve()
+	if err != nil {
+		return err
+	}
+	env = ""
+	if pw == "" {
+		env = EnvAuthSecret
+	}
+	secret, err := secretSource{"--turn-secret", o.TURNSecret, "--turn-secret-file", o.TURNSecretFile, env}.resolve()
+	if err != nil {
+		return err
+	}
+	o.TURNPassword, o.TURNSecret = pw, secret
+	return nil
 }
 
 // turnCredentialLifetime is how long REST API credentials made from
@@ -136,6 +165,9 @@ interrupted, 1 if metrics cannot be served.`,
 					return flagErrorf("%v", err)
 				}
 			}
+			if err := o.resolveSecrets(); err != nil {
+				return err
+			}
 			if o.TURNSecret == "" && (o.TURNUser == "") != (o.TURNPassword == "") {
 				return flagErrorf("--turn-user and --turn-password go together (or use --turn-secret)")
 			}
@@ -161,8 +193,10 @@ interrupted, 1 if metrics cannot be served.`,
 	c.Flags().StringVar(&o.Join, "join", "", "join the pairing CODE the other host printed")
 	c.Flags().StringVar(&o.Code, "code", "", "a pre-shared pairing CODE both hosts pass")
 	c.Flags().StringVar(&o.TURNUser, "turn-user", "", "TURN user for the relay stage (with --turn-password, or the user part of --turn-secret credentials)")
-	c.Flags().StringVar(&o.TURNPassword, "turn-password", "", "TURN password for --turn-user")
-	c.Flags().StringVar(&o.TURNSecret, "turn-secret", "", "TURN REST API shared secret (natlab serve --auth-secret, coturn static-auth-secret)")
+	c.Flags().StringVar(&o.TURNPassword, "turn-password", "", "TURN password for --turn-user (visible in ps: prefer --turn-password-file or $"+EnvTURNPassword+")")
+	c.Flags().StringVar(&o.TURNPasswordFile, "turn-password-file", "", "file whose first line is the TURN password for --turn-user")
+	c.Flags().StringVar(&o.TURNSecret, "turn-secret", "", "TURN REST API shared secret (natlab serve's, coturn static-auth-secret; visible in ps: prefer --turn-secret-file or $"+EnvAuthSecret+")")
+	c.Flags().StringVar(&o.TURNSecretFile, "turn-secret-file", "", "file whose first line is the TURN REST API shared secret")
 	c.Flags().StringVar(&o.TURNTLS, "turn-tls", "", "HOST:PORT of TURN over TLS, tried when UDP and TCP to the relay fail")
 	c.Flags().DurationVar(&o.PairTimeout, "pair-timeout", probe.DefaultPairTimeout, "how long to wait for the peer")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep probing, one round per DURATION, one JSON report line per round (both hosts pass the same value)")

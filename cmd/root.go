@@ -89,7 +89,7 @@ func Main(args []string, s IOStreams) int {
 	defer stop()
 	root := NewRootCmd(s)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -103,7 +103,8 @@ func Main(args []string, s IOStreams) int {
 	fmt.Fprintln(s.ErrOut, "natlab:", err)
 	var fe *FlagError
 	if errors.As(err, &fe) || isCobraUsageError(err) {
-		fmt.Fprintln(s.ErrOut, "Run 'natlab --help' for usage.")
+		// The help of the command that was being run, where the flag is.
+		fmt.Fprintf(s.ErrOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return ExitUsage
 	}
 	return ExitInternal

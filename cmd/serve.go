@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/pion/transport/v4"
@@ -48,6 +51,12 @@ type ServeOptions struct {
 	Metrics string
 	// Limits are the per-source limits (cmd/serve_limits.go).
 	Limits serveLimits
+	// TCPOptional serves without TCP when its port cannot be opened
+	// (by default that fails the start-up).
+	TCPOptional bool
+	// LogLevel and LogFormat configure the operator's log on stderr.
+	LogLevel  string
+	LogFormat string
 }
 
 func newCmdServe(s IOStreams) *cobra.Command {
@@ -74,11 +83,27 @@ TCP port also serve a TURN relay: Binding requests stay with the RFC 5780
 server, other STUN methods and ChannelData go to TURN. --tls-listen adds TURN
 over TLS (with --tls-cert/--tls-key, or a generated self-signed certificate).
 Relaying to loopback, private, link-local, CGNAT, multicast, documentation
-and the server's own addresses is refused; --allow-peer opens a range.`,
+and the server's own addresses is refused; --allow-peer opens a range.
+--users and a shared secret may be combined: a username from the users file
+is checked against its password, any other against the secret. Keep the
+secret off the command line: --auth-secret-file, or $NATLAB_AUTH_SECRET.
+
+If a socket cannot be opened (a UDP port, the TCP port, --tls-listen,
+--metrics) serve fails at start-up with exit 1; --tcp-optional serves
+without TCP instead. Logs go to stderr (--log-level, --log-format text|json):
+start-up, each pairing (its code hashed, never in clear), TURN allocations,
+and refusals: quota, peer policy, authentication failures, connection and
+connect-back limits (each kind at most once per 10 s, with a count).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if o.Listen == "" {
 				return flagErrorf("--listen IP:PORT is required")
+			}
+			if _, err := newServeLogger(o); err != nil {
+				return err
+			}
+			if err := o.resolveSecret(); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(c.Context(), o)
@@ -102,8 +127,19 @@ and the server's own addresses is refused; --allow-peer opens a range.`,
 	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics on HOST:PORT at /metrics")
 	addLimitFlags(f, &o.Limits)
+	f.BoolVar(&o.TCPOptional, "tcp-optional", false, "serve without TCP if its port cannot be opened (default: fail at start-up)")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	f.StringVar(&o.LogFormat, "log-format", "text", "log format on stderr: text or json (one object per line)")
 	addOutputFlags(c, &o.Output)
 	return c
+}
+
+// resolveSecret reads the TURN REST API secret from --auth-secret-file
+// or $NATLAB_AUTH_SECRET into AuthSecret.
+func (o *ServeOptions) resolveSecret() error {
+	s, err := secretSource{"--auth-secret", o.AuthSecret, "--auth-secret-file", o.AuthSecretFile, EnvAuthSecret}.resolve()
+	o.AuthSecret, o.AuthSecretFile = s, ""
+	return err
 }
 
 // turnEnabled reports whether any credential source was given.
@@ -153,21 +189,7 @@ func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) 
 		}
 		tc.Users = users
 	}
-	switch {
-	case o.AuthSecret != "" && o.AuthSecretFile != "":
-		return nil, flagErrorf("--auth-secret and --auth-secret-file: give one")
-	case o.AuthSecret != "":
-		tc.Secret = o.AuthSecret
-	case o.AuthSecretFile != "":
-		b, err := os.ReadFile(o.AuthSecretFile)
-		if err != nil {
-			return nil, flagErrorf("--auth-secret-file: %v", err)
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		if tc.Secret = strings.TrimSpace(line); tc.Secret == "" {
-			return nil, flagErrorf("--auth-secret-file %s: empty secret", o.AuthSecretFile)
-		}
-	}
+	tc.Secret = o.AuthSecret // resolved from its file or variable by resolveSecret
 	for _, cidr := range o.AllowPeers {
 		p, err := netip.ParsePrefix(cidr)
 		if err != nil {
@@ -241,9 +263,9 @@ type turnStatus struct {
 // parseServeAddrs turns the flags into an address plan.
 func parseServeAddrs(o *ServeOptions) (server.Addrs, error) {
 	var a server.Addrs
-	ap, err := netip.ParseAddrPort(o.Listen)
+	ap, err := parseListen("--listen", o.Listen)
 	if err != nil {
-		return a, flagErrorf("--listen %q: want IP:PORT with a literal IP: %v", o.Listen, err)
+		return a, err
 	}
 	a.Primary = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	if o.AltIP != "" {
@@ -284,16 +306,21 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 			return fmt.Errorf("network stack: %w", err)
 		}
 	}
-	// Start-up notes (unsupported tests, no TCP) are printed below from
-	// the same facts; the log only adds runtime errors.
-	logger := slog.New(slog.NewTextHandler(o.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelError}))
+	logger, err := newServeLogger(o)
+	if err != nil {
+		return err
+	}
 	if err := o.Limits.check(); err != nil {
 		return err
 	}
 	rz := rendezvous.NewRegistryLimits(nil, o.Limits.rendezvous())
+	rz.SetLogger(logger)
 	defer rz.Close()
-	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc, Limits: o.Limits.server()})
+	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc, Limits: o.Limits.server(), RequireTCP: !o.TCPOptional})
 	if err != nil {
+		if errors.Is(err, server.ErrTCPUnavailable) {
+			return fmt.Errorf("%w (--tcp-optional serves without TCP)", err)
+		}
 		return err
 	}
 	stopMetrics, err := startServeMetrics(o.IO, o.Metrics, srv, rz)
@@ -366,4 +393,41 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 		o.Ready(srv)
 	}
 	return srv.Serve(ctx)
+}
+
+// newServeLogger is the operator's log: stderr, at --log-level, as text or
+// JSON lines.
+func newServeLogger(o *ServeOptions) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return nil, flagErrorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch o.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(o.IO.ErrOut, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(o.IO.ErrOut, ho)), nil
+	}
+	return nil, flagErrorf("--log-format %q: want text or json", o.LogFormat)
+}
+
+// parseListen parses an IP:PORT flag, naming the part that is wrong.
+func parseListen(flag, v string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return netip.AddrPort{}, flagErrorf("%s %q: want IP:PORT (e.g. 0.0.0.0:3478)", flag, v)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, flagErrorf("%s %q: port %q is not a number in 0-65535", flag, v, port)
+	}
+	if host == "" {
+		return netip.AddrPort{}, flagErrorf("%s %q: give the IP to listen on (0.0.0.0 for every IPv4 address)", flag, v)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, flagErrorf("%s %q: %q is not an IP address (a literal IP is needed: the server tells clients which IP answered)", flag, v, host)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(p)), nil
 }

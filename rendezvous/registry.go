@@ -1,15 +1,19 @@
 package rendezvous
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/opslog"
 	"github.com/natlab/natlab/internal/ratelimit"
 )
 
@@ -105,6 +109,8 @@ type Registry struct {
 	now    func() time.Time
 	limits Limits
 	rate   *ratelimit.Limiter
+	log    *slog.Logger // pairings, with their codes hashed
+	ops    *opslog.Log  // drops and refusals, rate-limited
 
 	mu       sync.Mutex
 	pairings map[string]*pairing
@@ -158,7 +164,23 @@ func NewRegistryLimits(now func() time.Time, l Limits) *Registry {
 		now = time.Now
 	}
 	l = l.withDefaults()
-	return &Registry{now: now, limits: l, rate: ratelimit.New(l.Rate, l.Burst), pairings: map[string]*pairing{}, bySource: map[netip.Addr]int{}}
+	return &Registry{now: now, log: slog.New(slog.DiscardHandler), limits: l, rate: ratelimit.New(l.Rate, l.Burst), pairings: map[string]*pairing{}, bySource: map[netip.Addr]int{}}
+}
+
+// SetLogger makes the registry log each pairing created and joined. The
+// code is logged only as a hash (CodeHash): it is the secret that lets a
+// peer in.
+func (r *Registry) SetLogger(l *slog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log, r.ops = l, opslog.New(l)
+}
+
+// CodeHash names a pairing code in logs without revealing it: the first
+// 12 hex digits of its SHA-256.
+func CodeHash(code string) string {
+	h := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(h[:6])
 }
 
 // Stats returns the counters.
@@ -209,6 +231,7 @@ func (r *Registry) bound(b []byte, from netip.AddrPort, outs []Outgoing) []Outgo
 
 func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Outgoing {
 	if !r.rate.Allow(from.Addr()) {
+		r.ops.Event(slog.LevelWarn, "rendezvous-rate-limit", "rendezvous message dropped: source over its rate limit", "from", from.Addr())
 		return nil
 	}
 	m, err := Decode(b)
@@ -295,16 +318,19 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 		return r.errorLocked(from, "unknown or expired pairing code")
 	case p == nil:
 		if len(r.pairings) >= MaxPairings {
+			r.ops.Event(slog.LevelWarn, "pairings-full", "pairing refused: the server holds its maximum of pairings", "from", from, "max", MaxPairings)
 			return r.errorLocked(from, "server busy: too many pairings")
 		}
 		src := ratelimit.Source(from.Addr())
 		if n := r.limits.PairingsPerSource; n > 0 && r.bySource[src] >= n {
+			r.ops.Event(slog.LevelWarn, "pairings-per-source", "pairing refused: source over its limit of pairings", "from", from.Addr(), "limit", n)
 			return r.errorLocked(from, fmt.Sprintf("too many pairings from %s (limit %d)", from.Addr(), n))
 		}
 		p = &pairing{src: src, expires: r.now().Add(CodeTTL)}
 		p.peers[0] = me
 		r.pairings[code] = p
 		r.bySource[src]++
+		r.log.Info("pairing created", "code_hash", CodeHash(code), "from", from, "mode", m.Type)
 		return r.replyLocked(from, Message{Type: TypeWait, Code: code})
 	}
 	if p.left {
@@ -322,6 +348,7 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 		i = 1
 		p.peers[1] = me
 		r.paired++
+		r.log.Info("pairing joined", "code_hash", CodeHash(code), "from", from, "first", p.peers[0].addr)
 	}
 	other := p.peers[1-i]
 	if other == nil {

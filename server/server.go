@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/opslog"
 	"github.com/natlab/natlab/internal/ratelimit"
 	"github.com/natlab/natlab/rendezvous"
 )
@@ -56,7 +57,15 @@ type Config struct {
 	TURN *TURNConfig
 	// Limits are the per-source limits; the zero value takes the defaults.
 	Limits Limits
+	// RequireTCP makes Listen fail when the primary's TCP port cannot be
+	// opened; by default the server then runs over UDP only (a lab
+	// network without TCP, say).
+	RequireTCP bool
 }
+
+// ErrTCPUnavailable is returned by Listen with Config.RequireTCP when the
+// primary's TCP port cannot be opened.
+var ErrTCPUnavailable = errors.New("TCP unavailable")
 
 // Stats are the server's counters since start; a metrics exporter reads them.
 type Stats struct {
@@ -73,6 +82,7 @@ type Server struct {
 	h       *Handler
 	rz      *rendezvous.Registry
 	log     *slog.Logger
+	ops     *opslog.Log // refusals and drops, rate-limited
 	net     transport.Net
 	conns   map[netip.AddrPort]net.PacketConn
 	tcp     net.Listener                    // the primary socket's TCP listener
@@ -119,7 +129,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	if sw == "" {
 		sw = DefaultSoftware
 	}
-	s := &Server{net: n, log: log, rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
+	s := &Server{net: n, log: log, ops: opslog.New(log), rz: cfg.Rendezvous, conns: map[netip.AddrPort]net.PacketConn{}, closing: make(chan struct{}), tcpConns: map[net.Conn]struct{}{}}
 	s.limits = cfg.Limits.withDefaults()
 	s.connLim = newConnLimiter(s.limits.ConnsPerSource)
 	s.bindLim = ratelimit.New(s.limits.BindingRate, s.limits.BindingBurst)
@@ -131,7 +141,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	}
 	first, err := n.ListenPacket(network, a.Primary.String())
 	if err != nil {
-		return nil, fmt.Errorf("stun server: listen udp %s: %w", a.Primary, err)
+		return nil, fmt.Errorf("stun server: listen udp %s: %w", a.Primary, bareNetErr(err))
 	}
 	if a.Primary.Port() == 0 {
 		a.Primary = netip.AddrPortFrom(a.Primary.Addr(), netaddr.AddrPort(first.LocalAddr()).Port())
@@ -144,7 +154,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		c, err := n.ListenPacket(network, ap.String())
 		if err != nil {
 			s.closeConns()
-			return nil, fmt.Errorf("stun server: listen udp %s: %w", ap, err)
+			return nil, fmt.Errorf("stun server: listen udp %s: %w", ap, bareNetErr(err))
 		}
 		s.conns[ap] = c
 		growReadBuffer(c)
@@ -154,6 +164,14 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		tcpNet = "tcp6"
 	}
 	s.listenTCP(n, tcpNet)
+	if s.tcpErr != nil {
+		if cfg.RequireTCP {
+			s.closeConns()
+			s.closeTCP()
+			return nil, fmt.Errorf("stun server: %w: %w", ErrTCPUnavailable, s.tcpErr)
+		}
+		log.Warn("serving STUN over UDP only", "reason", s.tcpErr)
+	}
 	if cfg.TURN != nil {
 		if err := s.startTURN(n, *cfg.TURN); err != nil {
 			s.closeConns()
@@ -328,6 +346,7 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 	}
 	if d := s.turnDemux(local); d != nil && isTURN(b) {
 		if isTURNRequest(b) && !s.turnLim.Allow(src.Addr()) {
+			s.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", src.Addr())
 			return true
 		}
 		v := s.turn.inspect(b, src)
@@ -342,7 +361,11 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 		}
 		return true
 	}
-	return !s.bindLim.Allow(src.Addr())
+	if !s.bindLim.Allow(src.Addr()) {
+		s.ops.Event(slog.LevelWarn, "binding-rate-limit", "Binding request dropped: source over its rate limit", "from", src.Addr())
+		return true
+	}
+	return false
 }
 
 // udpReadBuffer is the receive buffer asked for each UDP socket: under a
@@ -481,8 +504,10 @@ func (s *Server) acceptTCP(ln net.Listener, local netip.AddrPort) {
 			continue
 		}
 		delay = 0
+		from := c.RemoteAddr()
 		c, ok := s.connLim.admit(c)
 		if !ok {
+			s.ops.Event(slog.LevelWarn, "tcp-conn-limit", "TCP connection refused: too many from one source", "from", from, "limit", s.limits.ConnsPerSource)
 			continue
 		}
 		s.mu.Lock()
@@ -548,6 +573,7 @@ func (s *Server) serveTCP(c net.Conn, local netip.AddrPort) {
 			return
 		}
 		if !s.bindLim.Allow(from.Addr()) {
+			s.ops.Event(slog.LevelWarn, "binding-rate-limit", "Binding request dropped: source over its rate limit", "from", from.Addr())
 			continue // over the rate: unanswered, as on UDP
 		}
 		rep := s.h.HandleStream(buf[:size], from, local)
@@ -635,4 +661,14 @@ func (s *Server) send(rep Reply, c net.PacketConn) {
 		s.sendFailures.Add(1)
 		s.log.Debug("udp write", "from", rep.From, "to", rep.To, "err", err)
 	}
+}
+
+// bareNetErr drops the *net.OpError around a listen error, whose text
+// repeats the address the caller names already ("listen udp4 IP:PORT:").
+func bareNetErr(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -101,8 +102,7 @@ func (s *Server) listenTCP(n transport.Net, network string) {
 		ln, err := lc.Listen(context.Background(), network, ap.String())
 		if err != nil {
 			if i == 0 {
-				s.tcpErr = fmt.Errorf("tcp %s: %w", ap, err)
-				s.log.Warn("serving STUN over UDP only", "reason", s.tcpErr)
+				s.tcpErr = fmt.Errorf("listen tcp %s: %w", ap, bareNetErr(err))
 				return
 			}
 			s.log.Warn("no TCP connect-back from this address", "addr", ap, "reason", err)
@@ -171,6 +171,7 @@ func (s *Server) connectBack(c net.Conn, raw []byte, flags uint32, from, local n
 	case !ok || !s.tcpListening(src):
 		resp, err = s.streamError(req, stun.CodeBadRequest, fmt.Sprintf("cannot connect back from %s: not a TCP socket of this server", src))
 	case !s.cb.acquire(from.Addr(), time.Now()):
+		s.ops.Event(slog.LevelWarn, "connect-back-limit", "CONNECT-BACK refused: rate limit", "from", from)
 		resp, err = s.streamError(req, stun.CodeInsufficientCapacity, "connect-back rate limit; try again later")
 	default:
 		resp, err = s.bindingSuccess(req, from, local, &src)

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/natlab/natlab/internal/netaddr"
+	"github.com/natlab/natlab/internal/opslog"
 	"github.com/natlab/natlab/internal/ratelimit"
 )
 
@@ -100,6 +101,7 @@ type turnRelay struct {
 	nonces  *nonceBinder
 	limit   *connLimiter       // shared with the STUN server
 	reqLim  *ratelimit.Limiter // TURN requests over TCP/TLS; the server limits those over UDP
+	ops     *opslog.Log
 	mu      sync.Mutex
 	perUser map[string]int              // live allocations by username
 	allocs  map[string]allocInfo        // by 5-tuple key
@@ -130,7 +132,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 		return errors.New("turn: no credentials (want users or a shared secret)")
 	}
 	t := &turnRelay{
-		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim, reqLim: s.turnLim,
+		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim, reqLim: s.turnLim, ops: s.ops,
 		demux: map[netip.AddrPort]*demuxSet{}, perUser: map[string]int{}, allocs: map[string]allocInfo{},
 		relays: map[netip.AddrPort]int{}, conns: map[net.Conn]struct{}{}, sockets: map[net.PacketConn]struct{}{},
 	}
@@ -238,17 +240,19 @@ func (t *turnRelay) key(username, realm string) ([]byte, bool) {
 	return turn.GenerateAuthKey(username, realm, EphemeralPassword(t.cfg.Secret, username)), true
 }
 
-func (t *turnRelay) auth(username, realm string, _ net.Addr) ([]byte, bool) {
+func (t *turnRelay) auth(username, realm string, from net.Addr) ([]byte, bool) {
 	k, ok := t.key(username, realm)
 	if !ok {
 		t.authFailures.Add(1)
+		t.ops.Event(slog.LevelWarn, "turn-auth-failure", "TURN authentication failed: unknown user or expired credential", "user", username, "from", from)
 	}
 	return k, ok
 }
 
-func (t *turnRelay) onAuth(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
+func (t *turnRelay) onAuth(src, _ net.Addr, _, username, _ string, method string, verdict bool) {
 	if !verdict {
 		t.authFailures.Add(1) // a known user with the wrong password
+		t.ops.Event(slog.LevelWarn, "turn-auth-failure", "TURN authentication failed: wrong password", "user", username, "from", src, "method", method)
 	}
 }
 
@@ -263,6 +267,7 @@ func (t *turnRelay) quota(username, _ string, _ net.Addr) bool {
 	// bounded by the number of connections racing.
 	if t.perUser[username] >= t.cfg.UserQuota {
 		t.quotaRejections.Add(1)
+		t.ops.Event(slog.LevelWarn, "turn-quota", "TURN allocation refused: user quota reached", "user", username, "quota", t.cfg.UserQuota)
 		return false
 	}
 	return true
@@ -277,6 +282,7 @@ func (t *turnRelay) onCreated(src, dst net.Addr, proto, username, _ string, rela
 	t.mu.Unlock()
 	t.allocations.Add(1)
 	t.allocationsTotal.Add(1)
+	t.log.Info("TURN allocation", "user", username, "from", src, "transport", proto, "relay", ra)
 }
 
 func (t *turnRelay) onDeleted(src, dst net.Addr, proto, _, _ string) {
@@ -295,6 +301,7 @@ func (t *turnRelay) onDeleted(src, dst net.Addr, proto, _, _ string) {
 	t.mu.Unlock()
 	if ok {
 		t.allocations.Add(-1)
+		t.log.Info("TURN allocation ended", "user", a.user, "from", src, "transport", proto, "relay", a.relay)
 	}
 }
 

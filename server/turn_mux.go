@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -69,6 +70,7 @@ func (t *turnRelay) inspect(b []byte, from netip.AddrPort) verdict {
 	}
 	t.peersRefused.Add(1)
 	v.pass, v.fwd = false, nil
+	t.ops.Event(slog.LevelInfo, "turn-peer-refused", "TURN peer refused by the relay policy", "method", method.String(), "reason", refused.Error())
 	if !isReq {
 		return v
 	}
@@ -98,6 +100,7 @@ func (t *turnRelay) checkAuth(m *stun.Message, method stun.Method, from netip.Ad
 	k, ok := t.key(user.String(), realm.String())
 	if !ok || stun.MessageIntegrity(k).Check(m) != nil {
 		t.authFailures.Add(1)
+		t.ops.Event(slog.LevelWarn, "turn-auth-failure", "TURN authentication failed", "user", user.String(), "from", from, "method", method.String(), "known", ok)
 		return nil, verdict{reply: t.unauthorized(m, method, from)}
 	}
 	fwd, ok := t.nonces.incoming(m, from, k)
@@ -362,7 +365,9 @@ func (l *guardListener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
+		from := c.RemoteAddr()
 		if c, ok = l.t.limit.admit(c); !ok {
+			l.t.ops.Event(slog.LevelWarn, "tcp-conn-limit", "TLS connection refused: too many from one source", "from", from)
 			continue
 		}
 		g := newGuardConn(c, l.t, nil)
@@ -502,6 +507,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 			continue // too large to relay: pion/turn would drop it too
 		}
 		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.from.Addr()) {
+			g.t.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", g.from.Addr())
 			continue // over the source's rate: unanswered, as on UDP
 		}
 		v := g.t.inspect(frame, g.from)

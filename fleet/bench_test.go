@@ -19,6 +19,12 @@ func benchHosts(n int) []Host {
 	for i := range hs {
 		s := summaries[keys[rng.IntN(len(keys))]]
 		s.Mapped = fmt.Sprintf("198.51.%d.%d:%d", i>>8&255, i&255, 1024+rng.IntN(60000))
+		if s.TCPProfile != nil {
+			// Every host has its own TCP public address too.
+			t := *s.TCPProfile
+			t.Mapped = fmt.Sprintf("198.51.%d.%d:%d", i>>8&255, i&255, 1024+rng.IntN(60000))
+			s.TCPProfile = &t
+		}
 		if s.Allocation == natclass.Sequential {
 			s.Step = 1 + rng.IntN(3)
 		}

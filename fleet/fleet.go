@@ -64,8 +64,9 @@ type Fleet struct {
 	// lifetimes counts hosts behind a NAT with a measured lifetime: without
 	// any, there is no keepalive cost to report.
 	lifetimes int
-	key       bytes.Buffer  // the class key being built, reused
-	enc       *json.Encoder // writes into key
+	tcp       natclass.TCPSummary // the host's TCP summary without its address, reused
+	key       bytes.Buffer        // the class key being built, reused
+	enc       *json.Encoder       // writes into key
 }
 
 // New returns an empty fleet.
@@ -98,9 +99,9 @@ func (f *Fleet) Add(h Host) error {
 	// across a fleet).
 	s.Mapped = ""
 	if s.TCPProfile != nil {
-		t := *s.TCPProfile
-		t.Mapped = ""
-		s.TCPProfile = &t
+		f.tcp = *s.TCPProfile // reused: no allocation per host
+		f.tcp.Mapped = ""
+		s.TCPProfile = &f.tcp
 	}
 	// The key is the summary's JSON: whatever fields the predictor's
 	// input gains, hosts that differ in them land in different classes.
@@ -110,6 +111,10 @@ func (f *Fleet) Add(h Host) error {
 	}
 	c := f.classes[string(f.key.Bytes())]
 	if c == nil {
+		if s.TCPProfile != nil {
+			t := *s.TCPProfile // the class keeps its own copy
+			s.TCPProfile = &t
+		}
 		c = &class{summary: s}
 		k := f.key.String()
 		f.classes[k] = c

@@ -1,6 +1,7 @@
 package natclass
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,17 @@ const (
 	establishAfter = 2*time.Second + 200*time.Millisecond
 	// establishEvery is the exchange interval while establishing.
 	establishEvery = 500 * time.Millisecond
+	// lifetimeMinWait: the lifetime's exchanges wait at least this long
+	// for an answer per attempt. Only a dead mapping waits it out, and a
+	// late answer read as a dead mapping would cut the lifetime short.
+	lifetimeMinWait = 250 * time.Millisecond
 )
+
+// lifetimeSchedule is the lifetime exchanges' schedule: the negative
+// tests' RTT-derived one, with a floor of lifetimeMinWait per attempt.
+func (d *discovery) lifetimeSchedule() schedule {
+	return fromStuntx(stuntx.Spaced(negativeAttempts, stuntx.RTTWait(d.rtt, negativeRTTs, lifetimeMinWait)))
+}
 
 // lifetimeGrid is when the mappings are tested: every res up to
 // lifetimeLinearSteps·res, then lifetimeGrowth apart, up to hi.
@@ -131,8 +142,14 @@ func (d *discovery) lifetimeOnGrid(ctx context.Context, tag string, grid []time.
 	if err != nil {
 		return lifetimeResult{err: err}
 	}
+	// A silent mapping followed by one that answers was a lost packet,
+	// not the end: the lifetime ends at two silent mappings in a row.
 	var r lifetimeResult
+	silent := 0
 	for i, t := range grid {
+		if !ms[i].mapped.IsValid() {
+			continue // its first exchange went unanswered
+		}
 		tm := time.NewTimer(time.Until(ms[i].quiet.Add(t)))
 		select {
 		case <-ctx.Done():
@@ -146,17 +163,22 @@ func (d *discovery) lifetimeOnGrid(ctx context.Context, tag string, grid []time.
 		case err != nil:
 			return lifetimeResult{err: err}
 		case !ok:
-			return r
+			if silent++; silent == 2 {
+				return r
+			}
+			continue
 		}
-		r.alive = t
+		silent, r.alive = 0, t
 	}
-	r.atBound = true
+	r.atBound = silent == 0
 	return r
 }
 
 // lifetimeMappings opens n mappings toward the primary at once; with
-// established, each exchanges a second request after establishAfter, so
-// it has carried traffic both ways for that long.
+// established, each keeps exchanging requests for establishAfter, so it
+// has carried traffic both ways that long. A mapping whose exchange goes
+// unanswered is left out (its address stays invalid); only a grid that
+// lost most of them fails.
 func (d *discovery) lifetimeMappings(ctx context.Context, tag string, n int, established bool) ([]lifetimeMapping, error) {
 	ms := make([]lifetimeMapping, n)
 	errs := make([]error, n)
@@ -165,48 +187,66 @@ func (d *discovery) lifetimeMappings(ctx context.Context, tag string, n int, est
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			x, err := d.socket(fmt.Sprintf("lifetime-%s-x-%d", tag, i))
-			if err != nil {
-				errs[i] = err
-				return
+			errs[i] = d.lifetimeMapping(ctx, fmt.Sprintf("lifetime-%s-x-%d", tag, i), established, &ms[i])
+			if errs[i] != nil {
+				ms[i].mapped = netip.AddrPort{}
 			}
-			ms[i].x = x
-			ms[i].mapped, errs[i] = d.bind(ctx, x)
-			ms[i].quiet = time.Now()
-			if errs[i] != nil || !established {
-				return
-			}
-			// Keep exchanging (a short idle lifetime must not end the
-			// mapping meanwhile) until it is established.
-			for first := ms[i].quiet; time.Since(first) < establishAfter; {
-				tm := time.NewTimer(establishEvery)
-				select {
-				case <-ctx.Done():
-					tm.Stop()
-					errs[i] = ctx.Err()
-					return
-				case <-tm.C:
-				}
-				again, err := d.bind(ctx, x)
-				ms[i].quiet = time.Now()
-				if err == nil && again != ms[i].mapped {
-					err = fmt.Errorf("the mapping moved from %v to %v while in use", ms[i].mapped, again)
-				}
-				if err != nil {
-					errs[i] = err
-					return
-				}
-			}
-			errs[i] = err
 		}()
 	}
 	wg.Wait()
-	return ms, errors.Join(errs...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	failed := 0
+	var first error
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			first = cmp.Or(first, err)
+		}
+	}
+	if failed > n/2 {
+		return nil, fmt.Errorf("%d of %d mappings failed: %w", failed, n, first)
+	}
+	return ms, nil
+}
+
+// lifetimeMapping opens one mapping of the grid into m.
+func (d *discovery) lifetimeMapping(ctx context.Context, name string, established bool, m *lifetimeMapping) error {
+	x, err := d.socket(name)
+	if err != nil {
+		return err
+	}
+	m.x = x
+	if m.mapped, err = d.bind(ctx, x); err != nil {
+		return err
+	}
+	m.quiet = time.Now()
+	// Keep exchanging (a short idle lifetime must not end the mapping
+	// meanwhile) until it is established.
+	for first := m.quiet; established && time.Since(first) < establishAfter; {
+		tm := time.NewTimer(establishEvery)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return ctx.Err()
+		case <-tm.C:
+		}
+		again, err := d.bind(ctx, x)
+		if err != nil {
+			return err
+		}
+		m.quiet = time.Now()
+		if again != m.mapped {
+			return fmt.Errorf("the mapping moved from %v to %v while in use", m.mapped, again)
+		}
+	}
+	return nil
 }
 
 // bind asks the primary for x's mapped address.
 func (d *discovery) bind(ctx context.Context, x *sock) (netip.AddrPort, error) {
-	pk, _, err := x.transact(ctx, x, d.primary, rttSchedule(d.rtt))
+	pk, _, err := x.transact(ctx, x, d.primary, d.lifetimeSchedule())
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("binding lifetime: %w", err)
 	}
@@ -220,7 +260,7 @@ func (d *discovery) bind(ctx context.Context, x *sock) (netip.AddrPort, error) {
 // answered reports whether the server's answer, sent to m's mapped port
 // at y's request (RESPONSE-PORT), reaches m's socket.
 func (d *discovery) answered(ctx context.Context, y *sock, m lifetimeMapping) (bool, error) {
-	pk, _, err := y.transact(ctx, m.x, d.primary, rttSchedule(d.rtt), stuntx.ResponsePort(m.mapped.Port()))
+	pk, _, err := y.transact(ctx, m.x, d.primary, d.lifetimeSchedule(), stuntx.ResponsePort(m.mapped.Port()))
 	var se *ServerError
 	switch {
 	case err == nil && pk.Via != m.x:

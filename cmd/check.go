@@ -137,14 +137,9 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Output.JSON {
-		if err := writeJSON(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}); err != nil {
-			return err
-		}
-	} else {
-		if err := writeProfile(o.IO.Out, p, pm); err != nil {
-			return err
-		}
+	doc := checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}
+	if err := report(o.IO.Out, o.Output, doc, func(w io.Writer) error { return writeProfile(w, p, pm) }); err != nil {
+		return err
 	}
 	if p.NATType == natclass.UDPBlocked {
 		return &ExitError{Code: ExitInternal, Err: errors.New(blockedMessage(p))}

@@ -186,20 +186,19 @@ func newCmdLabClean(s IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.JSON {
-				return writeJSON(s.Out, struct {
-					Schema  string   `json:"schema"`
-					Removed []string `json:"removed"`
-				}{"natlab.lab-clean/v1", append([]string{}, removed...)})
-			}
-			if len(removed) == 0 {
-				fmt.Fprintln(s.Out, "nothing to clean")
+			doc := struct {
+				Schema  string   `json:"schema"`
+				Removed []string `json:"removed"`
+			}{"natlab.lab-clean/v1", append([]string{}, removed...)}
+			return report(s.Out, out, doc, func(w io.Writer) error {
+				if len(removed) == 0 {
+					fmt.Fprintln(w, "nothing to clean")
+				}
+				for _, r := range removed {
+					fmt.Fprintln(w, "removed", r)
+				}
 				return nil
-			}
-			for _, r := range removed {
-				fmt.Fprintln(s.Out, "removed", r)
-			}
-			return nil
+			})
 		},
 	}
 	addOutputFlags(c, &out)
@@ -226,19 +225,19 @@ func newCmdLabPresets(s IOStreams) *cobra.Command {
 				}
 				ps = append(ps, preset{name, n, n.Expect()})
 			}
-			if out.JSON {
-				return writeJSON(s.Out, struct {
-					Schema  string   `json:"schema"`
-					Presets []preset `json:"presets"`
-				}{"natlab.lab-presets/v1", ps})
-			}
-			tw := tabwriter.NewWriter(s.Out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "preset\tnat_type\tmapping\tfiltering\tports\thairpin")
-			for _, p := range ps {
-				e := p.Expected
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)), e.Hairpinning)
-			}
-			return tw.Flush()
+			doc := struct {
+				Schema  string   `json:"schema"`
+				Presets []preset `json:"presets"`
+			}{"natlab.lab-presets/v1", ps}
+			return report(s.Out, out, doc, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "preset\tnat_type\tmapping\tfiltering\tports\thairpin")
+				for _, p := range ps {
+					e := p.Expected
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)), e.Hairpinning)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	addOutputFlags(c, &out)

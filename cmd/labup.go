@@ -124,10 +124,7 @@ func runLabUp(ctx context.Context, o *LabUpOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Output.JSON {
-		return writeJSON(o.IO.Out, st)
-	}
-	return writeLabUp(o.IO.Out, st)
+	return report(o.IO.Out, o.Output, st, func(w io.Writer) error { return writeLabUp(w, st) })
 }
 
 func writeLabUp(w io.Writer, st lab.State) error {

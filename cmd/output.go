@@ -101,6 +101,15 @@ func show[R comparable](ctx context.Context, s IOStreams, out outputFlags, v vie
 	return r, err
 }
 
+// report prints the document of a command without progress: JSON with
+// --json, else text (show does the same for commands with progress).
+func report(w io.Writer, out outputFlags, doc any, text func(io.Writer) error) error {
+	if out.JSON {
+		return writeJSON(w, doc)
+	}
+	return text(w)
+}
+
 // eventWriter prints events as JSON lines; events may come from several
 // goroutines.
 func eventWriter(w io.Writer) func(probe.Event) {

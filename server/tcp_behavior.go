@@ -53,15 +53,17 @@ const (
 	// connectBackWriteTimeout bounds the one response on the new connection.
 	connectBackWriteTimeout = 2 * time.Second
 	// connectBackMax bounds connect-backs in flight on the whole server:
-	// each holds a socket for up to connectBackTimeout.
-	connectBackMax = 64
-	// connectBackPerIP bounds them per client IP: a check needs two at once.
-	connectBackPerIP = 4
+	// each holds a socket and a goroutine for up to connectBackTimeout.
+	connectBackMax = 256
+	// connectBackPerIP bounds them per client IP: a check needs two at
+	// once, and a carrier-grade NAT puts many users behind one address.
+	connectBackPerIP = 16
 	// connectBackBurst and connectBackRate are a client IP's token bucket:
-	// a few checks in a row, then four connect-backs a second, so the
-	// server cannot be made to send a stream of SYNs anywhere.
-	connectBackBurst = 8
-	connectBackRate  = 4.0 // per second
+	// sixteen checks in a row, then eight a second. Each connect-back goes
+	// only to an address that has just completed a handshake with the
+	// server, so the bucket bounds the server's work, not a reflection.
+	connectBackBurst = 32
+	connectBackRate  = 16.0 // per second
 	// connectBackSweepAt is how many client IPs the limiter holds before
 	// it looks for idle ones, and connectBackClients how many it holds at
 	// most (beyond that, new clients are refused until some go idle).

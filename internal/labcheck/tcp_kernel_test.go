@@ -73,3 +73,56 @@ func TestTCPProfileKernel(t *testing.T) {
 	}
 	t.Logf("all presets: checks took %v, their TCP tests %v", total.Round(time.Millisecond), tcpTotal.Round(time.Millisecond))
 }
+
+// BenchmarkCheckTCPCost is what the TCP tests add to a check: from behind
+// kernel-lab NATs, natclass.Discover with and without them, alternating,
+// against the same natlab serve. Run it with
+//
+//	go test -run - -bench CheckTCPCost -benchtime 10x ./internal/labcheck/
+func BenchmarkCheckTCPCost(b *testing.B) {
+	for _, preset := range []string{"full-cone", "port-restricted-cone", "symmetric", "static-port-udp"} {
+		b.Run(preset, func(b *testing.B) {
+			topo, err := testnet.PairTopology(preset, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			lab, err := testnet.Start(ctx, topo, testnet.Kernel)
+			if errors.Is(err, testnet.ErrNeedPrivileges) || errors.Is(err, testnet.ErrNotSupported) {
+				b.Skipf("kernel lab unavailable: %v", err)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lab.Close()
+			primary := netip.AddrPortFrom(testnet.ServerAddrs[0], 3478)
+			srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: server.Addrs{Primary: primary, AltIP: testnet.ServerAddrs[1], AltPort: 3479}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			var with, without time.Duration
+			b.ResetTimer()
+			for range b.N {
+				for _, noTCP := range []bool{false, true} {
+					start := time.Now()
+					p, err := natclass.Discover(ctx, natclass.Options{Net: lab.Site("a").Host.Net, Servers: []string{primary.String()}, NoTCP: noTCP})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if d := time.Since(start); noTCP {
+						without += d
+					} else {
+						with += d
+						if !p.TCP.Known() {
+							b.Fatalf("TCP profile not measured: %+v", p.TCP)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(with.Milliseconds())/float64(b.N), "ms/check-with-tcp")
+			b.ReportMetric(float64(without.Milliseconds())/float64(b.N), "ms/check-udp-only")
+			b.ReportMetric(float64(with-without)/float64(b.N)/float64(time.Millisecond), "ms-added")
+		})
+	}
+}

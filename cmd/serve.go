@@ -3,9 +3,9 @@ package cmd
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -329,6 +329,24 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 		return err
 	}
 	defer stopMetrics()
+	st := startStatus(o, srv, tc)
+	if o.Output.JSON {
+		err = writeJSONLine(o.IO.Out, st) // one line, for log collectors
+	} else {
+		err = writeServeStatus(o.IO.Out, st)
+	}
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	if o.Ready != nil {
+		o.Ready(srv)
+	}
+	return srv.Serve(ctx)
+}
+
+// startStatus is what the server serves, for the start-up line.
+func startStatus(o *ServeOptions, srv *server.Server, tc *server.TURNConfig) serveStatus {
 	a := srv.Addrs()
 	st := serveStatus{Schema: "natlab.serve/v1", RFC5780: a.Full(), Unsupported: a.Unsupported()}
 	for _, s := range a.Sockets() {
@@ -339,60 +357,55 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	} else {
 		st.TCP = a.Primary.String()
 	}
-	if tc != nil {
-		ts := &turnStatus{Realm: o.Realm, LongTerm: tc.Users != nil, Ephemeral: tc.Secret != "", UserQuota: max(o.UserQuota, 0),
-			TLSSelfSigned: tc.TLS != nil && o.TLSCert == ""}
-		for _, s := range a.Sockets() {
-			ts.Listening = append(ts.Listening, "udp "+s.String())
-		}
-		if st.TCP != "" {
-			ts.Listening = append(ts.Listening, "tcp "+st.TCP)
-		}
-		if ap, ok := srv.TURNTLSAddr(); ok {
-			ts.Listening = append(ts.Listening, "tls "+ap.String())
-		}
-		for _, p := range tc.Peers.Allow {
-			ts.AllowedPeers = append(ts.AllowedPeers, p.String())
-		}
-		st.TURN = ts
+	if tc == nil {
+		return st
 	}
-	if o.Output.JSON {
-		b, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("encode JSON: %w", err)
-		}
-		fmt.Fprintln(o.IO.Out, string(b))
+	ts := &turnStatus{Realm: o.Realm, LongTerm: tc.Users != nil, Ephemeral: tc.Secret != "", UserQuota: max(o.UserQuota, 0),
+		TLSSelfSigned: tc.TLS != nil && o.TLSCert == ""}
+	for _, s := range a.Sockets() {
+		ts.Listening = append(ts.Listening, "udp "+s.String())
+	}
+	if st.TCP != "" {
+		ts.Listening = append(ts.Listening, "tcp "+st.TCP)
+	}
+	if ap, ok := srv.TURNTLSAddr(); ok {
+		ts.Listening = append(ts.Listening, "tls "+ap.String())
+	}
+	for _, p := range tc.Peers.Allow {
+		ts.AllowedPeers = append(ts.AllowedPeers, p.String())
+	}
+	st.TURN = ts
+	return st
+}
+
+// writeServeStatus is the start-up status for people.
+func writeServeStatus(w io.Writer, st serveStatus) error {
+	for _, l := range st.Listening {
+		fmt.Fprintf(w, "serving STUN on %s\n", l)
+	}
+	if st.TCP != "" {
+		fmt.Fprintf(w, "serving STUN on tcp %s\n", st.TCP)
 	} else {
-		for _, l := range st.Listening {
-			fmt.Fprintf(o.IO.Out, "serving STUN on %s\n", l)
+		fmt.Fprintf(w, "not serving TCP: %s\n", st.TCPError)
+	}
+	if st.RFC5780 {
+		fmt.Fprintln(w, "RFC 5780: every NAT behaviour test is supported")
+	}
+	for _, u := range st.Unsupported {
+		fmt.Fprintf(w, "RFC 5780: cannot support %s\n", u)
+	}
+	if t := st.TURN; t != nil {
+		for _, l := range t.Listening {
+			fmt.Fprintf(w, "serving TURN on %s (realm %q)\n", l, t.Realm)
 		}
-		if st.TCP != "" {
-			fmt.Fprintf(o.IO.Out, "serving STUN on tcp %s\n", st.TCP)
-		} else {
-			fmt.Fprintf(o.IO.Out, "not serving TCP: %s\n", st.TCPError)
+		if t.TLSSelfSigned {
+			fmt.Fprintln(w, "TURN over TLS uses a generated self-signed certificate")
 		}
-		if st.RFC5780 {
-			fmt.Fprintln(o.IO.Out, "RFC 5780: every NAT behaviour test is supported")
-		}
-		for _, u := range st.Unsupported {
-			fmt.Fprintf(o.IO.Out, "RFC 5780: cannot support %s\n", u)
-		}
-		if t := st.TURN; t != nil {
-			for _, l := range t.Listening {
-				fmt.Fprintf(o.IO.Out, "serving TURN on %s (realm %q)\n", l, t.Realm)
-			}
-			if t.TLSSelfSigned {
-				fmt.Fprintln(o.IO.Out, "TURN over TLS uses a generated self-signed certificate")
-			}
-			if len(t.AllowedPeers) > 0 {
-				fmt.Fprintf(o.IO.Out, "TURN may relay to %s (opened with --allow-peer)\n", strings.Join(t.AllowedPeers, ", "))
-			}
+		if len(t.AllowedPeers) > 0 {
+			fmt.Fprintf(w, "TURN may relay to %s (opened with --allow-peer)\n", strings.Join(t.AllowedPeers, ", "))
 		}
 	}
-	if o.Ready != nil {
-		o.Ready(srv)
-	}
-	return srv.Serve(ctx)
+	return nil
 }
 
 // newServeLogger is the operator's log: stderr, at --log-level, as text or

@@ -60,6 +60,9 @@ type Site struct {
 	Preset     string            `json:"preset,omitempty"`     // preset name, if any
 	Public     string            `json:"public"`               // the site's public address
 	Expected   testnet.Expected  `json:"expected"`             // what the preset should look like
+	// ExpectedTCP is the TCP profile the preset should give (mapping,
+	// filtering, port allocation); only on a backend with TCP.
+	ExpectedTCP *testnet.Expected `json:"expected_tcp,omitempty"`
 	Profile    *natclass.Profile `json:"profile,omitempty"`    // what natlab measured
 	Mismatches []string          `json:"mismatches,omitempty"` // expected vs measured, in words
 	Error      string            `json:"error,omitempty"`      // why there is no profile
@@ -133,6 +136,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			Public:   site.Public.String(),
 			Expected: site.Spec.NAT.Expect(),
 		}
+		if lab.Backend == testnet.Kernel {
+			e := site.Spec.NAT.ExpectTCP()
+			rep.Sites[i].ExpectedTCP = &e
+		}
 		wg.Add(1)
 		go func(ls *Site, h *testnet.Host) {
 			defer wg.Done()
@@ -169,6 +176,35 @@ func profileSite(ctx context.Context, ls *Site, o natclass.Options) {
 	}
 	ls.Profile = p
 	ls.Mismatches = Compare(ls.Expected, p)
+	if ls.ExpectedTCP != nil {
+		ls.Mismatches = append(ls.Mismatches, CompareTCP(*ls.ExpectedTCP, p.TCP)...)
+	}
+}
+
+// CompareTCP lists where a measured TCP profile differs from the TCP
+// behaviour a preset should have.
+func CompareTCP(e testnet.Expected, t *natclass.TCPProfile) []string {
+	if t == nil || t.Reached != natclass.Yes {
+		return []string{"tcp: want a measured TCP profile, got " + t.Brief()}
+	}
+	var out []string
+	got := natclass.Allocation("")
+	if t.PortAllocation != nil {
+		got = t.PortAllocation.Pattern
+	}
+	for _, d := range [][3]string{
+		{"tcp mapping", string(e.Mapping), string(t.Mapping)},
+		{"tcp filtering", string(e.Filtering), string(t.Filtering)},
+		{"tcp port_allocation", string(e.Allocation), string(got)},
+	} {
+		if d[1] != "" && d[1] != d[2] {
+			if d[2] == "" {
+				d[2] = "undetermined"
+			}
+			out = append(out, fmt.Sprintf("%s: want %s, measured %s", d[0], d[1], d[2]))
+		}
+	}
+	return out
 }
 
 // Compare lists, in words, where a measured profile differs from what a

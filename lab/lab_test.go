@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 )
@@ -19,7 +20,7 @@ const labBound = 30 * time.Second
 // TestLabProfilesMatchPresets is issue #3's core promise: for every preset,
 // on every backend this machine can run, natlab's profile of the host
 // equals the preset (mapping, filtering, nat_type, port allocation,
-// hairpinning).
+// hairpinning), and on the kernel backend so does its TCP profile.
 func TestLabProfilesMatchPresets(t *testing.T) {
 	for _, backend := range []testnet.Backend{testnet.InProcess, testnet.Kernel} {
 		t.Run(string(backend), func(t *testing.T) {
@@ -50,6 +51,34 @@ func TestLabProfilesMatchPresets(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestCompareTCP: a TCP profile that differs from the preset's TCP, or was
+// not measured, is a mismatch in words.
+func TestCompareTCP(t *testing.T) {
+	n, err := testnet.Preset("fullcone-udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := n.ExpectTCP()
+	prof := func(m, f natclass.Behavior, a natclass.Allocation) *natclass.TCPProfile {
+		return &natclass.TCPProfile{Reached: natclass.Yes, Mapping: m, Filtering: f, PortAllocation: &natclass.PortAllocation{Pattern: a}}
+	}
+	for _, tc := range []struct {
+		name string
+		p    *natclass.TCPProfile
+		want int
+	}{
+		{"as preset", prof(natclass.EndpointIndependent, natclass.AddressAndPortDependent, natclass.Preserving), 0},
+		{"UDP's filtering", prof(natclass.EndpointIndependent, natclass.EndpointIndependent, natclass.Preserving), 1},
+		{"undetermined", prof("", "", natclass.Random), 3},
+		{"not measured", &natclass.TCPProfile{}, 1},
+		{"absent", nil, 1},
+	} {
+		if got := lab.CompareTCP(e, tc.p); len(got) != tc.want {
+			t.Errorf("%s: %q, want %d mismatches", tc.name, got, tc.want)
+		}
 	}
 }
 

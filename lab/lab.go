@@ -56,16 +56,16 @@ type Report struct {
 
 // Site is one site's result.
 type Site struct {
-	Name       string            `json:"name"`                 // "a", "b"
-	Preset     string            `json:"preset,omitempty"`     // preset name, if any
-	Public     string            `json:"public"`               // the site's public address
-	Expected   testnet.Expected  `json:"expected"`             // what the preset should look like
+	Name     string           `json:"name"`             // "a", "b"
+	Preset   string           `json:"preset,omitempty"` // preset name, if any
+	Public   string           `json:"public"`           // the site's public address
+	Expected testnet.Expected `json:"expected"`         // what the preset should look like
 	// ExpectedTCP is the TCP profile the preset should give (mapping,
 	// filtering, port allocation); only on a backend with TCP.
 	ExpectedTCP *testnet.Expected `json:"expected_tcp,omitempty"`
-	Profile    *natclass.Profile `json:"profile,omitempty"`    // what natlab measured
-	Mismatches []string          `json:"mismatches,omitempty"` // expected vs measured, in words
-	Error      string            `json:"error,omitempty"`      // why there is no profile
+	Profile     *natclass.Profile `json:"profile,omitempty"`    // what natlab measured
+	Mismatches  []string          `json:"mismatches,omitempty"` // expected vs measured, in words
+	Error       string            `json:"error,omitempty"`      // why there is no profile
 }
 
 // StartServer starts natlab's server (STUN, rendezvous and TURN) on the lab's

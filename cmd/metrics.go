@@ -8,10 +8,18 @@ import (
 	"github.com/natlab/natlab/server"
 )
 
+// serverCounters is what the collector reads: a *server.Server, or a
+// *server.Group summing one server per family.
+type serverCounters interface {
+	Stats() server.Stats
+	LimitStats() server.LimitStats
+	TURNStats() (server.TURNStats, bool)
+}
+
 // startServeMetrics serves the server's counters at http://addr/metrics,
 // read from srv and rz at scrape time; stop ends it. An empty addr serves
 // nothing. This is the one hook `natlab serve --metrics` calls.
-func startServeMetrics(s IOStreams, addr string, srv *server.Server, rz *rendezvous.Registry) (stop func(), err error) {
+func startServeMetrics(s IOStreams, addr string, srv serverCounters, rz *rendezvous.Registry) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -31,7 +39,7 @@ func startServeMetrics(s IOStreams, addr string, srv *server.Server, rz *rendezv
 
 // turnStats adapts the TURN relay's counters to the collector's hook; ok
 // is false when the server relays nothing, and no TURN metric appears.
-func turnStats(srv *server.Server) func() (metrics.RelayStats, bool) {
+func turnStats(srv serverCounters) func() (metrics.RelayStats, bool) {
 	return func() (metrics.RelayStats, bool) {
 		t, ok := srv.TURNStats()
 		return metrics.RelayStats{

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,16 +26,18 @@ func init() { subcommandFns = append(subcommandFns, newCmdServe) }
 
 // ServeOptions are the flags and dependencies of `natlab serve`.
 type ServeOptions struct {
-	IO      IOStreams
-	Output  outputFlags
-	Listen  string
-	AltIP   string
+	IO     IOStreams
+	Output outputFlags
+	// Listen holds one IP:PORT per address family served; AltIP the
+	// alternate IPs, matched to Listen by family.
+	Listen  []string
+	AltIP   []string
 	AltPort uint16
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
 	// Ready, if set, is called once the server listens (tests use it to
 	// learn the chosen ports).
-	Ready func(*server.Server)
+	Ready func(*server.Server) // called once per family, in --listen order
 
 	// TURN flags; TURN is served when Users or AuthSecret(File) is set.
 	Users          string
@@ -43,7 +46,7 @@ type ServeOptions struct {
 	Realm          string
 	UserQuota      int
 	AllowPeers     []string
-	RelayIP        string
+	RelayIP        []string // one per family at most
 	TLSListen      string
 	TLSCert        string
 	TLSKey         string
@@ -68,7 +71,7 @@ func newCmdServe(s IOStreams) *cobra.Command {
 func NewCmdServe(s IOStreams, runF func(context.Context, *ServeOptions) error) *cobra.Command {
 	o := &ServeOptions{IO: s}
 	c := &cobra.Command{
-		Use:   "serve --listen IP:PORT [--alt-ip IP] [--alt-port N] [--users FILE | --auth-secret-file FILE]",
+		Use:   "serve --listen IP:PORT [--listen [IPv6]:PORT] [--alt-ip IP]... [--alt-port N] [--users FILE | --auth-secret-file FILE]",
 		Short: "Run the RFC 5780 STUN server and TURN relay (the public side of natlab)",
 		Long: `Serve STUN Binding requests with RFC 5780 NAT behaviour discovery.
 
@@ -76,6 +79,11 @@ With a second address (--alt-ip) and port (--alt-port) the server listens on
 four sockets and supports every RFC 5780 test; with fewer it still answers
 Binding requests and says which tests clients cannot run. Binding over TCP is
 served on the primary address as well. Runs until interrupted.
+
+Dual stack: give --listen once per family (an IPv4 and an IPv6 address) and
+--alt-ip once per family; each family gets its own four sockets, and TURN
+clients get relayed addresses of the family they reach the server over
+(REQUESTED-ADDRESS-FAMILY for the other family is answered 440).
 
 With --users (user:password lines) or --auth-secret(-file) (TURN REST API
 ephemeral credentials, as coturn's use-auth-secret) the same UDP sockets and
@@ -96,7 +104,7 @@ and refusals: quota, peer policy, authentication failures, connection and
 connect-back limits (each kind at most once per 10 s, with a count).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if o.Listen == "" {
+			if len(o.Listen) == 0 {
 				return flagErrorf("--listen IP:PORT is required")
 			}
 			if _, err := newServeLogger(o); err != nil {
@@ -111,8 +119,8 @@ connect-back limits (each kind at most once per 10 s, with a count).`,
 			return runServe(c.Context(), o)
 		},
 	}
-	c.Flags().StringVar(&o.Listen, "listen", "", "primary address IP1:P1 to serve on (port 0 picks one)")
-	c.Flags().StringVar(&o.AltIP, "alt-ip", "", "alternate IP address IP2 of this host (RFC 5780 needs one)")
+	c.Flags().StringArrayVar(&o.Listen, "listen", nil, "primary address IP1:P1 to serve on (port 0 picks one); once per family for dual stack")
+	c.Flags().StringArrayVar(&o.AltIP, "alt-ip", nil, "alternate IP address IP2 of this host (RFC 5780 needs one); once per family")
 	c.Flags().Uint16Var(&o.AltPort, "alt-port", 0, "alternate port P2 (default: the primary port + 1 when --alt-ip is set)")
 	f := c.Flags()
 	f.StringVar(&o.Users, "users", "", "TURN long-term credentials file, one user:password per line")
@@ -121,7 +129,7 @@ connect-back limits (each kind at most once per 10 s, with a count).`,
 	f.StringVar(&o.Realm, "realm", server.DefaultRealm, "TURN realm")
 	f.IntVar(&o.UserQuota, "user-quota", server.DefaultUserQuota, "concurrent TURN allocations per user (0: unlimited)")
 	f.StringArrayVar(&o.AllowPeers, "allow-peer", nil, "CIDR the relay may reach although refused by default (repeatable; the lab uses 198.51.100.0/24 and 203.0.113.0/24)")
-	f.StringVar(&o.RelayIP, "relay-ip", "", "relayed address given to TURN clients (default: the --listen IP)")
+	f.StringArrayVar(&o.RelayIP, "relay-ip", nil, "relayed address given to TURN clients (default: the --listen IP of its family); once per family")
 	f.StringVar(&o.TLSListen, "tls-listen", "", "also serve TURN over TLS on IP:PORT (5349 is the standard port, 443 passes most firewalls)")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate for --tls-listen (default: a generated self-signed one)")
 	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
@@ -156,7 +164,7 @@ func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) 
 			set  bool
 		}{
 			{"--tls-listen", o.TLSListen != ""}, {"--tls-cert", o.TLSCert != ""}, {"--tls-key", o.TLSKey != ""},
-			{"--relay-ip", o.RelayIP != ""}, {"--allow-peer", len(o.AllowPeers) > 0},
+			{"--relay-ip", len(o.RelayIP) > 0}, {"--allow-peer", len(o.AllowPeers) > 0},
 		} {
 			if f.set {
 				return nil, flagErrorf("%s needs TURN credentials (--users or --auth-secret-file)", f.name)
@@ -201,13 +209,16 @@ func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) 
 		}
 		tc.Peers.Allow = append(tc.Peers.Allow, p.Masked())
 	}
-	if o.RelayIP != "" {
-		ip, err := netip.ParseAddr(o.RelayIP)
+	for _, r := range o.RelayIP {
+		ip, err := netip.ParseAddr(r)
 		if err != nil || ip.IsUnspecified() {
-			return nil, flagErrorf("--relay-ip %q: want a specific IP address", o.RelayIP)
+			return nil, flagErrorf("--relay-ip %q: want a specific IP address", r)
 		}
-		tc.RelayIP = ip.Unmap()
-	} else if primary.IsUnspecified() {
+		if ip.Unmap().Is4() == primary.Is4() {
+			tc.RelayIP = ip.Unmap()
+		}
+	}
+	if !tc.RelayIP.IsValid() && primary.IsUnspecified() {
 		return nil, flagErrorf("--relay-ip is needed when --listen is %s: TURN clients must be told a reachable relayed address", primary)
 	}
 	if o.TLSListen == "" {
@@ -221,6 +232,9 @@ func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) 
 		return nil, flagErrorf("--tls-listen %q: want IP:PORT with a literal IP: %v", o.TLSListen, err)
 	}
 	tc.TLSAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if tc.TLSAddr.Addr().Is4() != primary.Is4() {
+		return tc, nil // the server of the --tls-listen family serves TLS
+	}
 	var cert tls.Certificate
 	switch {
 	case (o.TLSCert == "") != (o.TLSKey == ""):
@@ -247,6 +261,9 @@ type serveStatus struct {
 	RFC5780     bool        `json:"rfc5780"`               // every RFC 5780 test is supported
 	Unsupported []string    `json:"unsupported,omitempty"` // tests clients cannot run here
 	TURN        *turnStatus `json:"turn,omitempty"`        // the relay, when served
+	// Families is each family's sockets when serving more than one
+	// (dual stack); the fields above are then the first --listen's.
+	Families []familyServeStatus `json:"families,omitempty"`
 }
 
 // turnStatus describes the TURN relay in the start-up line.
@@ -260,45 +277,74 @@ type turnStatus struct {
 	TLSSelfSigned bool     `json:"tls_self_signed,omitempty"`
 }
 
-// parseServeAddrs turns the flags into an address plan.
-func parseServeAddrs(o *ServeOptions) (server.Addrs, error) {
-	var a server.Addrs
-	ap, err := parseListen("--listen", o.Listen)
-	if err != nil {
-		return a, err
-	}
-	a.Primary = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	if o.AltIP != "" {
-		ip, err := netip.ParseAddr(o.AltIP)
+// parseServeAddrs turns the flags into one address plan per family, in
+// --listen order.
+func parseServeAddrs(o *ServeOptions) ([]server.Addrs, error) {
+	var plans []server.Addrs
+	for _, l := range o.Listen {
+		ap, err := parseListen("--listen", l)
 		if err != nil {
-			return a, flagErrorf("--alt-ip %q: not an IP address", o.AltIP)
+			return nil, err
 		}
-		a.AltIP = ip.Unmap()
-		if a.AltIP == a.Primary.Addr() {
-			return a, flagErrorf("--alt-ip %s: must differ from the --listen IP", ip)
+		a := server.Addrs{Primary: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), AltPort: o.AltPort}
+		for _, p := range plans {
+			if p.Primary.Addr().Is4() == a.Primary.Addr().Is4() {
+				return nil, flagErrorf("--listen %s: one address per family (%s is already %s)", l, family(a.Primary.Addr()), p.Primary)
+			}
 		}
-		if a.AltIP.Is4() != a.Primary.Addr().Is4() {
-			return a, flagErrorf("--alt-ip %s: must be of the same family as %s", ip, a.Primary.Addr())
+		if a.AltPort != 0 && a.AltPort == a.Primary.Port() {
+			return nil, flagErrorf("--alt-port %d: must differ from the --listen port", a.AltPort)
+		}
+		plans = append(plans, a)
+	}
+	for _, s := range o.AltIP {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, flagErrorf("--alt-ip %q: not an IP address", s)
+		}
+		ip = ip.Unmap()
+		i := slices.IndexFunc(plans, func(p server.Addrs) bool { return p.Primary.Addr().Is4() == ip.Is4() })
+		switch {
+		case i < 0:
+			return nil, flagErrorf("--alt-ip %s: no --listen address of the same family", ip)
+		case plans[i].AltIP.IsValid():
+			return nil, flagErrorf("--alt-ip %s: one per family (%s is already %s)", ip, family(ip), plans[i].AltIP)
+		case ip == plans[i].Primary.Addr():
+			return nil, flagErrorf("--alt-ip %s: must differ from the --listen IP", ip)
+		}
+		plans[i].AltIP = ip
+	}
+	for i, a := range plans {
+		if a.AltPort == 0 && a.AltIP.IsValid() && a.Primary.Port() != 0 && a.Primary.Port() < 65535 {
+			plans[i].AltPort = a.Primary.Port() + 1
 		}
 	}
-	a.AltPort = o.AltPort
-	if a.AltPort != 0 && a.AltPort == a.Primary.Port() {
-		return a, flagErrorf("--alt-port %d: must differ from the --listen port", a.AltPort)
+	return plans, nil
+}
+
+// family names ip's address family for messages.
+func family(ip netip.Addr) string {
+	if ip.Is4() {
+		return "IPv4"
 	}
-	if a.AltPort == 0 && a.AltIP.IsValid() && a.Primary.Port() != 0 && a.Primary.Port() < 65535 {
-		a.AltPort = a.Primary.Port() + 1
-	}
-	return a, nil
+	return "IPv6"
 }
 
 func runServe(ctx context.Context, o *ServeOptions) error {
-	addrs, err := parseServeAddrs(o)
+	plans, err := parseServeAddrs(o)
 	if err != nil {
 		return err
 	}
-	tc, err := parseTURN(o, addrs.Primary.Addr())
-	if err != nil {
-		return err
+	tcs := make([]*server.TURNConfig, len(plans))
+	tlsServed := false
+	for i, a := range plans {
+		if tcs[i], err = parseTURN(o, a.Primary.Addr()); err != nil {
+			return err
+		}
+		tlsServed = tlsServed || (tcs[i] != nil && tcs[i].TLS != nil)
+	}
+	if o.TLSListen != "" && !tlsServed {
+		return flagErrorf("--tls-listen %s: no --listen address of the same family", o.TLSListen)
 	}
 	n := o.Net
 	if n == nil {
@@ -316,60 +362,97 @@ func runServe(ctx context.Context, o *ServeOptions) error {
 	rz := rendezvous.NewRegistryLimits(nil, o.Limits.rendezvous())
 	rz.SetLogger(logger)
 	defer rz.Close()
-	srv, err := server.Listen(n, server.Config{Addrs: addrs, Logger: logger, Rendezvous: rz, TURN: tc, Limits: o.Limits.server(), RequireTCP: !o.TCPOptional})
-	if err != nil {
-		if errors.Is(err, server.ErrTCPUnavailable) {
-			return fmt.Errorf("%w (--tcp-optional serves without TCP)", err)
+	g := &server.Group{}
+	for i, a := range plans {
+		srv, err := server.Listen(n, server.Config{Addrs: a, Logger: logger, Rendezvous: rz, TURN: tcs[i], Limits: o.Limits.server(), RequireTCP: !o.TCPOptional})
+		if err != nil {
+			_ = g.Close()
+			if errors.Is(err, server.ErrTCPUnavailable) {
+				return fmt.Errorf("%w (--tcp-optional serves without TCP)", err)
+			}
+			return err
 		}
-		return err
+		g.Servers = append(g.Servers, srv)
 	}
-	stopMetrics, err := startServeMetrics(o.IO, o.Metrics, srv, rz)
+	stopMetrics, err := startServeMetrics(o.IO, o.Metrics, g, rz)
 	if err != nil {
-		_ = srv.Close()
+		_ = g.Close()
 		return err
 	}
 	defer stopMetrics()
-	st := startStatus(o, srv, tc)
+	st := startStatus(o, g, tcs)
 	if o.Output.JSON {
 		err = writeJSONLine(o.IO.Out, st) // one line, for log collectors
 	} else {
 		err = writeServeStatus(o.IO.Out, st)
 	}
 	if err != nil {
-		_ = srv.Close()
+		_ = g.Close()
 		return err
 	}
 	if o.Ready != nil {
-		o.Ready(srv)
+		for _, srv := range g.Servers {
+			o.Ready(srv)
+		}
 	}
-	return srv.Serve(ctx)
+	return g.Serve(ctx)
 }
 
-// startStatus is what the server serves, for the start-up line.
-func startStatus(o *ServeOptions, srv *server.Server, tc *server.TURNConfig) serveStatus {
+// familyServeStatus is one family's sockets; the top level of serveStatus
+// describes the first --listen family (as before dual stack), and
+// families lists each when more than one is served.
+type familyServeStatus struct {
+	Family      string   `json:"family"` // "ipv4" or "ipv6"
+	Listening   []string `json:"listening"`
+	TCP         string   `json:"tcp,omitempty"`
+	TCPError    string   `json:"tcp_error,omitempty"`
+	RFC5780     bool     `json:"rfc5780"`
+	Unsupported []string `json:"unsupported,omitempty"`
+}
+
+func familyStatus(srv *server.Server) familyServeStatus {
 	a := srv.Addrs()
-	st := serveStatus{Schema: "natlab.serve/v1", RFC5780: a.Full(), Unsupported: a.Unsupported()}
+	f := familyServeStatus{Family: "ipv4", RFC5780: a.Full(), Unsupported: a.Unsupported()}
+	if !a.Primary.Addr().Is4() {
+		f.Family = "ipv6"
+	}
 	for _, s := range a.Sockets() {
-		st.Listening = append(st.Listening, "udp "+s.String())
+		f.Listening = append(f.Listening, "udp "+s.String())
 	}
 	if err := srv.TCPError(); err != nil {
-		st.TCPError = err.Error()
+		f.TCPError = err.Error()
 	} else {
-		st.TCP = a.Primary.String()
+		f.TCP = a.Primary.String()
 	}
+	return f
+}
+
+// startStatus is what the servers serve, for the start-up line; tcs are
+// their TURN configurations (nil without TURN).
+func startStatus(o *ServeOptions, g *server.Group, tcs []*server.TURNConfig) serveStatus {
+	first := familyStatus(g.Servers[0])
+	st := serveStatus{Schema: "natlab.serve/v1", Listening: first.Listening, TCP: first.TCP, TCPError: first.TCPError,
+		RFC5780: first.RFC5780, Unsupported: first.Unsupported}
+	if len(g.Servers) > 1 {
+		for _, srv := range g.Servers {
+			st.Families = append(st.Families, familyStatus(srv))
+		}
+	}
+	tc := tcs[0]
 	if tc == nil {
 		return st
 	}
 	ts := &turnStatus{Realm: o.Realm, LongTerm: tc.Users != nil, Ephemeral: tc.Secret != "", UserQuota: max(o.UserQuota, 0),
-		TLSSelfSigned: tc.TLS != nil && o.TLSCert == ""}
-	for _, s := range a.Sockets() {
-		ts.Listening = append(ts.Listening, "udp "+s.String())
-	}
-	if st.TCP != "" {
-		ts.Listening = append(ts.Listening, "tcp "+st.TCP)
-	}
-	if ap, ok := srv.TURNTLSAddr(); ok {
-		ts.Listening = append(ts.Listening, "tls "+ap.String())
+		TLSSelfSigned: o.TLSListen != "" && o.TLSCert == ""}
+	for _, srv := range g.Servers {
+		f := familyStatus(srv)
+		ts.Listening = append(ts.Listening, f.Listening...)
+		if f.TCP != "" {
+			ts.Listening = append(ts.Listening, "tcp "+f.TCP)
+		}
+		if ap, ok := srv.TURNTLSAddr(); ok {
+			ts.Listening = append(ts.Listening, "tls "+ap.String())
+		}
 	}
 	for _, p := range tc.Peers.Allow {
 		ts.AllowedPeers = append(ts.AllowedPeers, p.String())
@@ -378,21 +461,32 @@ func startStatus(o *ServeOptions, srv *server.Server, tc *server.TURNConfig) ser
 	return st
 }
 
-// writeServeStatus is the start-up status for people.
+// writeServeStatus is the start-up status for people; with more than one
+// family each RFC 5780 line names its family.
 func writeServeStatus(w io.Writer, st serveStatus) error {
-	for _, l := range st.Listening {
-		fmt.Fprintf(w, "serving STUN on %s\n", l)
+	fams := st.Families
+	if len(fams) == 0 {
+		fams = []familyServeStatus{{Listening: st.Listening, TCP: st.TCP, TCPError: st.TCPError, RFC5780: st.RFC5780, Unsupported: st.Unsupported}}
 	}
-	if st.TCP != "" {
-		fmt.Fprintf(w, "serving STUN on tcp %s\n", st.TCP)
-	} else {
-		fmt.Fprintf(w, "not serving TCP: %s\n", st.TCPError)
-	}
-	if st.RFC5780 {
-		fmt.Fprintln(w, "RFC 5780: every NAT behaviour test is supported")
-	}
-	for _, u := range st.Unsupported {
-		fmt.Fprintf(w, "RFC 5780: cannot support %s\n", u)
+	for _, f := range fams {
+		in := ""
+		if len(st.Families) > 0 {
+			in = " (" + strings.Replace(f.Family, "ip", "IP", 1) + ")"
+		}
+		for _, l := range f.Listening {
+			fmt.Fprintf(w, "serving STUN on %s\n", l)
+		}
+		if f.TCP != "" {
+			fmt.Fprintf(w, "serving STUN on tcp %s\n", f.TCP)
+		} else {
+			fmt.Fprintf(w, "not serving TCP%s: %s\n", in, f.TCPError)
+		}
+		if f.RFC5780 {
+			fmt.Fprintf(w, "RFC 5780%s: every NAT behaviour test is supported\n", in)
+		}
+		for _, u := range f.Unsupported {
+			fmt.Fprintf(w, "RFC 5780%s: cannot support %s\n", in, u)
+		}
 	}
 	if t := st.TURN; t != nil {
 		for _, l := range t.Listening {

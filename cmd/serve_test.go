@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
 	"github.com/natlab/natlab/internal/interop"
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/relay"
 	"github.com/natlab/natlab/server"
 )
 
@@ -30,7 +33,7 @@ const serveTimeout = 5 * time.Second
 func runServeInProcess(t *testing.T, args ...string) (server.Addrs, string) {
 	t.Helper()
 	s, out, _ := testStreams()
-	ready := make(chan server.Addrs, 1)
+	ready := make(chan server.Addrs, 2) // one per family
 	c := NewCmdServe(s, func(ctx context.Context, o *ServeOptions) error {
 		o.Ready = func(srv *server.Server) { ready <- srv.Addrs() }
 		return runServe(ctx, o)
@@ -124,8 +127,10 @@ func TestServeFlags(t *testing.T) {
 		s, _, _ := testStreams()
 		var got server.Addrs
 		c := NewCmdServe(s, func(_ context.Context, o *ServeOptions) error {
-			var err error
-			got, err = parseServeAddrs(o)
+			plans, err := parseServeAddrs(o)
+			if len(plans) > 0 {
+				got = plans[0]
+			}
 			return err
 		})
 		c.SetArgs(tt.args)
@@ -249,7 +254,7 @@ func TestServeTURNFlags(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			_, err = parseTURN(o, a.Primary.Addr())
+			_, err = parseTURN(o, a[0].Primary.Addr())
 			return err
 		})
 		c.SetArgs(tt.args)
@@ -266,5 +271,86 @@ func TestServeTURNFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !asFlagError(err, &fe) {
 			t.Errorf("%v: err %v, want a flag error containing %q", tt.args, err, tt.wantErr)
 		}
+	}
+}
+
+func TestServeFlagsDualStack(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+		want    []server.Addrs
+	}{
+		{[]string{"--listen", "127.0.0.1:3478", "--listen", "[::1]:3478", "--alt-ip", "2001:db8::2", "--alt-ip", "127.0.0.2"}, "", []server.Addrs{
+			{Primary: netip.MustParseAddrPort("127.0.0.1:3478"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: 3479},
+			{Primary: netip.MustParseAddrPort("[::1]:3478"), AltIP: netip.MustParseAddr("2001:db8::2"), AltPort: 3479}}},
+		{[]string{"--listen", "[::1]:3478", "--listen", "127.0.0.1:0", "--alt-port", "4000"}, "", []server.Addrs{
+			{Primary: netip.MustParseAddrPort("[::1]:3478"), AltPort: 4000},
+			{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltPort: 4000}}},
+		{[]string{"--listen", "127.0.0.1:3478", "--listen", "127.0.0.2:3478"}, "one address per family", nil},
+		{[]string{"--listen", "[::1]:3478", "--alt-ip", "::2", "--alt-ip", "::3"}, "one per family", nil},
+		{[]string{"--listen", "[::1]:3478", "--alt-ip", "127.0.0.2"}, "no --listen address of the same family", nil},
+	}
+	for _, tt := range tests {
+		s, _, _ := testStreams()
+		var got []server.Addrs
+		c := NewCmdServe(s, func(_ context.Context, o *ServeOptions) error {
+			var err error
+			got, err = parseServeAddrs(o)
+			return err
+		})
+		c.SetArgs(tt.args)
+		c.SetOut(s.Out)
+		c.SetErr(s.ErrOut)
+		err := c.Execute()
+		if tt.wantErr == "" {
+			if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("%v: %v %+v, want %+v", tt.args, err, got, tt.want)
+			}
+			continue
+		}
+		var fe *FlagError
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !asFlagError(err, &fe) {
+			t.Errorf("%v: err %v, want a flag error containing %q", tt.args, err, tt.wantErr)
+		}
+	}
+}
+
+// Dual stack: one `natlab serve` answers Binding on its IPv4 and IPv6
+// sockets, says so per family in its status line, and relays TURN in
+// each family.
+func TestServeDualStack(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, []byte("alice:pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, out := runServeInProcess(t, "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--users", users, "--allow-peer", "::1", "--json")
+	var st serveStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status %q: %v", out, err)
+	}
+	if len(st.Families) != 2 || st.Families[0].Family != "ipv4" || st.Families[1].Family != "ipv6" || st.TURN == nil {
+		t.Fatalf("status %+v", st)
+	}
+	if st.TCP != st.Families[0].TCP || !strings.HasPrefix(st.Families[1].TCP, "[::1]:") {
+		t.Errorf("tcp %q, families %+v", st.TCP, st.Families)
+	}
+	n, _ := stdnet.NewNet()
+	for _, f := range st.Families {
+		ap := netip.MustParseAddrPort(strings.TrimPrefix(f.Listening[0], "udp "))
+		ctx, cancel := context.WithTimeout(context.Background(), serveTimeout)
+		a, err := relay.Allocate(ctx, relay.AllocOptions{Net: n, Server: ap.String(), Username: "alice", Password: "pw"})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: allocate: %v", f.Family, err)
+		}
+		if a.Relayed.Addr() != ap.Addr() {
+			t.Errorf("%s: relayed %v, want on %v", f.Family, a.Relayed, ap.Addr())
+		}
+		_ = a.Close()
 	}
 }

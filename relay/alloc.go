@@ -106,7 +106,7 @@ func Allocate(ctx context.Context, o AllocOptions) (*Allocation, error) {
 	logs.DefaultLogLevel = logging.LogLevelDisabled
 	client, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: o.Server, Username: o.Username, Password: o.Password, Realm: o.Realm,
-		Conn: base, Net: o.Net, LoggerFactory: logs, RTO: clientRTO,
+		Conn: base, Net: familyNet{o.Net, is6(o.Server)}, LoggerFactory: logs, RTO: clientRTO,
 	})
 	if err != nil {
 		_ = base.Close()
@@ -153,7 +153,11 @@ func Allocate(ctx context.Context, o AllocOptions) (*Allocation, error) {
 func dial(ctx context.Context, o AllocOptions) (net.PacketConn, error) {
 	switch o.Transport {
 	case UDP:
-		c, err := o.Net.ListenPacket("udp4", "0.0.0.0:0")
+		network, any := "udp4", "0.0.0.0:0"
+		if is6(o.Server) {
+			network, any = "udp6", "[::]:0"
+		}
+		c, err := o.Net.ListenPacket(network, any)
 		if err != nil {
 			return nil, fmt.Errorf("turn client socket: %w", err)
 		}
@@ -162,7 +166,11 @@ func dial(ctx context.Context, o AllocOptions) (net.PacketConn, error) {
 	default:
 		return nil, fmt.Errorf("relay transport %q: want udp, tcp or tls", o.Transport)
 	}
-	ra, err := o.Net.ResolveTCPAddr("tcp4", o.Server)
+	tcpNet := "tcp4"
+	if is6(o.Server) {
+		tcpNet = "tcp6"
+	}
+	ra, err := o.Net.ResolveTCPAddr(tcpNet, o.Server)
 	if err != nil {
 		return nil, fmt.Errorf("turn server %s: %w", o.Server, err)
 	}
@@ -172,7 +180,7 @@ func dial(ctx context.Context, o AllocOptions) (net.PacketConn, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := o.Net.DialTCP("tcp4", nil, ra)
+		c, err := o.Net.DialTCP(tcpNet, nil, ra)
 		if err != nil {
 			done <- result{nil, err}
 			return
@@ -249,4 +257,27 @@ func (a *Allocation) Close() error {
 		}
 	})
 	return a.err
+}
+
+// is6 reports whether a server host:port is a literal IPv6 address: the
+// relay is then reached, and allocated, over IPv6 (a name resolves to
+// IPv4, as before).
+func is6(server string) bool {
+	ap, err := netip.ParseAddrPort(server)
+	return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6()
+}
+
+// familyNet resolves the TURN server in its own family: pion/turn's
+// client resolves TURNServerAddr as "udp4", which fails for an IPv6
+// literal.
+type familyNet struct {
+	transport.Net
+	v6 bool
+}
+
+func (n familyNet) ResolveUDPAddr(network, address string) (*net.UDPAddr, error) {
+	if n.v6 && network == "udp4" {
+		network = "udp6"
+	}
+	return n.Net.ResolveUDPAddr(network, address)
 }

@@ -135,10 +135,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 	s.bindLim = ratelimit.New(s.limits.BindingRate, s.limits.BindingBurst)
 	s.turnLim = ratelimit.New(s.limits.TURNRate, s.limits.TURNBurst)
 
-	network := "udp4"
-	if a.Primary.Addr().Is6() && !a.Primary.Addr().Is4In6() {
-		network = "udp6"
-	}
+	network := udpNetwork(a.Primary.Addr())
 	first, err := n.ListenPacket(network, a.Primary.String())
 	if err != nil {
 		return nil, fmt.Errorf("stun server: listen udp %s: %w", a.Primary, bareNetErr(err))
@@ -159,11 +156,7 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		s.conns[ap] = c
 		growReadBuffer(c)
 	}
-	tcpNet := "tcp4"
-	if network == "udp6" {
-		tcpNet = "tcp6"
-	}
-	s.listenTCP(n, tcpNet)
+	s.listenTCP(n, tcpNetwork(a.Primary.Addr()))
 	if s.tcpErr != nil {
 		if cfg.RequireTCP {
 			s.closeConns()
@@ -201,6 +194,22 @@ func Listen(n transport.Net, cfg Config) (*Server, error) {
 		log.Warn("RFC 5780 test not supported", "test", u)
 	}
 	return s, nil
+}
+
+// udpNetwork and tcpNetwork name ip's family for Listen: each Server
+// serves one family (`natlab serve` runs one per family it is given).
+func udpNetwork(ip netip.Addr) string {
+	if ip.Is4() || ip.Is4In6() {
+		return "udp4"
+	}
+	return "udp6"
+}
+
+func tcpNetwork(ip netip.Addr) string {
+	if ip.Is4() || ip.Is4In6() {
+		return "tcp4"
+	}
+	return "tcp6"
 }
 
 // Addrs is the address plan being served (with chosen ports filled in).

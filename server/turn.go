@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,7 @@ type turnRelay struct {
 	allocations                                                   atomic.Int64
 	allocationsTotal, authFailures, quotaRejections, peersRefused atomic.Uint64
 	tcpConns, staleNonces                                         atomic.Uint64
+	relay6                                                        bool // relayed addresses are IPv6 (RFC 6156)
 }
 
 type allocInfo struct {
@@ -161,7 +163,8 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 	}
 	gen := &trackingGenerator{t: t, RelayAddressGeneratorStatic: turn.RelayAddressGeneratorStatic{
 		RelayAddress: relayIP.AsSlice(), Address: bind.String(), Net: n,
-	}}
+	}, bind: bind}
+	t.relay6 = relayIP.Is6()
 	perm := func(_ net.Addr, ip net.IP) bool {
 		a, ok := netip.AddrFromSlice(ip)
 		if !ok || t.policy.CheckIP(a) != nil {
@@ -186,7 +189,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 		lcs = append(lcs, turn.ListenerConfig{Listener: t.tcp, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
 	if cfg.TLS != nil {
-		l, err := n.ListenTCP("tcp4", net.TCPAddrFromAddrPort(cfg.TLSAddr))
+		l, err := n.ListenTCP(tcpNetwork(cfg.TLSAddr.Addr()), net.TCPAddrFromAddrPort(cfg.TLSAddr))
 		if err != nil {
 			t.closeDemux()
 			return fmt.Errorf("turn: listen tls %s: %w", cfg.TLSAddr, err)
@@ -398,10 +401,31 @@ func (t *turnRelay) close() error {
 type trackingGenerator struct {
 	turn.RelayAddressGeneratorStatic
 	t *turnRelay
+	// bind is the IP relay sockets are opened on. pion/turn asks for
+	// "udp4" whatever the server's family and joins Address and port
+	// without brackets, so an IPv6 relay opens its socket here.
+	bind netip.Addr
+}
+
+// allocate opens a relay socket of the server's family.
+func (g *trackingGenerator) allocate(network string, port int) (net.PacketConn, net.Addr, error) {
+	if g.bind.Is4() {
+		return g.RelayAddressGeneratorStatic.AllocatePacketConn(network, port)
+	}
+	c, err := g.Net.ListenPacket("udp6", net.JoinHostPort(g.bind.String(), strconv.Itoa(port)))
+	if err != nil {
+		return nil, nil, err
+	}
+	ua, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		_ = c.Close()
+		return nil, nil, fmt.Errorf("turn: relay socket address %v is not UDP", c.LocalAddr())
+	}
+	return c, &net.UDPAddr{IP: g.RelayAddress, Port: ua.Port}, nil
 }
 
 func (g *trackingGenerator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
-	c, a, err := g.RelayAddressGeneratorStatic.AllocatePacketConn(network, port)
+	c, a, err := g.allocate(network, port)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -60,6 +60,11 @@ func (t *turnRelay) inspect(b []byte, from netip.AddrPort) verdict {
 			return v
 		}
 	}
+	if key != nil && method == stun.MethodAllocate {
+		if r := t.familyRefused(m, key); r != nil {
+			return verdict{reply: r}
+		}
+	}
 	v.pass = true
 	if !peerMethod {
 		return v
@@ -552,4 +557,41 @@ func (g *guardConn) Close() error {
 		err = g.Conn.Close()
 	})
 	return err
+}
+
+// RFC 6156 REQUESTED-ADDRESS-FAMILY values.
+const (
+	familyIPv4 = 0x01
+	familyIPv6 = 0x02
+)
+
+// familyRefused answers an authenticated Allocate asking for a relayed
+// address of the other family with 440 (RFC 6156 section 4.2): pion/turn
+// ignores the attribute and would hand out this server's family. Each
+// natlab Server relays in one family; `natlab serve` runs one per family,
+// so a client wanting IPv6 relayed addresses allocates on the IPv6 one.
+func (t *turnRelay) familyRefused(m *stun.Message, key []byte) []byte {
+	v, err := m.Get(stun.AttrRequestedAddressFamily)
+	if err != nil || len(v) < 1 {
+		return nil
+	}
+	have := byte(familyIPv4)
+	if t.relay6 {
+		have = familyIPv6
+	}
+	if v[0] == have {
+		return nil
+	}
+	code, reason := stun.CodeAddrFamilyNotSupported, "Address Family not Supported"
+	if v[0] != familyIPv4 && v[0] != familyIPv6 {
+		code, reason = stun.CodeBadRequest, "Bad Request: unknown REQUESTED-ADDRESS-FAMILY"
+	}
+	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID),
+		stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: code, Reason: []byte(reason)},
+		stun.NewSoftware(DefaultSoftware), stun.MessageIntegrity(key), stun.Fingerprint)
+	if err != nil {
+		return nil
+	}
+	return res.Raw
 }

@@ -40,6 +40,9 @@ type CheckOptions struct {
 	// Weight is the users or traffic behind this host (natlab fleet); 0
 	// leaves it out.
 	Weight float64
+	// Family is "4", "6", "both" or "" (both when the host has a global
+	// IPv6 address and an IPv6-capable server is given, else IPv4).
+	Family string
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
 }
@@ -54,6 +57,11 @@ type checkDocument struct {
 	// Weight is --weight: the users or traffic behind this host, for
 	// natlab fleet.
 	Weight float64 `json:"weight,omitempty"`
+	// IPv6 is the IPv6 profile when IPv6 was checked (Profile is then
+	// the IPv4 one, or the IPv6 one too with --family 6); IPv6Error says
+	// why an IPv6 check beside an IPv4 one gave no profile.
+	IPv6      *natclass.Profile `json:"ipv6,omitempty"`
+	IPv6Error string            `json:"ipv6_error,omitempty"`
 }
 
 func newCmdCheck(s IOStreams) *cobra.Command { return NewCmdCheck(s, nil) }
@@ -93,6 +101,11 @@ Tests a server cannot support are listed as not run.`,
 			if o.Weight < 0 {
 				return flagErrorf("--weight %v: want a positive number", o.Weight)
 			}
+			switch o.Family {
+			case "", "4", "6", "both":
+			default:
+				return flagErrorf("--family %q: want 4, 6 or both", o.Family)
+			}
 			if runF != nil {
 				return runF(c.Context(), o)
 			}
@@ -109,6 +122,7 @@ Tests a server cannot support are listed as not run.`,
 	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep checking, one check per DURATION, one JSON line per check")
 	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve the profile as Prometheus metrics on HOST:PORT at /metrics (for natlab fleet --prometheus)")
+	c.Flags().StringVar(&o.Family, "family", "", "IP version to check: 4, 6 or both (default: both when this host has a global IPv6 address, else 4)")
 	c.Flags().Float64Var(&o.Weight, "weight", 0, "the users or traffic behind this host, carried in --json and --metrics for natlab fleet")
 	addOutputFlags(c, &o.Output)
 	return c
@@ -122,13 +136,33 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 			return fmt.Errorf("network stack: %w", err)
 		}
 	}
+	fams, err := checkFamilies(o, n)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	pmc := startPortMapCheck(ctx, o, n)
-	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: o.Servers, Timeout: o.Timeout, Lifetime: o.Lifetime, NoTCP: !o.TCP})
+	v6c := make(chan familyResult, 1)
+	if len(fams) == 2 {
+		go func() { v6c <- discoverFamily(ctx, o, n, natclass.IPv6) }()
+	}
+	first := discoverFamily(ctx, o, n, fams[0])
+	p, err := first.p, first.err
 	pm := <-pmc
 	if p != nil {
 		// The check's time is the user's wait: both probes.
 		p.DurationMillis = millis.Since(start)
+	}
+	doc := checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}
+	if fams[0] == natclass.IPv6 {
+		doc.IPv6 = p
+	}
+	if len(fams) == 2 {
+		r := <-v6c
+		doc.IPv6 = r.p
+		if r.err != nil {
+			doc.IPv6Error = r.err.Error()
+		}
 	}
 	if errors.Is(err, natclass.ErrServerUnreachable) {
 		// Nothing is known about this host's NAT: no type is claimed.
@@ -137,8 +171,7 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 	if err != nil {
 		return err
 	}
-	doc := checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}
-	if err := report(o.IO.Out, o.Output, doc, func(w io.Writer) error { return writeProfile(w, p, pm) }); err != nil {
+	if err := report(o.IO.Out, o.Output, doc, func(w io.Writer) error { return writeFamilies(w, doc, len(fams) == 2) }); err != nil {
 		return err
 	}
 	if p.NATType == natclass.UDPBlocked {
@@ -186,6 +219,12 @@ func writeProfile(w io.Writer, p *natclass.Profile, pm *portmap.Report) error {
 			line("NAT depth", fmt.Sprintf("%d (path %s)", *p.NATDepth, strings.Join(p.Hops, " → ")))
 		}
 		line("server", fmt.Sprintf("%s (rtt %.1f ms)", p.Server, p.RTTMillis))
+		if p.Translation != "" {
+			line("translation", translationLine(p.Translation))
+		}
+		if p.Family == "ipv6" {
+			line("global IPv6", or(strings.Join(p.GlobalAddresses, ", "), "none"))
+		}
 	}
 	if t := p.TCP; t != nil {
 		v := "TCP " + t.Brief()

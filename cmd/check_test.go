@@ -18,6 +18,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 
 	"github.com/natlab/natlab/internal/interop"
+	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
 	"github.com/natlab/natlab/server"
 )
@@ -104,6 +105,7 @@ func TestCheckMain(t *testing.T) {
 	interop.NeedLoopback2(t)
 	full := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
 	plain := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")})
+	v6 := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("[::1]:0")})
 	silent := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), interop.FreePortPair(t))
 	closer := tcpListener(t, func(c net.Conn) {}) // a middlebox: accepts, then closes
 	tcpOnly := tcpListener(t, answerBinding)      // STUN over TCP only: UDP is what fails
@@ -126,7 +128,10 @@ func TestCheckMain(t *testing.T) {
 			[]string{"NAT type         open"}, "", time.Second, nil, ""},
 		{"hostname", []string{"check", "--server", strings.Replace(full.String(), "127.0.0.1", "localhost", 1)}, ExitOK,
 			[]string{"NAT type         open"}, "", pmBound, nil, ""},
-		{"ipv6 server", []string{"check", "--server", "[::1]:3478"}, ExitInternal, nil, "only IPv4", time.Second, nil, ""},
+		{"ipv6 only server", []string{"check", "--portmap=false", "--server", v6.String()}, ExitOK,
+			[]string{"NAT type         unknown", "translation      none (the server saw this host's own address)", "mapped address   [::1]:", "global IPv6      none"}, "", time.Second, nil, ""},
+		{"family 4 without ipv4 server", []string{"check", "--family", "4", "--server", v6.String()}, ExitUsage, nil, "no IPv4 --server given", time.Second, nil, ""},
+		{"bad family", []string{"check", "--family", "5", "--server", v6.String()}, ExitUsage, nil, "want 4, 6 or both", time.Second, nil, ""},
 		{"full json", []string{"check", "--json", "--server", full.String()}, ExitOK, []string{`"port_mapping": {`}, "", pmBound,
 			[]string{"hairpinning"}, "open"},
 		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", pmBound,
@@ -268,5 +273,42 @@ func answerBinding(c net.Conn) {
 	res, err := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingSuccess, &stun.XORMappedAddress{IP: from.IP, Port: from.Port})
 	if err == nil {
 		_, _ = c.Write(res.Raw)
+	}
+}
+
+// --family both: the top-level profile stays the IPv4 one, "ipv6" holds
+// the IPv6 one, and the text shows both under their headings.
+func TestCheckBothFamilies(t *testing.T) {
+	interop.NeedLoopback2(t)
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	v4 := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
+	v6 := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("[::1]:0")})
+	args := []string{"check", "--portmap=false", "--family", "both", "--server", v4.String(), "--server", v6.String()}
+	s, out, errOut := testStreams()
+	if code := Main(append(args, "--json"), s); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var doc checkDocument
+	if err := decodeStrict(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Profile == nil || doc.Profile.Family != "ipv4" || doc.Profile.Server != v4.String() || doc.Profile.NATType != natclass.Open {
+		t.Errorf("top-level profile %+v", doc.Profile)
+	}
+	if doc.IPv6 == nil || doc.IPv6.Family != "ipv6" || doc.IPv6.Server != v6.String() || doc.IPv6.Translation != natclass.TranslationNone {
+		t.Errorf("ipv6 profile %+v (%s)", doc.IPv6, doc.IPv6Error)
+	}
+	s, out, errOut = testStreams()
+	if code := Main(args, s); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, w := range []string{"IPv4\nNAT type         open", "\nIPv6\nNAT type", "mapped address   [::1]:"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("text lacks %q:\n%s", w, out)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +81,9 @@ type Options struct {
 	AllocSamples int
 	// NoTCP skips the TCP behaviour tests (Profile.TCP stays nil).
 	NoTCP bool
+	// Family is the IP version to check over (IPv4 when zero); Servers
+	// must have addresses of that family.
+	Family Family
 	// Logger receives debug notes; nil discards them.
 	Logger *slog.Logger
 }
@@ -123,7 +127,17 @@ type Profile struct {
 	NotRun               []NotRun       `json:"not_run"`                 // tests that could not run, with why
 	Servers              []ServerResult `json:"servers"`                 // test I against every given server
 	TCP                  *TCPProfile    `json:"tcp"`                     // TCP behaviour (RFC 5382); null when not measured
-	DurationMillis       float64        `json:"duration_ms"`             // wall time of the check
+	// Family is "ipv4" or "ipv6": the IP version this profile measured.
+	Family string `json:"family,omitempty"`
+	// Translation (IPv6 only) is what happens to the source address:
+	// "none" (the address the server saw is ours: a firewall at most),
+	// "nptv6" (prefix translated, interface identifier and port kept:
+	// RFC 6296), "nat66" (address replaced, a masquerading NAT).
+	Translation string `json:"ipv6_translation,omitempty"`
+	// GlobalAddresses (IPv6 only) are this host's global IPv6 addresses
+	// (not link-local, not unique-local).
+	GlobalAddresses []string `json:"global_addresses,omitempty"`
+	DurationMillis  float64  `json:"duration_ms"` // wall time of the check
 }
 
 // Hints.
@@ -182,7 +196,7 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 	defer cancel()
 	addrs := make([]netip.AddrPort, len(opts.Servers))
 	for i, s := range opts.Servers {
-		a, err := resolve(checkCtx, opts.Net, s)
+		a, err := resolve(checkCtx, opts.Net, s, opts.Family)
 		if err != nil {
 			return nil, err
 		}
@@ -219,10 +233,10 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 	return p, nil
 }
 
-// resolve turns host:port into an IPv4 address. Literal IPs need no
+// resolve turns host:port into an address of family f. Literal IPs need no
 // lookup; names go through n, whose Resolve has no context, so the lookup
 // runs aside and ctx bounds the wait (the lookup ends on its own later).
-func resolve(ctx context.Context, n transport.Net, s string) (netip.AddrPort, error) {
+func resolve(ctx context.Context, n transport.Net, s string, f Family) (netip.AddrPort, error) {
 	host, port, err := ParseServer(s)
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -235,7 +249,7 @@ func resolve(ctx context.Context, n transport.Net, s string) (netip.AddrPort, er
 		}
 		ch := make(chan result, 1)
 		go func() {
-			a, err := n.ResolveUDPAddr("udp4", s)
+			a, err := n.ResolveUDPAddr(f.udp(), s)
 			ch <- result{a, err}
 		}()
 		select {
@@ -249,8 +263,8 @@ func resolve(ctx context.Context, n transport.Net, s string) (netip.AddrPort, er
 		}
 	}
 	ip = ip.Unmap()
-	if !ip.Is4() {
-		return netip.AddrPort{}, fmt.Errorf("STUN server %s: only IPv4 is supported so far", s)
+	if !f.has(ip) {
+		return netip.AddrPort{}, fmt.Errorf("STUN server %s is not an %s address: an %s check needs an %s server", s, f, f, f)
 	}
 	return netip.AddrPortFrom(ip, port), nil
 }
@@ -278,7 +292,7 @@ func (d *discovery) socket(name string) (*sock, error) {
 	if s := d.socks[name]; s != nil {
 		return s, nil
 	}
-	c, err := d.opts.Net.ListenPacket("udp4", "0.0.0.0:0")
+	c, err := d.opts.Net.ListenPacket(d.opts.Family.udp(), d.opts.Family.wildcard())
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
@@ -323,7 +337,7 @@ type firstResult struct {
 }
 
 func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, error) {
-	p := &Profile{NATType: Unknown, Hints: []string{}, NotRun: []NotRun{}}
+	p := &Profile{NATType: Unknown, Hints: []string{}, NotRun: []NotRun{}, Family: strings.ToLower(d.opts.Family.String())}
 	ms0, err := d.socket(SockMapping)
 	if err != nil {
 		return nil, err
@@ -355,6 +369,10 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	local := d.localAddr(ms0.local, m1, d.primary)
 	p.LocalAddress = local.String()
 	nat := local != m1
+	if d.opts.Family == IPv6 {
+		p.Translation = Translation6(local, m1)
+		p.GlobalAddresses = d.globalAddresses()
+	}
 	for _, a := range []netip.Addr{local.Addr(), m1.Addr()} {
 		if cgnatPrefix.Contains(a) && !slices.Contains(p.Hints, HintCGNAT) {
 			p.Hints = append(p.Hints, HintCGNAT)
@@ -545,7 +563,7 @@ func (d *discovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.Add
 	if slices.Contains(ifaceIPs, mapped.Addr()) {
 		return netip.AddrPortFrom(mapped.Addr(), port)
 	}
-	if c, err := d.opts.Net.Dial("udp4", server.String()); err == nil {
+	if c, err := d.opts.Net.Dial(d.opts.Family.udp(), server.String()); err == nil {
 		a := netaddr.AddrPort(c.LocalAddr()).Addr()
 		_ = c.Close() // never used to send
 		if a.IsValid() && !a.IsUnspecified() {
@@ -557,12 +575,16 @@ func (d *discovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.Add
 			return netip.AddrPortFrom(ip, port)
 		}
 	}
-	return netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	return netip.AddrPortFrom(d.opts.Family.unspecified(), port)
 }
 
 func (d *discovery) interfaceIPs() []netip.Addr {
 	var out []netip.Addr
-	for _, p := range netaddr.Prefixes(d.opts.Net) {
+	prefixes := netaddr.Prefixes(d.opts.Net)
+	if d.opts.Family == IPv6 {
+		prefixes = netaddr.Prefixes6(d.opts.Net)
+	}
+	for _, p := range prefixes {
 		out = append(out, p.Addr())
 	}
 	return out

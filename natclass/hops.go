@@ -148,6 +148,10 @@ type trace struct {
 func (d *discovery) newTrace(to netip.AddrPort, wait time.Duration) (*trace, error) {
 	t := &trace{to: to, wait: wait, events: make(chan hopEvent, 4*maxHops), done: make(chan struct{})}
 	for ttl := 1; ttl <= maxHops; ttl++ {
+		if d.opts.Family == IPv6 {
+			// IPV6_UNICAST_HOPS and IPV6_RECVERR are not wired up.
+			return nil, errors.New("the hop trace measures IPv4 paths only")
+		}
 		c, err := d.opts.Net.ListenPacket("udp4", "0.0.0.0:0")
 		if err != nil {
 			t.close()

@@ -60,7 +60,7 @@ func (d *discovery) firstTransaction(ctx context.Context, s *sock, to netip.Addr
 // schedule and reports whether the answer was port-unreachable. It ends
 // on the first answer of either kind, or with ctx.
 func watchRefused(ctx context.Context, n transport.Net, a netip.AddrPort) bool {
-	c, err := n.Dial("udp4", a.String())
+	c, err := n.Dial(FamilyOf(a.Addr()).udp(), a.String())
 	if err != nil {
 		return false
 	}
@@ -152,7 +152,7 @@ func stunOverTCP(ctx context.Context, n transport.Net, a netip.AddrPort) error {
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	c, err := n.CreateDialer(&net.Dialer{Deadline: deadline}).Dial("tcp4", a.String())
+	c, err := n.CreateDialer(&net.Dialer{Deadline: deadline}).Dial(FamilyOf(a.Addr()).tcp(), a.String())
 	if err != nil {
 		return tcpErr(err)
 	}

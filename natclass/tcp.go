@@ -127,7 +127,7 @@ func (p *TCPProfile) notRunAll(reason string) {
 func (t *tcpDiscovery) run(ctx context.Context, p *TCPProfile) {
 	// ListenTCP first: some stacks (pion's vnet) accept a ListenConfig
 	// for TCP but have no TCP to dial with.
-	probe, err := t.opts.Net.ListenTCP("tcp4", &net.TCPAddr{})
+	probe, err := t.opts.Net.ListenTCP(t.opts.Family.tcp(), &net.TCPAddr{})
 	if err == nil {
 		_ = probe.Close()
 		var ln net.Listener
@@ -265,7 +265,7 @@ func (t *tcpDiscovery) localAddr(sockAddr, mapped, server netip.AddrPort) netip.
 
 func (t *tcpDiscovery) listen(ctx context.Context) (net.Listener, error) {
 	lc := t.opts.Net.CreateListenConfig(&net.ListenConfig{Control: sockopt.Reuse})
-	ln, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+	ln, err := lc.Listen(ctx, t.opts.Family.tcp(), t.opts.Family.wildcard())
 	if err != nil {
 		return nil, fmt.Errorf("tcp listen: %w", err)
 	}
@@ -385,7 +385,7 @@ func (t *tcpDiscovery) binding(ctx context.Context, lport uint16, to netip.AddrP
 		Deadline:  deadline,
 		Cancel:    ctx.Done(), // DialContext is not in transport.Dialer
 	})
-	c, err := d.Dial("tcp4", to.String())
+	c, err := d.Dial(t.opts.Family.tcp(), to.String())
 	if err != nil {
 		return tcpResult{err: fmt.Errorf("connect to %s: %w", to, err)}
 	}

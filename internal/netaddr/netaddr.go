@@ -36,6 +36,17 @@ func AddrPort(a net.Addr) netip.AddrPort {
 // listing interfaces gives none: callers treat "no interfaces" and
 // "cannot tell" alike.
 func Prefixes(n transport.Net) []netip.Prefix {
+	return prefixes(n, netip.Addr.Is4)
+}
+
+// Prefixes6 lists the IPv6 addresses of n's interfaces, as Prefixes does
+// the IPv4 ones; link-local addresses are left out (no STUN server or
+// peer is reached through one).
+func Prefixes6(n transport.Net) []netip.Prefix {
+	return prefixes(n, func(a netip.Addr) bool { return a.Is6() && !a.IsLinkLocalUnicast() })
+}
+
+func prefixes(n transport.Net, keep func(netip.Addr) bool) []netip.Prefix {
 	ifs, err := n.Interfaces()
 	if err != nil {
 		return nil
@@ -64,7 +75,7 @@ func Prefixes(n transport.Net) []netip.Prefix {
 				if !ok {
 					continue
 				}
-				p = netip.PrefixFrom(ip.Unmap(), 32)
+				p = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
 			default:
 				var err error
 				if p, err = netip.ParsePrefix(a.String()); err != nil {
@@ -72,7 +83,7 @@ func Prefixes(n transport.Net) []netip.Prefix {
 				}
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 			}
-			if p.Addr().Is4() && p.IsValid() {
+			if p.IsValid() && keep(p.Addr()) {
 				out = append(out, p)
 			}
 		}

@@ -130,8 +130,6 @@ func TestCheckMain(t *testing.T) {
 			[]string{"NAT type         open"}, "", pmBound, nil, ""},
 		{"ipv6 only server", []string{"check", "--portmap=false", "--server", v6.String()}, ExitOK,
 			[]string{"NAT type         unknown", "translation      none (the server saw this host's own address)", "mapped address   [::1]:", "global IPv6      none"}, "", time.Second, nil, ""},
-		{"family 4 without ipv4 server", []string{"check", "--family", "4", "--server", v6.String()}, ExitUsage, nil, "no IPv4 --server given", time.Second, nil, ""},
-		{"bad family", []string{"check", "--family", "5", "--server", v6.String()}, ExitUsage, nil, "want 4, 6 or both", time.Second, nil, ""},
 		{"full json", []string{"check", "--json", "--server", full.String()}, ExitOK, []string{`"port_mapping": {`}, "", pmBound,
 			[]string{"hairpinning"}, "open"},
 		{"plain STUN json", []string{"check", "--json", "--server", plain.String()}, ExitOK, nil, "", pmBound,
@@ -309,6 +307,23 @@ func TestCheckBothFamilies(t *testing.T) {
 	for _, w := range []string{"IPv4\nNAT type         open", "\nIPv6\nNAT type", "mapped address   [::1]:"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("text lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestCheckFamilyUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check", "--family", "4", "--server", "[::1]:3478"}, "--family 4: no IPv4 --server given"},
+		{[]string{"check", "--family", "6", "--server", "127.0.0.1:3478"}, "--family 6: no IPv6 --server given"},
+		{[]string{"check", "--family", "both", "--server", "127.0.0.1:3478"}, "--family both: no IPv6 --server given"},
+		{[]string{"check", "--family", "5", "--server", "[::1]:3478"}, "want 4, 6 or both"},
+	} {
+		s, _, errOut := testStreams()
+		if code := Main(c.args, s); code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want usage error %q", c.args, code, errOut, c.want)
 		}
 	}
 }

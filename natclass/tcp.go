@@ -52,8 +52,7 @@ const (
 	// before TCP counts as blocked: as long as UDP gets (udpBlockedTimeout).
 	tcpConnectTimeout = udpBlockedTimeout
 	// tcpAllocSamples is how many fresh ports sample the port allocation,
-	// one after the other: four gaps, of which two must agree on a step;
-	// they fit in the filtering test's negative wait.
+	// all at once: four gaps, of which two must agree on a step.
 	tcpAllocSamples = 5
 )
 
@@ -143,9 +142,17 @@ func (t *tcpDiscovery) run(ctx context.Context, p *TCPProfile) {
 func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listener) {
 	defer ln.Close() // holds the mapping port; nothing connects to it
 	lport := netaddr.AddrPort(ln.Addr()).Port()
+	// With one server the filtering tests start beside test I: their
+	// mappings, like test I's, exist before the UDP allocation samples
+	// (which wait for UDP's test I), and their wait overlaps the rest.
+	var f *filterRun
+	if len(t.addrs) == 1 {
+		f = t.startFiltering(ctx, t.addrs[0])
+	}
 	first, server, refused := t.first(ctx, lport)
 	defer first.done()
 	if first.err != nil {
+		f.wait()
 		if refused {
 			p.notRunAll("the server refused TCP: it serves STUN over UDP only")
 			return
@@ -171,7 +178,7 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 	// The allocation samples start once every other new mapping exists,
 	// so nothing falls between them.
 	var wg, made sync.WaitGroup
-	var m2, m3, f1, f2, f1c, f3 tcpResult
+	var m2, m3 tcpResult
 	if other.IsValid() {
 		made.Add(2)
 		wg.Go(func() {
@@ -180,19 +187,44 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 		})
 		wg.Go(func() { defer made.Done(); m3 = t.binding(ctx, lport, other, 0) })
 	}
-	made.Add(2)
-	wg.Go(func() {
-		f1, f2 = t.filtering(ctx, primary, uint32(stuntx.ChangeIP|stuntx.ChangePort), first.rtt, made.Done)
-	})
-	wg.Go(func() { f1c, f3 = t.filtering(ctx, primary, uint32(stuntx.ChangePort), first.rtt, made.Done) })
+	if f == nil {
+		f = t.startFiltering(ctx, primary)
+	}
 	if t.opts.AllocSamples > 0 {
-		wg.Go(func() { made.Wait(); t.allocation(ctx, p, primary, tcpAllocSamples) })
+		wg.Go(func() { made.Wait(); f.made.Wait(); t.allocation(ctx, p, primary, tcpAllocSamples) })
 	}
 	wg.Wait()
-	for _, r := range []tcpResult{m2, m3, f1, f1c} {
-		r.done()
+	f.wait()
+	m2.done()
+	m3.done()
+	p.classify(local != first.mapped, first, other.IsValid(), [2]tcpResult{m2, m3}, [3]tcpResult{f.f1, f.f2, f.f3}, f.f1c)
+}
+
+// filterRun is the two filtering tests under way.
+type filterRun struct {
+	f1, f2, f1c, f3 tcpResult      // each port's Binding and its connect-back
+	made, wg        sync.WaitGroup // made: both outgoing connections exist
+}
+
+// startFiltering starts both filtering tests against primary.
+func (t *tcpDiscovery) startFiltering(ctx context.Context, primary netip.AddrPort) *filterRun {
+	f := &filterRun{}
+	f.made.Add(2)
+	f.wg.Go(func() {
+		f.f1, f.f2 = t.filtering(ctx, primary, uint32(stuntx.ChangeIP|stuntx.ChangePort), f.made.Done)
+	})
+	f.wg.Go(func() { f.f1c, f.f3 = t.filtering(ctx, primary, uint32(stuntx.ChangePort), f.made.Done) })
+	return f
+}
+
+// wait waits for both tests and closes their connections.
+func (f *filterRun) wait() {
+	if f == nil {
+		return
 	}
-	p.classify(local != first.mapped, first, other.IsValid(), [2]tcpResult{m2, m3}, [3]tcpResult{f1, f2, f3}, f1c)
+	f.wg.Wait()
+	f.f1.done()
+	f.f1c.done()
 }
 
 // classify sets mapping and filtering from the tests' results.
@@ -235,20 +267,31 @@ func classifyTCPFiltering(first1, first2, back2, back3 error) (Behavior, string)
 	return AddressAndPortDependent, ""
 }
 
-// allocation samples the port allocation: n fresh ports, each connecting
-// to primary once the previous connect has completed, so a sequential
-// allocator hands them out in order.
+// allocation samples the port allocation: n fresh ports connecting to
+// primary at once. The classifier sorts the mapped ports, so their order
+// does not matter; what matters is that no other new mapping falls among
+// them, which the caller sees to. (The sign of a descending step, which
+// the UDP samples' order tells, is not kept: the TCP predictions do not
+// use the allocation.)
 func (t *tcpDiscovery) allocation(ctx context.Context, p *TCPProfile, primary netip.AddrPort, n int) {
+	rs := make([]tcpResult, n)
+	var wg sync.WaitGroup
+	for i := range rs {
+		wg.Go(func() { rs[i] = t.binding(ctx, 0, primary, 0) })
+	}
+	wg.Wait()
 	var samples []allocSample
-	for range n {
-		r := t.binding(ctx, 0, primary, 0)
-		defer r.done()
+	for _, r := range rs {
+		r.done()
 		if r.err == nil {
 			samples = append(samples, allocSample{local: r.local.Port(), mapped: r.mapped.Port()})
 		}
 	}
 	if pa, why := classifyAllocation(samples); pa != nil {
 		p.PortAllocation = pa
+		if pa.Step < 0 {
+			pa.Step = -pa.Step
+		}
 	} else {
 		p.NotRun = append(p.NotRun, NotRun{Test: TestTCPPortAllocation, Reason: why})
 	}
@@ -313,7 +356,7 @@ func (t *tcpDiscovery) first(ctx context.Context, lport uint16) (r tcpResult, se
 // for it. first is the Binding on the outgoing connection; back's error is
 // nil when the connect-back arrived, errTimeout when it did not.
 // made is called once the outgoing connection exists (or never will).
-func (t *tcpDiscovery) filtering(ctx context.Context, primary netip.AddrPort, flags uint32, rtt time.Duration, made func()) (first, back tcpResult) {
+func (t *tcpDiscovery) filtering(ctx context.Context, primary netip.AddrPort, flags uint32, made func()) (first, back tcpResult) {
 	ln, err := t.listen(ctx)
 	if err != nil {
 		made()
@@ -331,7 +374,8 @@ func (t *tcpDiscovery) filtering(ctx context.Context, primary netip.AddrPort, fl
 		err := &ServerError{Reason: "the server ignored CONNECT-BACK (not natlab serve, or an older one)"}
 		return first, tcpResult{err: err}
 	}
-	return first, t.awaitConnectBack(ctx, ln, first.cb, tcpNegativeWait(rtt))
+	// The wait follows this connection's own round trip.
+	return first, t.awaitConnectBack(ctx, ln, first.cb, tcpNegativeWait(first.rtt))
 }
 
 // tcpNegativeWait is how long a connect-back may take before its absence

@@ -45,6 +45,7 @@ func turnStats(srv serverCounters) func() (metrics.RelayStats, bool) {
 		return metrics.RelayStats{
 			Allocations: t.Allocations, AllocationsTotal: t.AllocationsTotal, AuthFailures: t.AuthFailures,
 			QuotaRejections: t.QuotaRejections, PeersRefused: t.PeersRefused, TCPConnections: t.TCPConnections,
+			StaleNonces: t.StaleNonces,
 		}, ok
 	}
 }

@@ -15,6 +15,7 @@ type RelayStats struct {
 	QuotaRejections  uint64 // 486 Allocation Quota Reached sent
 	PeersRefused     uint64 // refused by the peer policy
 	TCPConnections   uint64 // TURN over TCP and TLS accepted
+	StaleNonces      uint64 // signed requests whose nonce was issued to another address
 }
 
 // ServerSources are the snapshots a server collector reads at scrape
@@ -38,7 +39,7 @@ type ServerCollector struct {
 	pairings, paired, rejected                                             *prometheus.Desc
 	allocations, allocationsTotal, authFailures, quotaRejections           *prometheus.Desc
 	peersRefused, turnTCP                                                  *prometheus.Desc
-	rateLimited, connsRefused, muted                                       *prometheus.Desc
+	rateLimited, connsRefused, muted, staleNonces                          *prometheus.Desc
 }
 
 // NewServerCollector returns a collector over src.
@@ -63,6 +64,7 @@ func NewServerCollector(src ServerSources) *ServerCollector {
 		rateLimited: prometheus.NewDesc("natlab_rate_limited_total",
 			"Messages dropped unanswered by the per-source rate limits, by kind (binding, turn, rendezvous).", []string{"kind"}, nil),
 		connsRefused: d("natlab_conns_refused_total", "TCP and TLS connections closed at once: their source held its cap."),
+		staleNonces:  d("natlab_turn_stale_nonces_total", "Signed TURN requests whose nonce was issued to another address (438 sent): replays, or clients that moved."),
 		muted:        d("natlab_rendezvous_muted_total", "Rendezvous answers not sent: more than 3 times the request (unpadded, or a reflection attempt)."),
 	}
 }
@@ -72,7 +74,7 @@ func NewServerCollector(src ServerSources) *ServerCollector {
 func (c *ServerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.stunRequests, c.stunResponses, c.stunErrors, c.stunDropped, c.stunSendFailures,
 		c.pairings, c.paired, c.rejected, c.allocations, c.allocationsTotal, c.authFailures, c.quotaRejections, c.peersRefused, c.turnTCP,
-		c.rateLimited, c.connsRefused, c.muted} {
+		c.rateLimited, c.connsRefused, c.muted, c.staleNonces} {
 		ch <- d
 	}
 }
@@ -115,6 +117,7 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.quotaRejections, t.QuotaRejections)
 			counter(c.peersRefused, t.PeersRefused)
 			counter(c.turnTCP, t.TCPConnections)
+			counter(c.staleNonces, t.StaleNonces)
 		}
 	}
 }

@@ -39,14 +39,16 @@ const (
 	// turnFirstFrameTimeout bounds the TLS handshake and first request of
 	// a new connection: both take one or two round trips.
 	turnFirstFrameTimeout = 10 * time.Second
-	// turnPreAuthIdle closes a stream that has sent no request with valid
-	// credentials and then falls silent: a client answers a 401 within a
-	// round trip, so only idle attackers hold connections this long.
-	turnPreAuthIdle = 30 * time.Second
 	// turnQueue is how many datagrams wait for the TURN goroutine of one
 	// UDP socket before more are dropped, as a kernel socket buffer would.
 	turnQueue = 1024
 )
+
+// turnPreAuthIdle closes a stream that has sent no request with valid
+// credentials and then falls silent: a client answers a 401 within a
+// round trip, so only idle attackers hold connections this long. (A
+// variable so a test can shorten it.)
+var turnPreAuthIdle = 30 * time.Second
 
 // TURNConfig enables the TURN relay of a Server. Relaying needs at least
 // one credential source (Users or Secret).

@@ -101,7 +101,10 @@ func (n *nonceBinder) outgoing(p []byte, addr netip.AddrPort) (q []byte, changed
 
 // incoming checks the nonce of a signed request from addr (whose
 // integrity key checked) and returns the request re-signed with pion's
-// nonce; ok false means the nonce is not addr's or is stale.
+// nonce; ok false means the nonce is not addr's or is stale. Before pion
+// has issued a nonce there is none to re-sign with: fwd is nil and the
+// request goes on as it is, for pion to answer 438 with its first nonce
+// (which outgoing then replaces).
 func (n *nonceBinder) incoming(m *stun.Message, addr netip.AddrPort, key []byte) (fwd []byte, ok bool) {
 	var nonce stun.Nonce
 	if nonce.GetFrom(m) != nil || !n.valid(nonce.String(), addr) {
@@ -111,7 +114,7 @@ func (n *nonceBinder) incoming(m *stun.Message, addr netip.AddrPort, key []byte)
 	pionNonce := n.pion
 	n.mu.Unlock()
 	if pionNonce == "" {
-		return nil, false
+		return nil, true
 	}
 	out, err := rebuild(m, []byte(pionNonce), key)
 	return out, err == nil

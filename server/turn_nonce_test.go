@@ -49,3 +49,37 @@ func TestTURNReplayFromOtherAddressRefused(t *testing.T) {
 		t.Errorf("the client's own Allocate: %v", res)
 	}
 }
+
+// A client whose first request is signed with a nonce the server never
+// issued (a server restarted under it) gets a 438 and then its
+// allocation, even before pion/turn has issued any nonce of its own.
+func TestTURNNonceFromAnotherServerRecovers(t *testing.T) {
+	leakcheck.Check(t)
+	other := startTURN(t, nil)
+	srv := startTURN(t, nil)
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	signed := func(nonce stun.Nonce) *stun.Message {
+		return stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), turnTransportUDP,
+			stun.NewUsername(user), stun.NewRealm(server.DefaultRealm), nonce,
+			stun.NewLongTermIntegrity(user, server.DefaultRealm, pass), stun.Fingerprint)
+	}
+	var nonce stun.Nonce
+	res := exchange(t, c, other.Addrs().Primary, stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), turnTransportUDP))
+	if err := nonce.GetFrom(res); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		res = exchange(t, c, srv.Addrs().Primary, signed(nonce))
+		if res.Type.Class == stun.ClassSuccessResponse {
+			return
+		}
+		if err := nonce.GetFrom(res); err != nil {
+			t.Fatalf("no nonce in %v", res)
+		}
+	}
+	t.Errorf("no allocation after three tries: %v", res)
+}

@@ -46,7 +46,13 @@ or JSON lines of them, from files, directories or stdin; each may carry a
 "weight": the users or traffic behind that host) and predict every pair with
 the probe's own predictor. Prints the share of pairs that go direct, per
 technique, the share that needs a relay (over UDP, over TCP only, no path),
-the NAT types behind the relay share and, with --traffic, the relay bandwidth.`,
+the NAT types behind the relay share and, with --traffic, the relay bandwidth.
+With --prometheus it also reads every host that 'natlab check --interval
+--metrics' exports and that Prometheus scrapes. On a terminal the result is a
+heat map (q quits and leaves the text report).
+
+Exit status: 0 the fleet was predicted, 1 unreadable input or Prometheus
+error, 2 usage error.`,
 		Example: `  natlab fleet profiles/
   natlab check --server stun.example.net:3478 --json | natlab fleet -
   natlab fleet --traffic 1M --json hosts.jsonl`,

@@ -149,8 +149,8 @@ func writeFleet(w io.Writer, r *fleet.Report) error {
 		fmt.Fprintf(w, "relay bandwidth at %s per pair, every pair active: %s\n", fleet.FormatRate(r.TrafficBps), fleet.FormatRate(r.RelayBandwidthBps))
 	}
 	if k := r.Keepalive; k != nil {
-		fmt.Fprintf(w, "keepalives for direct UDP paths: %.0f packets/hour per pair, %.0f in all (%s of those pairs measured)\n",
-			k.PacketsPerHourPerPair, k.PacketsPerHour, pct(k.PairShare))
+		fmt.Fprintf(w, "keepalives: %.0f packets/h per direct UDP pair, %s/h in all (%s measured)\n",
+			k.PacketsPerHourPerPair, count(k.PacketsPerHour), pct(k.PairShare))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -239,4 +239,17 @@ func sortedShares(m map[string]float64) []string {
 		return strings.Compare(a, b)
 	})
 	return keys
+}
+
+// count prints a large number with an SI suffix: 3927879 is "3.93M".
+func count(v float64) string {
+	for _, u := range []struct {
+		div    float64
+		suffix string
+	}{{1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if v >= u.div {
+			return fmt.Sprintf("%.3g%s", v/u.div, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%.0f", v)
 }

@@ -65,6 +65,9 @@ func (s *fleetScreen) view(v view) string {
 		line += " · " + fleet.FormatRate(r.RelayBandwidthBps) + " relayed"
 	}
 	out = append(out, line)
+	if k := r.Keepalive; k != nil {
+		out = append(out, fmt.Sprintf("staying direct: %.0f keepalive packets/h per direct UDP pair", k.PacketsPerHourPerPair))
+	}
 	if r.UnknownShare > 0 {
 		out = append(out, warnStyle.Render(fmt.Sprintf("unknown %s: a host's TCP profile was not measured", pct(r.UnknownShare))))
 	}

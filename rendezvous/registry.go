@@ -48,6 +48,9 @@ const (
 	// while one source can no longer fill the table (MaxPairings) and
 	// lock everyone out.
 	DefaultPairingsPerSource = 32
+	// sweepEvery is how often the whole table is swept for expired
+	// pairings: their memory is freed within a second.
+	sweepEvery = time.Second
 	// byeLinger is how long a pairing outlives a peer's bye, so the other
 	// peer learns that its partner left instead of "unknown code".
 	byeLinger = 30 * time.Second
@@ -121,6 +124,7 @@ type Registry struct {
 	timers   int
 	muted    uint64
 	bySource map[netip.Addr]int // live pairings by creator's source
+	swept    time.Time          // the last expire
 }
 
 type peerState struct {
@@ -250,8 +254,15 @@ func (r *Registry) handle(b []byte, from netip.AddrPort, pc net.PacketConn) []Ou
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.expire()
+	now := r.now()
+	if now.Sub(r.swept) >= sweepEvery || now.Before(r.swept) {
+		r.expire(now)
+	}
 	p := r.pairings[code]
+	if p != nil && now.After(p.expires) {
+		r.drop(code, p)
+		p = nil
+	}
 	switch m.Type {
 	case TypeCreate, TypeJoin, TypeMeet:
 		if len(m.Info) > maxInfo {
@@ -439,8 +450,11 @@ func alignDelays(rttA, rttB float64) (a, b time.Duration) {
 	return -d, 0
 }
 
-func (r *Registry) expire() {
-	now := r.now()
+// expire drops every pairing past its time. It walks the whole table, so
+// it runs at most once per sweepEvery (a walk per message made a full
+// table slow every message); handle checks the one pairing it uses.
+func (r *Registry) expire(now time.Time) {
+	r.swept = now
 	for c, p := range r.pairings {
 		if now.After(p.expires) {
 			r.drop(c, p)

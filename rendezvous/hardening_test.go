@@ -244,7 +244,7 @@ const maxPairingBytes = 10 << 10
 // A pairing driven through all MaxSteps steps with the largest data keeps
 // two steps per peer (it kept all 64, ~180 KiB, issue 11).
 func TestPairingMemoryBounded(t *testing.T) {
-	const n = 200
+	const n = 50
 	info := json.RawMessage(`"` + strings.Repeat("i", 1000) + `"`)
 	data := `"` + strings.Repeat("d", 1000) + `"`
 	reg := rendezvous.NewRegistryLimits(nil, rendezvous.Limits{Rate: -1, PairingsPerSource: -1})

@@ -360,8 +360,7 @@ func newGuardListener(l net.Listener, t *turnRelay) *guardListener {
 func (l *guardListener) Accept() (net.Conn, error) {
 	var delay time.Duration
 	for {
-		c, err := l.Listener.Accept()
-		ok := true
+		raw, err := l.Listener.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || !acceptPause(l.done, &delay) {
 				return nil, net.ErrClosed
@@ -370,8 +369,9 @@ func (l *guardListener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
-		from := c.RemoteAddr()
-		if c, ok = l.t.limit.admit(c); !ok {
+		from := raw.RemoteAddr()
+		c, ok := l.t.limit.admit(raw)
+		if !ok {
 			l.t.ops.Event(slog.LevelWarn, "tcp-conn-limit", "TLS connection refused: too many from one source", "from", from)
 			continue
 		}

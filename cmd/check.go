@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
@@ -49,8 +50,9 @@ type CheckOptions struct {
 
 // checkDocument is the --json output of `natlab check`.
 type checkDocument struct {
-	Schema  string            `json:"schema"`  // CheckSchema
-	Profile *natclass.Profile `json:"profile"` // the NAT profile
+	Schema        string            `json:"schema"`         // CheckSchema
+	NatlabVersion string            `json:"natlab_version"` // the build that wrote it
+	Profile       *natclass.Profile `json:"profile"`        // the NAT profile
 	// PortMapping is what the gateway answers over UPnP-IGD, NAT-PMP and
 	// PCP, and whether a test mapping let traffic in; null with --portmap=false.
 	PortMapping *portmap.Report `json:"port_mapping"`
@@ -153,7 +155,7 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 		// The check's time is the user's wait: both probes.
 		p.DurationMillis = millis.Since(start)
 	}
-	doc := checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}
+	doc := checkDocument{Schema: CheckSchema, NatlabVersion: buildinfo.Version(), Profile: p, PortMapping: pm, Weight: o.Weight}
 	if fams[0] == natclass.IPv6 {
 		doc.IPv6 = p
 	}

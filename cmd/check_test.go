@@ -17,6 +17,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/interop"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
@@ -212,11 +213,15 @@ func TestCheckJSONFields(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	var doc struct {
-		Schema  string                     `json:"schema"`
-		Profile map[string]json.RawMessage `json:"profile"`
+		Schema        string                     `json:"schema"`
+		NatlabVersion string                     `json:"natlab_version"`
+		Profile       map[string]json.RawMessage `json:"profile"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatal(err)
+	}
+	if doc.NatlabVersion != buildinfo.Version() {
+		t.Errorf("natlab_version %q, want %q", doc.NatlabVersion, buildinfo.Version())
 	}
 	for _, k := range []string{"nat_type", "mapping", "filtering", "mapped_address", "local_address", "hairpinning",
 		"port_allocation", "server", "rtt_ms", "hints", "not_run", "duration_ms", "servers"} {

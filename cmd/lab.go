@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -86,6 +87,9 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
+	// Runs before this command and every subcommand (cobra runs the
+	// nearest PersistentPreRunE only).
+	c.PersistentPreRunE = func(*cobra.Command, []string) error { return labUnsupported(labGOOS) }
 	c.AddCommand(newCmdLabClean(s), newCmdLabPresets(s), newCmdLabUp(s), newCmdLabExec(s), newCmdLabDown(s), newCmdLabHold(s))
 	return c
 }
@@ -187,9 +191,10 @@ func newCmdLabClean(s IOStreams) *cobra.Command {
 				return err
 			}
 			doc := struct {
-				Schema  string   `json:"schema"`
-				Removed []string `json:"removed"`
-			}{"natlab.lab-clean/v1", append([]string{}, removed...)}
+				Schema        string   `json:"schema"`
+				NatlabVersion string   `json:"natlab_version"`
+				Removed       []string `json:"removed"`
+			}{"natlab.lab-clean/v1", buildinfo.Version(), append([]string{}, removed...)}
 			return report(s.Out, out, doc, func(w io.Writer) error {
 				if len(removed) == 0 {
 					fmt.Fprintln(w, "nothing to clean")
@@ -226,9 +231,10 @@ func newCmdLabPresets(s IOStreams) *cobra.Command {
 				ps = append(ps, preset{name, n, n.Expect()})
 			}
 			doc := struct {
-				Schema  string   `json:"schema"`
-				Presets []preset `json:"presets"`
-			}{"natlab.lab-presets/v1", ps}
+				Schema        string   `json:"schema"`
+				NatlabVersion string   `json:"natlab_version"`
+				Presets       []preset `json:"presets"`
+			}{"natlab.lab-presets/v1", buildinfo.Version(), ps}
 			return report(s.Out, out, doc, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "preset\tnat_type\tmapping\tfiltering\tports\thairpin")

@@ -15,6 +15,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+
+	"github.com/natlab/natlab/internal/buildinfo"
 )
 
 // Exit codes, documented in the README.
@@ -67,6 +69,11 @@ technique, how fast) or need a relay, and reproduces every NAT behaviour in a la
 	root.SetErr(s.ErrOut)
 	root.SetIn(s.In)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &FlagError{err} })
+	// --version prints what `natlab version` prints.
+	root.Version = buildinfo.Version()
+	var version strings.Builder
+	_ = writeVersion(&version, buildinfo.Get())
+	root.SetVersionTemplate(version.String())
 	root.AddCommand(subcommands(s)...)
 	return root
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/natlab/natlab/fleet"
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -137,9 +138,12 @@ func checkReport(t *testing.T, raw []byte) *probe.Report {
 	if err := decodeStrict(raw, &r); err != nil {
 		t.Fatalf("report does not decode strictly into probe.Report: %v\n%s", err, raw)
 	}
-	requireKeys(t, "probe report", raw, "schema", "side", "server", "self", "peer", "techniques", "verdict", "duration_ms")
+	requireKeys(t, "probe report", raw, "schema", "natlab_version", "side", "server", "self", "peer", "techniques", "verdict", "duration_ms")
 	if r.Schema != probe.ProbeSchema {
 		t.Errorf("schema %q, want %q", r.Schema, probe.ProbeSchema)
+	}
+	if r.NatlabVersion != buildinfo.Version() {
+		t.Errorf("natlab_version %q, want %q", r.NatlabVersion, buildinfo.Version())
 	}
 	checkEnum(t, "side", r.Side, set("A", "B"))
 	checkProfile(t, "self", r.Self)
@@ -157,9 +161,12 @@ func checkLab(t *testing.T, raw []byte) {
 	if err := decodeStrict(raw, &r); err != nil {
 		t.Fatalf("lab report does not decode strictly into lab.Report: %v\n%s", err, raw)
 	}
-	requireKeys(t, "lab report", raw, "schema", "backend", "server", "sites", "match", "duration_ms")
+	requireKeys(t, "lab report", raw, "schema", "natlab_version", "backend", "server", "sites", "match", "duration_ms")
 	if r.Schema != lab.Schema || len(r.Sites) == 0 {
 		t.Errorf("schema %q with %d sites", r.Schema, len(r.Sites))
+	}
+	if r.NatlabVersion != buildinfo.Version() {
+		t.Errorf("natlab_version %q, want %q", r.NatlabVersion, buildinfo.Version())
 	}
 	checkEnum(t, "backend", r.Backend, set("in-process", "kernel"))
 	for _, s := range r.Sites {
@@ -170,6 +177,7 @@ func checkLab(t *testing.T, raw []byte) {
 // TestLabJSONSchema: `natlab lab --json` (in-process) is one natlab.lab/v1
 // document; jq agrees it has a schema, when jq is installed.
 func TestLabJSONSchema(t *testing.T) {
+	skipWithoutLab(t)
 	var out, errOut bytes.Buffer
 	root := NewRootCmd(IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	root.SetArgs([]string{"lab", "--json", "--nat-a", "full-cone", "--nat-b", "symmetric"})
@@ -195,6 +203,7 @@ func TestLabJSONSchema(t *testing.T) {
 // TestLabEventsSchema: `natlab lab --events` is JSON lines of events, the
 // report last.
 func TestLabEventsSchema(t *testing.T) {
+	skipWithoutLab(t)
 	var out, errOut bytes.Buffer
 	root := NewRootCmd(IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	root.SetArgs([]string{"lab", "--events", "--nat-a", "full-cone", "--nat-b", "restricted-cone"})
@@ -351,6 +360,7 @@ func TestREADMEJSONExamples(t *testing.T) {
 		lab.MatrixSchema:  func() any { return &lab.MatrixReport{} },
 		"natlab.serve/v1": func() any { return &serveStatus{} },
 		fleet.Schema:      func() any { return &fleet.Report{} },
+		VersionSchema:     func() any { return &versionDocument{} },
 	}
 	checked := 0
 	for i, b := range blocks {
@@ -379,6 +389,10 @@ func TestREADMEJSONExamples(t *testing.T) {
 			}
 			if err := decodeStrict(raw, v); err != nil {
 				t.Errorf("README json block %d (%s): does not decode strictly into %T: %v", i+1, head.Schema, v, err)
+			}
+			if head.Schema != "" {
+				// Every document's header names the build that wrote it.
+				requireKeys(t, fmt.Sprintf("README json block %d (%s)", i+1, head.Schema), raw, "natlab_version")
 			}
 			checked++
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/server"
 )
@@ -254,13 +255,14 @@ func parseTURN(o *ServeOptions, primary netip.Addr) (*server.TURNConfig, error) 
 
 // serveStatus is the --json start-up line of `natlab serve`.
 type serveStatus struct {
-	Schema      string      `json:"schema"`                // "natlab.serve/v1"
-	Listening   []string    `json:"listening"`             // UDP sockets served
-	TCP         string      `json:"tcp,omitempty"`         // TCP address served, if any
-	TCPError    string      `json:"tcp_error,omitempty"`   // why TCP is not served
-	RFC5780     bool        `json:"rfc5780"`               // every RFC 5780 test is supported
-	Unsupported []string    `json:"unsupported,omitempty"` // tests clients cannot run here
-	TURN        *turnStatus `json:"turn,omitempty"`        // the relay, when served
+	Schema        string      `json:"schema"`                // "natlab.serve/v1"
+	NatlabVersion string      `json:"natlab_version"`        // the build that wrote it
+	Listening     []string    `json:"listening"`             // UDP sockets served
+	TCP           string      `json:"tcp,omitempty"`         // TCP address served, if any
+	TCPError      string      `json:"tcp_error,omitempty"`   // why TCP is not served
+	RFC5780       bool        `json:"rfc5780"`               // every RFC 5780 test is supported
+	Unsupported   []string    `json:"unsupported,omitempty"` // tests clients cannot run here
+	TURN          *turnStatus `json:"turn,omitempty"`        // the relay, when served
 	// Families is each family's sockets when serving more than one
 	// (dual stack); the fields above are then the first --listen's.
 	Families []familyServeStatus `json:"families,omitempty"`
@@ -431,7 +433,7 @@ func familyStatus(srv *server.Server) familyServeStatus {
 // their TURN configurations (nil without TURN).
 func startStatus(o *ServeOptions, g *server.Group, tcs []*server.TURNConfig) serveStatus {
 	first := familyStatus(g.Servers[0])
-	st := serveStatus{Schema: "natlab.serve/v1", Listening: first.Listening, TCP: first.TCP, TCPError: first.TCPError,
+	st := serveStatus{Schema: "natlab.serve/v1", NatlabVersion: buildinfo.Version(), Listening: first.Listening, TCP: first.TCP, TCPError: first.TCPError,
 		RFC5780: first.RFC5780, Unsupported: first.Unsupported}
 	if len(g.Servers) > 1 {
 		for _, srv := range g.Servers {

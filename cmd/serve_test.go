@@ -18,6 +18,7 @@ import (
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/spf13/cobra"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/interop"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/relay"
@@ -100,7 +101,7 @@ func TestServeJSONStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || strings.Count(out, "\n") != 1 {
 		t.Fatalf("want one JSON line, got %q (%v)", out, err)
 	}
-	if st.Schema != "natlab.serve/v1" || st.RFC5780 || len(st.Unsupported) == 0 || st.TCP == "" || len(st.Listening) != 1 {
+	if st.Schema != "natlab.serve/v1" || st.NatlabVersion != buildinfo.Version() || st.RFC5780 || len(st.Unsupported) == 0 || st.TCP == "" || len(st.Listening) != 1 {
 		t.Errorf("status %+v", st)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,9 @@ func (s *tmuxSession) waitFor(d time.Duration, want ...string) string {
 // person would: watch it fill, move, open a pair, go back, ask for help,
 // quit, and read the plain-text report left behind.
 func TestTUIMatrixInTmux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("natlab lab runs on Linux only")
+	}
 	if testing.Short() {
 		t.Skip("-short: the matrix takes about 30 s (36 pairs)")
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -46,12 +47,13 @@ type Options struct {
 // Report is the result of one lab run: each site's profile next to what
 // its preset should produce.
 type Report struct {
-	Schema         string   `json:"schema"`      // Schema
-	Backend        string   `json:"backend"`     // "in-process" or "kernel"
-	Server         []string `json:"server"`      // the lab server's STUN addresses
-	Sites          []Site   `json:"sites"`       // one per NAT site
-	Match          bool     `json:"match"`       // every profile equals its preset
-	DurationMillis float64  `json:"duration_ms"` // wall time, lab start to teardown
+	Schema         string   `json:"schema"`         // Schema
+	NatlabVersion  string   `json:"natlab_version"` // the build that wrote it
+	Backend        string   `json:"backend"`        // "in-process" or "kernel"
+	Server         []string `json:"server"`         // the lab server's STUN addresses
+	Sites          []Site   `json:"sites"`          // one per NAT site
+	Match          bool     `json:"match"`          // every profile equals its preset
+	DurationMillis float64  `json:"duration_ms"`    // wall time, lab start to teardown
 }
 
 // Site is one site's result.
@@ -120,9 +122,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	primary := netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort).String()
 	rep := &Report{
-		Schema:  Schema,
-		Backend: string(lab.Backend),
-		Match:   true,
+		Schema:        Schema,
+		NatlabVersion: buildinfo.Version(),
+		Backend:       string(lab.Backend),
+		Match:         true,
 	}
 	for _, s := range srv.Addrs().Sockets() {
 		rep.Server = append(rep.Server, s.String())

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -39,9 +40,10 @@ type MatrixOptions struct {
 
 // MatrixReport is the P2P feasibility matrix of the lab.
 type MatrixReport struct {
-	Schema  string   `json:"schema"`  // MatrixSchema
-	Backend string   `json:"backend"` // in-process or kernel
-	Presets []string `json:"presets"` // rows and columns
+	Schema        string   `json:"schema"`         // MatrixSchema
+	NatlabVersion string   `json:"natlab_version"` // the build that wrote it
+	Backend       string   `json:"backend"`        // in-process or kernel
+	Presets       []string `json:"presets"`        // rows and columns
 	// Excluded names presets this backend cannot pair, with why.
 	Excluded       map[string]string `json:"excluded,omitempty"`
 	Pairs          []MatrixPair      `json:"pairs"`       // one per unordered pair
@@ -78,7 +80,7 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	}
 	n := len(plan.Presets)
 	ev.emit(StageMatrix, fmt.Sprintf("pairing %d presets in %d labs", n, n*(n+1)/2), plan)
-	rep := &MatrixReport{Schema: MatrixSchema, Backend: string(backend), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
+	rep := &MatrixReport{Schema: MatrixSchema, NatlabVersion: buildinfo.Version(), Backend: string(backend), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
 	presets = rep.Presets
 	for i := range presets {
 		for j := i; j < len(presets); j++ {

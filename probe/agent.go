@@ -15,6 +15,7 @@ import (
 	"github.com/pion/transport/v4"
 
 	"github.com/natlab/natlab/holepunch"
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/portmap"
@@ -103,6 +104,7 @@ type Verdict struct {
 // Report is the result of a paired probe, from one side.
 type Report struct {
 	Schema         string            `json:"schema"`              // ProbeSchema
+	NatlabVersion  string            `json:"natlab_version"`      // the build that wrote it
 	Side           string            `json:"side"`                // "A" or "B"
 	Server         string            `json:"server"`              // natlab serve's address
 	Self           *natclass.Profile `json:"self"`                // this host's NAT profile
@@ -266,7 +268,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		sa, sb = sb, sa
 	}
 	preds := natclass.Predict(sa, sb)
-	rep := &Report{Schema: ProbeSchema, Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer}
+	rep := &Report{Schema: ProbeSchema, NatlabVersion: buildinfo.Version(), Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer}
 	var prev natclass.Outcome
 	for i, p := range preds {
 		tr := a.technique(ctx, i+1, p, &prev)

@@ -1,17 +1,12 @@
 package portmap
 
 import (
-	"bufio"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/natlab/natlab/internal/millis"
@@ -63,49 +58,6 @@ func VerifyInbound(ctx context.Context, conn net.PacketConn, m Mapping, server n
 		return natclass.NotChecked, fmt.Errorf("server %v answered from its own address", server)
 	}
 	return natclass.Yes, nil
-}
-
-// routeFile is the kernel's IPv4 routing table of this process's network
-// namespace.
-const routeFile = "/proc/net/route"
-
-// rtfGateway is RTF_GATEWAY: the route goes through a gateway.
-const rtfGateway = 0x2
-
-// DefaultGateway reads the default IPv4 gateway of this process's network
-// namespace from the kernel's routing table (Linux only). A lab host is in
-// another namespace: pass its router's LAN address instead.
-func DefaultGateway() (netip.Addr, error) {
-	f, err := os.Open(routeFile)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("default gateway: %w", err)
-	}
-	defer f.Close()
-	return parseRoutes(bufio.NewScanner(f))
-}
-
-func parseRoutes(sc *bufio.Scanner) (netip.Addr, error) {
-	sc.Scan() // header
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 8 || f[1] != "00000000" || f[7] != "00000000" {
-			continue
-		}
-		flags, err := strconv.ParseUint(f[3], 16, 32)
-		if err != nil || flags&rtfGateway == 0 {
-			continue
-		}
-		b, err := hex.DecodeString(f[2])
-		if err != nil || len(b) != 4 {
-			continue
-		}
-		// The kernel prints the address in host (little-endian) order.
-		return netip.AddrFrom4([4]byte{b[3], b[2], b[1], b[0]}), nil
-	}
-	if err := sc.Err(); err != nil {
-		return netip.Addr{}, fmt.Errorf("default gateway: %w", err)
-	}
-	return netip.Addr{}, fmt.Errorf("default gateway: %w", ErrNoGateway)
 }
 
 // Inbound is the result of Check's test mapping: did traffic from the

@@ -55,7 +55,7 @@ func TestLabUpExecDown(t *testing.T) {
 		return st
 	}
 	st := up()
-	if st.Schema != lab.UpSchema || len(st.Server) != 4 || len(st.Sites) != 2 || st.Sites[0].DelayMS != 5 {
+	if st.Schema != lab.UpSchema || st.NatlabVersion == "" || len(st.Server) != 4 || len(st.Sites) != 2 || st.Sites[0].DelayMS != 5 {
 		t.Errorf("lab up: %+v", st)
 	}
 	out, code := run("lab", "exec", st.Name, "a", "--", bin, "check", "--json", "--server", st.Server[0])

@@ -6,12 +6,13 @@ const UpSchema = "natlab.lab-up/v1"
 // State describes a lab held by a process: what `natlab lab up` prints
 // and what `exec` and `down` find by name.
 type State struct {
-	Schema  string      `json:"schema"`  // UpSchema
-	Name    string      `json:"name"`    // pass it to exec and down
-	Backend string      `json:"backend"` // "kernel"
-	Server  []string    `json:"server"`  // natlab serve's sockets (STUN, rendezvous, TURN): primary, alternate port, alternate IP, both
-	Sites   []StateSite `json:"sites"`
-	PID     int         `json:"pid"` // the process holding the lab
+	Schema        string      `json:"schema"`         // UpSchema
+	NatlabVersion string      `json:"natlab_version"` // the build that wrote it
+	Name          string      `json:"name"`           // pass it to exec and down
+	Backend       string      `json:"backend"`        // "kernel"
+	Server        []string    `json:"server"`         // natlab serve's sockets (STUN, rendezvous, TURN): primary, alternate port, alternate IP, both
+	Sites         []StateSite `json:"sites"`
+	PID           int         `json:"pid"` // the process holding the lab
 	// Namespaces are the network namespaces `exec` runs programs in, by
 	// host: "server", then each site's name.
 	Namespaces map[string]string `json:"namespaces"`

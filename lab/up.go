@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/testnet"
 )
@@ -56,7 +57,7 @@ func Hold(ctx context.Context, o HoldOptions, ready func(State) error) error {
 		return err
 	}
 	defer srv.Close()
-	st := State{Schema: UpSchema, Name: l.ID, Backend: string(l.Backend), PID: os.Getpid(),
+	st := State{Schema: UpSchema, NatlabVersion: buildinfo.Version(), Name: l.ID, Backend: string(l.Backend), PID: os.Getpid(),
 		Namespaces: map[string]string{"server": l.Server.Namespace}}
 	for _, s := range srv.Addrs().Sockets() {
 		st.Server = append(st.Server, s.String())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/transport/v4/stdnet"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/metrics"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
@@ -56,7 +57,7 @@ func runCheckInterval(ctx context.Context, o *CheckOptions) error {
 				mc.ObserveError()
 			}
 		default:
-			if err := writeJSONLine(o.IO.Out, checkDocument{Schema: CheckSchema, Profile: p, PortMapping: pm, Weight: o.Weight}); err != nil {
+			if err := writeJSONLine(o.IO.Out, checkDocument{Schema: CheckSchema, NatlabVersion: buildinfo.Version(), Profile: p, PortMapping: pm, Weight: o.Weight}); err != nil {
 				return err
 			}
 			if mc != nil {

@@ -3,6 +3,7 @@ package fleet
 import (
 	"slices"
 
+	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 )
@@ -18,11 +19,12 @@ type Options struct {
 // Every share is of the weighted pairs: a pair of hosts weighs the
 // product of their weights.
 type Report struct {
-	Schema  string  `json:"schema"`  // Schema
-	Hosts   int     `json:"hosts"`   // hosts read
-	Classes int     `json:"classes"` // distinct predictor inputs among them
-	Weight  float64 `json:"weight"`  // Σ host weights
-	Pairs   int64   `json:"pairs"`   // unordered pairs of hosts
+	Schema        string  `json:"schema"`         // Schema
+	NatlabVersion string  `json:"natlab_version"` // the build that wrote it
+	Hosts         int     `json:"hosts"`          // hosts read
+	Classes       int     `json:"classes"`        // distinct predictor inputs among them
+	Weight        float64 `json:"weight"`         // Σ host weights
+	Pairs         int64   `json:"pairs"`          // unordered pairs of hosts
 	// DirectShare, RelayShare and UnknownShare add up to 1 (when there
 	// are pairs); UnknownShare is the pairs the profiles cannot predict
 	// (a TCP profile that was not measured).
@@ -181,7 +183,7 @@ func share(part, whole float64) float64 {
 }
 
 func (f *Fleet) build(cs []*class, t *tally, o Options) *Report {
-	r := &Report{Schema: Schema, Hosts: f.hosts, Classes: len(cs), Techniques: map[string]float64{},
+	r := &Report{Schema: Schema, NatlabVersion: buildinfo.Version(), Hosts: f.hosts, Classes: len(cs), Techniques: map[string]float64{},
 		Pairs: int64(f.hosts) * int64(f.hosts-1) / 2, TrafficBps: o.TrafficBps}
 	for _, c := range cs {
 		r.Weight += c.w

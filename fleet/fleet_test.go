@@ -1,9 +1,12 @@
 package fleet
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -214,5 +217,41 @@ func TestParseRate(t *testing.T) {
 		if _, err := ParseRate(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// TestLoadPaths reads a directory (recursively, only document files), a
+// file and stdin, with documents from the example fleet.
+func TestLoadPaths(t *testing.T) {
+	lines, err := os.ReadFile(filepath.Join("..", "examples", "fleet", "hosts.jsonl"))
+	if err != nil {
+		t.Skipf("no example fleet: %v", err)
+	}
+	docs := strings.SplitN(string(lines), "\n", 5)[:4]
+	dir := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.json", docs[0])
+	write("sub/b.jsonl", docs[1]+"\n"+docs[2]+"\n")
+	write("notes.txt", "not a profile")
+	f := New()
+	if err := Load(context.Background(), []string{dir, "-"}, strings.NewReader(docs[3]), f.Add); err != nil {
+		t.Fatal(err)
+	}
+	if f.Hosts() != 4 {
+		t.Errorf("%d hosts, want 4 (a.json, two lines of sub/b.jsonl, stdin; notes.txt skipped)", f.Hosts())
+	}
+	// A file given by name is read whatever its extension.
+	err = Load(context.Background(), []string{filepath.Join(dir, "notes.txt")}, nil, New().Add)
+	if err == nil || !strings.Contains(err.Error(), "notes.txt: document 1") {
+		t.Errorf("a named non-JSON file: %v", err)
 	}
 }

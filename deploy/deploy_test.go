@@ -188,3 +188,67 @@ func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestGoReleaserConfig runs `goreleaser check` on .goreleaser.yaml when
+// goreleaser is installed, and checks its targets are the ones .ci/run
+// cross-builds.
+func TestGoReleaserConfig(t *testing.T) {
+	cfg, err := os.ReadFile("../.goreleaser.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^targets="([^"]+)"$`).FindSubmatch(ci)
+	if m == nil {
+		t.Fatal(".ci/run has no targets= line")
+	}
+	ciTargets := strings.Fields(string(m[1]))
+	slices.Sort(ciTargets)
+	if got := releaseTargets(string(cfg)); !slices.Equal(got, ciTargets) {
+		t.Errorf(".goreleaser.yaml builds %v, .ci/run cross-builds %v", got, ciTargets)
+	}
+	bin, err := exec.LookPath("goreleaser")
+	if err != nil {
+		out, _ := exec.Command("go", "env", "GOPATH").Output()
+		bin = filepath.Join(strings.TrimSpace(string(out)), "bin", "goreleaser")
+		if _, err := os.Stat(bin); err != nil {
+			t.Skip("goreleaser not installed (go install github.com/goreleaser/goreleaser/v2@v2.17.0): the configuration is not checked by it")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	check := exec.CommandContext(ctx, bin, "check")
+	check.Dir = ".."
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("goreleaser check: %v\n%s", err, out)
+	}
+}
+
+// releaseTargets reads the builds' goos × goarch minus ignore from
+// .goreleaser.yaml (flow lists, as the file writes them), sorted.
+func releaseTargets(cfg string) []string {
+	list := func(key string) []string {
+		m := regexp.MustCompile(`(?m)^\s+` + key + `: \[([^\]]*)\]`).FindStringSubmatch(cfg)
+		if m == nil {
+			return nil
+		}
+		return strings.Fields(strings.ReplaceAll(m[1], ",", " "))
+	}
+	ignored := map[string]bool{}
+	for _, m := range regexp.MustCompile(`goos: (\w+)\n\s+goarch: (\w+)`).FindAllStringSubmatch(cfg, -1) {
+		ignored[m[1]+"/"+m[2]] = true
+	}
+	var ts []string
+	for _, goos := range list("goos") {
+		for _, arch := range list("goarch") {
+			if !ignored[goos+"/"+arch] {
+				ts = append(ts, goos+"/"+arch)
+			}
+		}
+	}
+	slices.Sort(ts)
+	return ts
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +120,9 @@ func TestFleetMatchesMatrix(t *testing.T) {
 func TestFleetMatchesMatrixKernel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds network namespaces")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the kernel lab needs Linux")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("the kernel lab needs root or CAP_NET_ADMIN")

@@ -36,6 +36,8 @@ type LabOptions struct {
 	Kernel   bool
 	Lifetime bool
 	Matrix   bool
+	// IPv6 runs the dual-stack lab: one site per IPv6 preset.
+	IPv6 bool
 }
 
 func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
@@ -63,7 +65,10 @@ Exit status: 0 every measurement matches its preset or prediction, 1 a
 mismatch or an internal error, 2 usage error.
 
 Presets: ` + strings.Join(testnet.Presets(), ", ") + `.
-Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniupnpd (UPnP-IGD, NAT-PMP, PCP) on its router.`,
+Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniupnpd (UPnP-IGD, NAT-PMP, PCP) on its router.
+
+--ipv6 (kernel only) builds one dual-stack site per IPv6 preset (` + strings.Join(testnet.IPv6Presets(), ", ") + `),
+each ` + defaultNATA + ` for IPv4, and checks both families.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			for _, p := range []struct{ flag, v string }{{"--nat-a", o.NATA}, {"--nat-b", o.NATB}} {
@@ -73,6 +78,15 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 				if _, err := testnet.Preset(p.v); err != nil {
 					return flagErrorf("%s: %v", p.flag, err)
 				}
+			}
+			if o.IPv6 && !o.Kernel {
+				return flagErrorf("--ipv6 needs --kernel: the in-process lab has no IPv6")
+			}
+			if o.IPv6 && o.Matrix {
+				return flagErrorf("--ipv6 with --matrix: natlab probe has no IPv6 candidates yet, so there is nothing to predict and measure per pair")
+			}
+			if o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
+				return flagErrorf("--ipv6 runs the IPv6 presets (%s), each with %s for IPv4: --nat-a/--nat-b do not apply", strings.Join(testnet.IPv6Presets(), ", "), defaultNATA)
 			}
 			if runF != nil {
 				return runF(c.Context(), o)
@@ -84,6 +98,7 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 	c.Flags().StringVar(&o.NATB, "nat-b", defaultNATB, "NAT preset of site B (\"\" for one site only)")
 	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
+	c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack kernel lab: one site per IPv6 preset (firewall, open, NAT66, NPTv6), both families checked")
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
@@ -105,7 +120,14 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.Report]{
 		kind: tui.KindLab, title: "natlab lab",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.Report, error) {
-			return lab.Run(ctx, lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit})
+			lo := lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit}
+			if o.IPv6 {
+				var err error
+				if lo.Topology, err = testnet.IPv6Topology(); err != nil {
+					return nil, err
+				}
+			}
+			return lab.Run(ctx, lo)
 		},
 		toTUI:   func(r *lab.Report) tui.Result { return tui.Result{Lab: r} },
 		fromTUI: func(r tui.Result) *lab.Report { return r.Lab },
@@ -154,6 +176,9 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write lab report: %w", err)
 	}
+	if err := writeLabIPv6(w, r); err != nil {
+		return err
+	}
 	for _, s := range r.Sites {
 		for _, m := range s.Mismatches {
 			fmt.Fprintf(w, "  site %s: %s\n", s.Name, m)
@@ -169,6 +194,45 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 		verdict = "MISMATCH: natlab's profile differs from the preset"
 	}
 	fmt.Fprintf(w, "\n%s (%.0f ms)\n", verdict, r.DurationMillis)
+	return nil
+}
+
+// writeLabIPv6 is the IPv6 table of a dual-stack lab, one row per site.
+func writeLabIPv6(w io.Writer, r *lab.Report) error {
+	any6 := false
+	for _, s := range r.Sites {
+		any6 = any6 || s.ExpectedIPv6 != nil
+	}
+	if !any6 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nIPv6")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "site\tipv6 preset\tmeasured\ttranslation\tmapping\tfiltering\tports\tmapped address\tok")
+	for _, s := range r.Sites {
+		if s.ExpectedIPv6 == nil {
+			continue
+		}
+		if s.IPv6 == nil {
+			fmt.Fprintf(tw, "%s\t%s\terror: %s\t\t\t\t\t\t✗\n", s.Name, s.IPv6Preset, s.IPv6Error)
+			continue
+		}
+		p, ok := s.IPv6, "✓"
+		for _, m := range s.Mismatches {
+			if strings.HasPrefix(m, "ipv6 ") {
+				ok = "✗"
+			}
+		}
+		ports := "-"
+		if p.PortAllocation != nil {
+			ports = string(p.PortAllocation.Pattern)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.IPv6Preset, p.NATType, orDash(p.Translation),
+			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, orDash(p.MappedAddress), ok)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write lab report: %w", err)
+	}
 	return nil
 }
 

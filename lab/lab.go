@@ -68,6 +68,14 @@ type Site struct {
 	Profile     *natclass.Profile `json:"profile,omitempty"`    // what natlab measured
 	Mismatches  []string          `json:"mismatches,omitempty"` // expected vs measured, in words
 	Error       string            `json:"error,omitempty"`      // why there is no profile
+	// Dual-stack sites (natlab lab --ipv6): the IPv6 preset, the address
+	// the internet sees, what the preset should give and what the IPv6
+	// check measured; its mismatches join Mismatches prefixed "ipv6 ".
+	IPv6Preset   string             `json:"ipv6_preset,omitempty"`
+	Public6      string             `json:"public6,omitempty"`
+	ExpectedIPv6 *testnet.Expected6 `json:"expected_ipv6,omitempty"`
+	IPv6         *natclass.Profile  `json:"ipv6,omitempty"`
+	IPv6Error    string             `json:"ipv6_error,omitempty"`
 }
 
 // StartServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
@@ -119,6 +127,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer srv.Close()
+	var sockets6 []netip.AddrPort
+	primary6 := ""
+	if len(lab.Server.Addrs6) == 2 {
+		srv6, err := startServer6(lab, log)
+		if err != nil {
+			return nil, err
+		}
+		defer srv6.Close()
+		primary6, sockets6 = srv6.Addrs().Primary.String(), srv6.Addrs().Sockets()
+	}
 
 	primary := netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort).String()
 	rep := &Report{
@@ -127,7 +145,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Backend:       string(lab.Backend),
 		Match:         true,
 	}
-	for _, s := range srv.Addrs().Sockets() {
+	for _, s := range append(srv.Addrs().Sockets(), sockets6...) {
 		rep.Server = append(rep.Server, s.String())
 	}
 	rep.Sites = make([]Site, len(lab.Sites))
@@ -143,13 +161,28 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			e := site.Spec.NAT.ExpectTCP()
 			rep.Sites[i].ExpectedTCP = &e
 		}
+		if n6 := site.Spec.IPv6; n6 != nil {
+			e := n6.Expect()
+			rep.Sites[i].ExpectedIPv6, rep.Sites[i].IPv6Preset, rep.Sites[i].Public6 = &e, site.Spec.IPv6Preset, site.Public6.String()
+		}
 		wg.Add(1)
 		go func(ls *Site, h *testnet.Host) {
 			defer wg.Done()
+			var v6 sync.WaitGroup
+			if ls.ExpectedIPv6 != nil {
+				v6.Go(func() {
+					profileSite6(ctx, ls, natclass.Options{Net: h.Net, Servers: []string{primary6}, Family: natclass.IPv6,
+						Logger: log.With("site", ls.Name, "family", "ipv6")})
+				})
+			}
 			profileSite(ctx, ls, natclass.Options{
 				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,
 				Logger: log.With("site", ls.Name),
 			})
+			v6.Wait()
+			if ls.IPv6 != nil {
+				ls.Mismatches = append(ls.Mismatches, Compare6(*ls.ExpectedIPv6, ls.Public6, ls.IPv6)...)
+			}
 			msg := fmt.Sprintf("site %s: %s", ls.Name, ls.Error)
 			if ls.Profile != nil {
 				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", ls.Name, ls.Profile.NATType, len(ls.Mismatches), ls.Preset)
@@ -162,7 +195,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	for _, s := range rep.Sites {
-		if s.Error != "" || len(s.Mismatches) > 0 {
+		if s.Error != "" || s.IPv6Error != "" || len(s.Mismatches) > 0 {
 			rep.Match = false
 		}
 	}
@@ -237,6 +270,49 @@ func Compare(e testnet.Expected, p *natclass.Profile) []string {
 	}
 	if e.Hairpinning != natclass.NotChecked {
 		diff("hairpinning", e.Hairpinning.String(), p.Hairpinning.String())
+	}
+	return out
+}
+
+// startServer6 starts natlab's server on the lab server's two IPv6
+// addresses and both ports (STUN only: the IPv6 lab checks profiles).
+func startServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+	addrs := server.Addrs{
+		Primary: netip.AddrPortFrom(lab.Server.Addrs6[0], STUNPort),
+		AltIP:   lab.Server.Addrs6[1],
+		AltPort: STUNAltPort,
+	}
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("start lab IPv6 STUN server: %w", err)
+	}
+	return srv, nil
+}
+
+// profileSite6 measures a dual-stack site over IPv6 and compares it with
+// its IPv6 preset. It runs beside the IPv4 check (their sockets and the
+// router's tables are separate); the caller compares once both are done.
+func profileSite6(ctx context.Context, ls *Site, o natclass.Options) {
+	p, err := natclass.Discover(ctx, o)
+	if err != nil {
+		ls.IPv6Error = err.Error()
+		return
+	}
+	ls.IPv6 = p
+}
+
+// Compare6 lists where an IPv6 profile differs from its IPv6 preset and
+// from the address the lab gave the site (public6).
+func Compare6(e testnet.Expected6, public6 string, p *natclass.Profile) []string {
+	var out []string
+	for _, m := range Compare(e.Expected, p) {
+		out = append(out, "ipv6 "+m)
+	}
+	if p.Translation != e.Translation {
+		out = append(out, fmt.Sprintf("ipv6 translation: want %s, measured %s", e.Translation, cmp.Or(p.Translation, "undetermined")))
+	}
+	if ap, err := netip.ParseAddrPort(p.MappedAddress); err != nil || ap.Addr().String() != public6 {
+		out = append(out, fmt.Sprintf("ipv6 mapped_address: want %s, measured %s", public6, p.MappedAddress))
 	}
 	return out
 }

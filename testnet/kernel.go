@@ -190,6 +190,10 @@ func (b *kernelBuilder) newNS(role string, router bool) (string, error) {
 		// would drop asymmetric lab traffic (hairpins, two server IPs).
 		"net/ipv4/conf/all/rp_filter":     "0",
 		"net/ipv4/conf/default/rp_filter": "0",
+		// IPv6 (dual-stack labs, kernel_ipv6.go): no duplicate address
+		// detection on the links created next, so link-local addresses
+		// (neighbour discovery's) are usable at once.
+		"net/ipv6/conf/default/accept_dad": "0",
 	}
 	if router {
 		sysctls["net/ipv4/ip_forward"] = "1"
@@ -391,6 +395,9 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	if err := checkShared(t); err != nil {
 		return nil, err
 	}
+	if err := checkKernelIPv6(t); err != nil {
+		return nil, err
+	}
 	if l := t.ServerLink; l.Loss < 0 || l.Loss >= 1 || l.Delay < 0 {
 		return nil, fmt.Errorf("server link: delay must be >= 0 and loss in [0,1)")
 	}
@@ -436,6 +443,11 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.ipv6() {
+		if err := b.server6(inet, srv); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.stage("server"); err != nil {
 		return nil, err
 	}
@@ -472,6 +484,9 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 
 	if lab.Server, err = b.host("server", srv, ServerAddrs[0], ServerAddrs[1]); err != nil {
 		return nil, err
+	}
+	if t.ipv6() {
+		lab.Server.Addrs6 = ServerAddrs6[:]
 	}
 	if err := b.stage("done"); err != nil {
 		return nil, err
@@ -524,9 +539,18 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site
 		return nil, err
 	}
 
+	var host6 netip.Addr
+	if s.IPv6 != nil {
+		if host6, site.Public6, err = b.site6(i, s, inet, inetIf, outer, hostNS); err != nil {
+			return nil, err
+		}
+	}
 	var err2 error
 	if site.Host, err2 = b.host(s.Name, hostNS, hostIP); err2 != nil {
 		return nil, err2
+	}
+	if host6.IsValid() {
+		site.Host.Addrs6 = []netip.Addr{host6}
 	}
 	if site.Router, err2 = b.host("router-"+s.Name, outer, routerAddrs...); err2 != nil {
 		return nil, err2

@@ -44,6 +44,9 @@ type Host struct {
 	Net transport.Net
 	// Addrs are the host's own addresses (the server has two).
 	Addrs []netip.Addr
+	// Addrs6 are its IPv6 addresses, in a lab with IPv6 sites (kernel
+	// backend): the server has two, a dual-stack site's host one.
+	Addrs6 []netip.Addr
 	// Namespace is the network namespace on the kernel backend, "" in-process.
 	Namespace string
 
@@ -72,6 +75,9 @@ type Site struct {
 	Router *Host
 	// Public is the address the site shows to the internet.
 	Public netip.Addr
+	// Public6 is the IPv6 address the host is seen with: its own, its
+	// NPTv6-translated one or the masquerading router's (dual-stack sites).
+	Public6 netip.Addr
 }
 
 // Lab is a running topology. Close it to tear everything down.
@@ -123,6 +129,9 @@ func Start(ctx context.Context, t Topology, b Backend) (*Lab, error) {
 			if s.NAT.HasPortMapping() {
 				return nil, fmt.Errorf("site %s: port mapping (%s) runs miniupnpd and needs the kernel backend: %w", s.Name, PortMappingSuffix, ErrNotSupported)
 			}
+		}
+		if t.ipv6() {
+			return nil, fmt.Errorf("IPv6 sites need the kernel backend: %w", ErrNotSupported)
 		}
 		if t.shared() {
 			// The in-process NATs have no IP TTL and no local stack that

@@ -291,6 +291,11 @@ type SiteSpec struct {
 	NAT    NAT    `json:"nat"`
 	// WAN shapes the router's link to the internet.
 	WAN Link `json:"wan"`
+	// IPv6, if set, makes the site dual stack: what its router does to
+	// IPv6 (kernel backend, routed topology, single router only);
+	// IPv6Preset names it.
+	IPv6       *NAT6  `json:"ipv6,omitempty"`
+	IPv6Preset string `json:"ipv6_preset,omitempty"`
 }
 
 // Segment says what joins the site routers and the server.

@@ -1,0 +1,59 @@
+package cmd
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/testnet"
+)
+
+func TestLabIPv6Flags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lab", "--ipv6"}, "--ipv6 needs --kernel"},
+		{[]string{"lab", "--kernel", "--ipv6", "--matrix"}, "no IPv6 candidates yet"},
+		{[]string{"lab", "--kernel", "--ipv6", "--nat-a", "symmetric"}, "--nat-a/--nat-b do not apply"},
+	} {
+		s, _, errOut := testStreams()
+		if code := Main(c.args, s); code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", c.args, code, errOut, c.want)
+		}
+	}
+}
+
+// `natlab lab --kernel --ipv6 --json`: one natlab.lab/v1 document whose
+// sites carry their IPv6 preset, expectation and profile, all matching;
+// the text view shows the IPv6 table.
+func TestLabIPv6Command(t *testing.T) {
+	s, out, errOut := testStreams()
+	code := Main([]string{"lab", "--kernel", "--ipv6", "--json"}, s)
+	if strings.Contains(errOut.String(), testnet.ErrNeedPrivileges.Error()) {
+		t.Skipf("kernel lab: %s", errOut)
+	}
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+	}
+	var rep lab.Report
+	if err := decodeStrict(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Match || len(rep.Sites) != len(testnet.IPv6Presets()) {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, site := range rep.Sites {
+		if site.IPv6 == nil || site.ExpectedIPv6 == nil || site.IPv6.Translation != site.ExpectedIPv6.Translation {
+			t.Errorf("site %s: %+v", site.Name, site)
+		}
+	}
+	if !strings.Contains(strings.Join(rep.Server, " "), "[2001:db8:10::10]:3478") {
+		t.Errorf("server %v lacks the IPv6 sockets", rep.Server)
+	}
+	s, out, _ = testStreams()
+	if code := Main([]string{"lab", "--kernel", "--ipv6"}, s); code != ExitOK || !strings.Contains(out.String(), "\nIPv6\nsite  ipv6 preset") ||
+		!strings.Contains(out.String(), "nptv6          port-restricted-cone  nptv6") {
+		t.Errorf("exit %d, text:\n%s", code, out)
+	}
+}

@@ -1,0 +1,84 @@
+package lab_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/testnet"
+)
+
+// TestLabIPv6 builds every IPv6 preset on the kernel lab (one dual-stack
+// site each, all in one lab) and checks both families: the IPv4 side still
+// equals its preset, and the IPv6 profile equals the IPv6 preset —
+// filtering, nat_type, port allocation, the translation detected and the
+// address the server saw.
+func TestLabIPv6(t *testing.T) {
+	topo, err := testnet.IPv6Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), labBound)
+	defer cancel()
+	rep, err := lab.Run(ctx, lab.Options{Backend: testnet.Kernel, Topology: topo})
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("lab.Run: %v", err)
+	}
+	if len(rep.Sites) != len(testnet.IPv6Presets()) {
+		t.Fatalf("%d sites, want one per IPv6 preset", len(rep.Sites))
+	}
+	for _, s := range rep.Sites {
+		if s.Error != "" || s.IPv6Error != "" {
+			t.Errorf("site %s (%s): %s %s", s.Name, s.IPv6Preset, s.Error, s.IPv6Error)
+			continue
+		}
+		for _, m := range s.Mismatches {
+			t.Errorf("site %s (%s): %s", s.Name, s.IPv6Preset, m)
+		}
+		if s.IPv6 == nil || s.IPv6.Family != "ipv6" || s.Profile.Family != "ipv4" {
+			t.Errorf("site %s: profiles %+v / %+v", s.Name, s.Profile, s.IPv6)
+		}
+	}
+	if !rep.Match {
+		t.Error("report says mismatch")
+	}
+}
+
+// The in-process backend has no IPv6: it says so.
+func TestLabIPv6InProcess(t *testing.T) {
+	topo, err := testnet.IPv6Topology("nat66")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lab.Run(context.Background(), lab.Options{Backend: testnet.InProcess, Topology: topo})
+	if !errors.Is(err, testnet.ErrNotSupported) || !strings.Contains(err.Error(), "IPv6") {
+		t.Errorf("in-process IPv6 lab: %v", err)
+	}
+}
+
+// TestCompare6: a wrong translation, filtering or address is a mismatch
+// in words.
+func TestCompare6(t *testing.T) {
+	n, err := testnet.Preset6("nptv6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := n.Expect()
+	p := &natclass.Profile{Family: "ipv6", NATType: e.NATType, Mapping: e.Mapping, Filtering: e.Filtering,
+		PortAllocation: &natclass.PortAllocation{Pattern: natclass.Preserving}, Translation: natclass.TranslationNPTv6,
+		MappedAddress: "[2001:db8:200:1:5054:ff:fe00:2]:4000"}
+	if m := lab.Compare6(e, "2001:db8:200:1:5054:ff:fe00:2", p); len(m) != 0 {
+		t.Errorf("matching profile: %v", m)
+	}
+	p.Translation, p.Filtering = natclass.TranslationNAT66, natclass.EndpointIndependent
+	m := lab.Compare6(e, "2001:db8:200:1:5054:ff:fe00:3", p)
+	if len(m) != 3 || !strings.Contains(strings.Join(m, "|"), "ipv6 translation: want nptv6, measured nat66") {
+		t.Errorf("mismatches %q", m)
+	}
+}

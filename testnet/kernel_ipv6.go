@@ -1,0 +1,227 @@
+//go:build linux
+
+package testnet
+
+// IPv6 in the kernel lab: beside the IPv4 plan, the server link, every
+// dual-stack site's WAN link and its LAN get IPv6 addresses from
+// 2001:db8::/32 (the internet) and fd00::/8 (LANs behind a translating
+// router), and the site router runs an ip6 nftables table of its own
+// (the IPv4 program of kernel_nft.go never sees IPv6):
+//
+//	srv 2001:db8:10::10, ::11 ── inet ── 2001:db8:100:i::2 router ── host
+//	                                      LAN 2001:db8:200:i::/64 (no NAT)
+//	                                       or fd00:0:0:i::/64 (NAT66, NPTv6)
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+const nftTable6 = "natlab6"
+
+// checkKernelIPv6 rejects IPv6 where this backend does not build it,
+// before any namespace exists.
+func checkKernelIPv6(t Topology) error {
+	for _, s := range t.Sites {
+		if s.IPv6 == nil {
+			continue
+		}
+		switch {
+		case t.shared():
+			return fmt.Errorf("site %q: IPv6 on the %s topology: %w", s.Name, Shared, ErrNotSupported)
+		case s.NAT.Inner != nil || s.NAT.Carrier:
+			return fmt.Errorf("site %q: IPv6 behind a carrier-grade or double NAT: %w", s.Name, ErrNotSupported)
+		case s.NAT.Mapping == "":
+			return fmt.Errorf("site %q: IPv6 on a site whose IPv4 side has no NAT: %w", s.Name, ErrNotSupported)
+		}
+		switch s.IPv6.Translation {
+		case natclass.TranslationNone, natclass.TranslationNAT66, natclass.TranslationNPTv6:
+		default:
+			return fmt.Errorf("site %q: IPv6 translation %q: want none, nat66 or nptv6", s.Name, s.IPv6.Translation)
+		}
+	}
+	return nil
+}
+
+// addr6 puts an IPv6 address on ifc without duplicate address detection,
+// which would leave it tentative (unusable) for a second or more.
+func (b *kernelBuilder) addr6(ns, ifc string, p netip.Prefix) error {
+	h := b.handles[ns]
+	l, err := h.LinkByName(ifc)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", ifc, ns, err)
+	}
+	if err := h.AddrAdd(l, &netlink.Addr{IPNet: toIPNet(p), Flags: unix.IFA_F_NODAD}); err != nil {
+		return fmt.Errorf("address %s on %s in %s: %w", p, ifc, ns, err)
+	}
+	return nil
+}
+
+// neigh6 makes the IPv6 neighbours on one link static: each end learns
+// the other's addresses with its MAC address. Otherwise the lab's first
+// packets race neighbour discovery on links just brought up, and a lost
+// solicitation costs RFC 4861's one-second retransmission, which a
+// STUN check reads as a slow server.
+func (b *kernelBuilder) neigh6(nsA, ifA string, addrsA []netip.Addr, nsB, ifB string, addrsB []netip.Addr) error {
+	la, err := b.handles[nsA].LinkByName(ifA)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", ifA, nsA, err)
+	}
+	lb, err := b.handles[nsB].LinkByName(ifB)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", ifB, nsB, err)
+	}
+	for _, e := range []struct {
+		ns    string
+		local netlink.Link
+		mac   net.HardwareAddr
+		addrs []netip.Addr
+	}{{nsA, la, lb.Attrs().HardwareAddr, addrsB}, {nsB, lb, la.Attrs().HardwareAddr, addrsA}} {
+		if len(e.mac) == 0 {
+			continue // a TUN delay line has no link layer
+		}
+		for _, a := range e.addrs {
+			n := &netlink.Neigh{LinkIndex: e.local.Attrs().Index, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT,
+				IP: a.AsSlice(), HardwareAddr: e.mac}
+			if err := b.handles[e.ns].NeighSet(n); err != nil {
+				return fmt.Errorf("neighbour %s on %s in %s: %w", a, e.local.Attrs().Name, e.ns, err)
+			}
+		}
+	}
+	return nil
+}
+
+// forward6 turns a namespace into an IPv6 router.
+func forward6(ns string) error {
+	return setSysctls(ns, map[string]string{"net/ipv6/conf/all/forwarding": "1"})
+}
+
+// server6 gives the server link its IPv6 addresses.
+func (b *kernelBuilder) server6(inet, srv string) error {
+	if err := forward6(inet); err != nil {
+		return err
+	}
+	steps := []func() error{
+		func() error { return b.addr6(inet, "srv", netip.PrefixFrom(inetServerGW6, 64)) },
+		func() error { return b.addr6(srv, "eth0", netip.PrefixFrom(ServerAddrs6[0], 64)) },
+		func() error { return b.addr6(srv, "eth0", netip.PrefixFrom(ServerAddrs6[1], 64)) },
+		func() error { return b.route(srv, "eth0", netip.Prefix{}, inetServerGW6) },
+		func() error {
+			return b.neigh6(inet, "srv", []netip.Addr{inetServerGW6}, srv, "eth0", ServerAddrs6[:])
+		},
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// site6 gives site i's WAN link, LAN and host IPv6, and its router the
+// ip6 program; it returns the host's address and the one the internet
+// sees.
+func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS string) (host, public netip.Addr, err error) {
+	gw, wan := siteWAN6(i)
+	lan := siteGlobal6(i)
+	if s.IPv6.Translation != natclass.TranslationNone {
+		lan = siteULA6(i)
+	}
+	host, public = in6(lan, iidHost), in6(lan, iidHost)
+	switch s.IPv6.Translation {
+	case natclass.TranslationNAT66:
+		public = wan
+	case natclass.TranslationNPTv6:
+		public = in6(siteGlobal6(i), iidHost)
+	}
+	if err := forward6(outer); err != nil {
+		return host, public, err
+	}
+	steps := []func() error{
+		func() error { return b.addr6(inet, inetIf, netip.PrefixFrom(gw, 64)) },
+		func() error { return b.addr6(outer, "wan", netip.PrefixFrom(wan, 64)) },
+		func() error { return b.route(outer, "wan", netip.Prefix{}, gw) },
+		func() error { return b.addr6(outer, "lan", netip.PrefixFrom(in6(lan, iidRouter), 64)) },
+		func() error { return b.addr6(hostNS, "eth0", netip.PrefixFrom(host, 64)) },
+		func() error { return b.route(hostNS, "eth0", netip.Prefix{}, in6(lan, iidRouter)) },
+		func() error { return b.neigh6(inet, inetIf, []netip.Addr{gw}, outer, "wan", []netip.Addr{wan}) },
+		func() error {
+			return b.neigh6(outer, "lan", []netip.Addr{in6(lan, iidRouter)}, hostNS, "eth0", []netip.Addr{host})
+		},
+	}
+	if s.IPv6.Translation != natclass.TranslationNAT66 {
+		// The site's global prefix is routed to its router (with NPTv6
+		// the router maps it onto the LAN).
+		steps = append(steps, func() error { return b.route(inet, inetIf, siteGlobal6(i), wan) })
+	}
+	for _, st := range steps {
+		if err := st(); err != nil {
+			return host, public, err
+		}
+	}
+	c, err := nftConn(outer)
+	if err != nil {
+		return host, public, err
+	}
+	defer c.CloseLasting()
+	if err := router6Rules(c, *s.IPv6, i); err != nil {
+		return host, public, withPrivErr(fmt.Errorf("router %s: ip6: %w", outer, err))
+	}
+	return host, public, nil
+}
+
+// router6Rules is a site router's IPv6 program: the stateful firewall
+// (forward: replies and what the LAN sends; ICMPv6 errors ride on
+// RELATED) and the translation in postrouting.
+func router6Rules(c *nftables.Conn, n NAT6, i int) error {
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv6, Name: nftTable6})
+	rule := func(ch *nftables.Chain, e ...expr.Any) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
+	}
+	if n.Firewall {
+		drop := nftables.ChainPolicyDrop
+		fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+		rule(fwd, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(expr.VerdictAccept))...)
+		rule(fwd, append(nftIf(expr.MetaKeyIIFNAME, "lan"), nftVerdict(expr.VerdictAccept))...)
+	}
+	if n.Translation == natclass.TranslationNone {
+		return flush(c)
+	}
+	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	out := nftIf(expr.MetaKeyOIFNAME, "wan")
+	if n.Translation == natclass.TranslationNAT66 {
+		rule(post, nftJoin(out, []expr.Any{&expr.Masq{}})...)
+		return flush(c)
+	}
+	// NPTv6: `snat ip6 prefix to <global /64>` — NF_NAT_RANGE_NETMAP
+	// keeps the host bits and, without a port range, the port.
+	g := siteGlobal6(i)
+	last := g.Addr().As16()
+	for k := 8; k < 16; k++ {
+		last[k] = 0xff
+	}
+	first := g.Addr().As16()
+	rule(post, nftJoin(out, []expr.Any{
+		&expr.Immediate{Register: regV1, Data: first[:]},
+		&expr.Immediate{Register: regV2, Data: last[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: regV1, RegAddrMax: regV2, Prefix: true},
+	})...)
+	return flush(c)
+}
+
+func flush(c *nftables.Conn) error {
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}

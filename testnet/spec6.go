@@ -1,0 +1,158 @@
+package testnet
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/natlab/natlab/natclass"
+)
+
+// NAT6 is what a site's router does to IPv6. Home routers give IPv6 no
+// NAT at all but a stateful firewall (RFC 6092); some translate anyway:
+// NAT66 masquerade (the address replaced by the router's), or NPTv6
+// (RFC 6296: the unique-local LAN prefix rewritten to a global one, the
+// interface identifier and port kept). Kernel backend only.
+type NAT6 struct {
+	// Translation is natclass.TranslationNone, TranslationNAT66 or
+	// TranslationNPTv6.
+	Translation string `json:"translation"`
+	// Firewall admits only replies from the WAN (conntrack established):
+	// address-and-port-dependent filtering. Without it anything may come
+	// in (endpoint-independent filtering).
+	Firewall bool `json:"firewall"`
+}
+
+// presets6 are the IPv6 behaviours of `natlab lab --ipv6`. Each site's
+// IPv4 side is presetIPv4Side, a dual-stack home router's usual NAT.
+var presets6 = map[string]NAT6{
+	// OpenWrt firewall4 / RFC 6092 defaults: no translation, inbound
+	// only for established flows.
+	"ipv6-firewall": {Translation: natclass.TranslationNone, Firewall: true},
+	// A router forwarding IPv6 with no filter at all.
+	"ipv6-open": {Translation: natclass.TranslationNone},
+	// nft `masquerade` for IPv6, as guides for hotel and VPN gateways
+	// with a single global address configure it.
+	"nat66": {Translation: natclass.TranslationNAT66, Firewall: true},
+	// nft `snat ip6 prefix to` (Linux's prefix NAT, like OpenWrt's NPTv6
+	// setups): the ULA prefix mapped onto the global one, behind the
+	// stateful firewall.
+	"nptv6": {Translation: natclass.TranslationNPTv6, Firewall: true},
+}
+
+// presetIPv4Side is the IPv4 NAT of every IPv6 preset's site.
+const presetIPv4Side = "port-restricted-cone"
+
+// IPv6Presets returns the IPv6 preset names in a stable order.
+func IPv6Presets() []string {
+	names := make([]string, 0, len(presets6))
+	for n := range presets6 {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Preset6 returns the named IPv6 behaviour.
+func Preset6(name string) (NAT6, error) {
+	n, ok := presets6[name]
+	if !ok {
+		return NAT6{}, fmt.Errorf("unknown IPv6 preset %q (known: %v)", name, IPv6Presets())
+	}
+	return n, nil
+}
+
+// Expected6 is what a correct IPv6 check must report behind a NAT6.
+type Expected6 struct {
+	Expected
+	Translation string `json:"ipv6_translation"`
+}
+
+// Expect returns the IPv6 profile a host behind n should see: a
+// translating router keeps the port and maps endpoint-independently
+// (conntrack keeps the source port while it is free), so only filtering
+// differs between the presets.
+func (n NAT6) Expect() Expected6 {
+	f := natclass.EndpointIndependent
+	if n.Firewall {
+		f = natclass.AddressAndPortDependent
+	}
+	nat := n.Translation != natclass.TranslationNone
+	e := Expected{Mapping: natclass.EndpointIndependent, Filtering: f, Allocation: natclass.Preserving}
+	e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
+	return Expected6{Expected: e, Translation: n.Translation}
+}
+
+// IPv6Topology is the lab of `natlab lab --ipv6`: one site per IPv6
+// preset (named a, b, …), each dual stack with presetIPv4Side for IPv4.
+func IPv6Topology(names ...string) (Topology, error) {
+	if len(names) == 0 {
+		names = IPv6Presets()
+	}
+	v4, err := Preset(presetIPv4Side)
+	if err != nil {
+		return Topology{}, err
+	}
+	var t Topology
+	for i, name := range names {
+		n6, err := Preset6(name)
+		if err != nil {
+			return Topology{}, err
+		}
+		t.Sites = append(t.Sites, SiteSpec{Name: string(rune('a' + i)), Preset: presetIPv4Side, NAT: v4, IPv6: &n6, IPv6Preset: name})
+	}
+	return t, nil
+}
+
+// ipv6 reports whether any site speaks IPv6 (the server then does too).
+func (t Topology) ipv6() bool {
+	for _, s := range t.Sites {
+		if s.IPv6 != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// IPv6 addressing of the kernel lab, from the documentation prefix
+// 2001:db8::/32 (the internet side) and fd00::/8 (site LANs).
+var (
+	// ServerAddrs6 are the server's two IPv6 addresses.
+	ServerAddrs6  = [2]netip.Addr{netip.MustParseAddr("2001:db8:10::10"), netip.MustParseAddr("2001:db8:10::11")}
+	inetServerGW6 = netip.MustParseAddr("2001:db8:10::1")
+)
+
+// siteWAN6 is site i's WAN link: the internet router's end and the
+// site router's.
+func siteWAN6(i int) (gw, router netip.Addr) {
+	p := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00, 0, byte(i), 15: 1})
+	b := p.As16()
+	b[15] = 2
+	return p, netip.AddrFrom16(b)
+}
+
+// siteGlobal6 is site i's global /64: its LAN without translation, the
+// prefix NPTv6 maps the LAN onto.
+func siteGlobal6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0, byte(i)}), 64)
+}
+
+// siteULA6 is site i's unique-local LAN /64 behind a translating router.
+func siteULA6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x00, 6: 0, 7: byte(i)}), 64)
+}
+
+// in6 is the address with interface identifier iid in the /64 p.
+func in6(p netip.Prefix, iid [8]byte) netip.Addr {
+	b := p.Addr().As16()
+	copy(b[8:], iid[:])
+	return netip.AddrFrom16(b)
+}
+
+// IIDs: the router is ::1 on its LAN; the host has a SLAAC-style
+// identifier, so a masquerading router's address (::2 on the WAN) never
+// shares the host's.
+var (
+	iidRouter = [8]byte{7: 1}
+	iidHost   = [8]byte{0x50, 0x54, 0x00, 0xff, 0xfe, 0x00, 0x00, 0x02}
+)

@@ -127,15 +127,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer srv.Close()
-	var sockets6 []netip.AddrPort
-	primary6 := ""
+	var sockets6 []netip.AddrPort // the IPv6 server's, in a dual-stack lab
 	if len(lab.Server.Addrs6) == 2 {
 		srv6, err := startServer6(lab, log)
 		if err != nil {
 			return nil, err
 		}
 		defer srv6.Close()
-		primary6, sockets6 = srv6.Addrs().Primary.String(), srv6.Addrs().Sockets()
+		sockets6 = srv6.Addrs().Sockets()
 	}
 
 	primary := netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort).String()
@@ -168,21 +167,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		wg.Add(1)
 		go func(ls *Site, h *testnet.Host) {
 			defer wg.Done()
-			var v6 sync.WaitGroup
-			if ls.ExpectedIPv6 != nil {
-				v6.Go(func() {
-					profileSite6(ctx, ls, natclass.Options{Net: h.Net, Servers: []string{primary6}, Family: natclass.IPv6,
-						Logger: log.With("site", ls.Name, "family", "ipv6")})
-				})
-			}
-			profileSite(ctx, ls, natclass.Options{
+			profileSites(ctx, ls, natclass.Options{
 				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,
 				Logger: log.With("site", ls.Name),
-			})
-			v6.Wait()
-			if ls.IPv6 != nil {
-				ls.Mismatches = append(ls.Mismatches, Compare6(*ls.ExpectedIPv6, ls.Public6, ls.IPv6)...)
-			}
+			}, sockets6)
 			msg := fmt.Sprintf("site %s: %s", ls.Name, ls.Error)
 			if ls.Profile != nil {
 				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", ls.Name, ls.Profile.NATType, len(ls.Mismatches), ls.Preset)
@@ -287,6 +275,22 @@ func startServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("start lab IPv6 STUN server: %w", err)
 	}
 	return srv, nil
+}
+
+// profileSites measures a site over IPv4 and, when it is dual stack,
+// over IPv6 against the first of sockets6 at the same time.
+func profileSites(ctx context.Context, ls *Site, o natclass.Options, sockets6 []netip.AddrPort) {
+	var v6 sync.WaitGroup
+	if ls.ExpectedIPv6 != nil && len(sockets6) > 0 {
+		o6 := o
+		o6.Servers, o6.Family, o6.Lifetime, o6.Logger = []string{sockets6[0].String()}, natclass.IPv6, false, o.Logger.With("family", "ipv6")
+		v6.Go(func() { profileSite6(ctx, ls, o6) })
+	}
+	profileSite(ctx, ls, o)
+	v6.Wait()
+	if ls.IPv6 != nil {
+		ls.Mismatches = append(ls.Mismatches, Compare6(*ls.ExpectedIPv6, ls.Public6, ls.IPv6)...)
+	}
 }
 
 // profileSite6 measures a dual-stack site over IPv6 and compares it with

@@ -384,22 +384,8 @@ func (b *kernelBuilder) host(name, ns string, addrs ...netip.Addr) (*Host, error
 // delayedPacket TUN) links and nftables. Anything built is removed again if a
 // step fails or ctx ends.
 func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
-	for _, s := range t.Sites {
-		if err := checkKernelNAT(s.NAT, 0); err != nil {
-			return nil, fmt.Errorf("site %q: %w", s.Name, err)
-		}
-	}
-	if err := checkKernelPortMapping(t); err != nil {
+	if err := checkKernel(t); err != nil {
 		return nil, err
-	}
-	if err := checkShared(t); err != nil {
-		return nil, err
-	}
-	if err := checkKernelIPv6(t); err != nil {
-		return nil, err
-	}
-	if l := t.ServerLink; l.Loss < 0 || l.Loss >= 1 || l.Delay < 0 {
-		return nil, fmt.Errorf("server link: delay must be >= 0 and loss in [0,1)")
 	}
 	id, err := newLabID()
 	if err != nil {
@@ -437,16 +423,11 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	loss["srv"] = t.ServerLink.Loss
 	if t.shared() {
 		err = b.sharedServer(inet, srv)
-	} else {
-		err = b.routedServer(inet, srv, t.ServerLink.Delay)
+	} else if err = b.routedServer(inet, srv, t.ServerLink.Delay); err == nil && t.ipv6() {
+		err = b.server6(inet, srv)
 	}
 	if err != nil {
 		return nil, err
-	}
-	if t.ipv6() {
-		if err := b.server6(inet, srv); err != nil {
-			return nil, err
-		}
 	}
 	if err := b.stage("server"); err != nil {
 		return nil, err
@@ -493,6 +474,25 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	}
 	lab.close = k.teardown
 	return lab, nil
+}
+
+// checkKernel rejects, before any namespace exists, what this backend
+// cannot build.
+func checkKernel(t Topology) error {
+	for _, s := range t.Sites {
+		if err := checkKernelNAT(s.NAT, 0); err != nil {
+			return fmt.Errorf("site %q: %w", s.Name, err)
+		}
+	}
+	for _, check := range []func(Topology) error{checkKernelPortMapping, checkShared, checkKernelIPv6} {
+		if err := check(t); err != nil {
+			return err
+		}
+	}
+	if l := t.ServerLink; l.Loss < 0 || l.Loss >= 1 || l.Delay < 0 {
+		return fmt.Errorf("server link: delay must be >= 0 and loss in [0,1)")
+	}
+	return nil
 }
 
 // site builds one site: outer router linked to the internet, an optional

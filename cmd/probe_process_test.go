@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +59,8 @@ func TestProbeThreeProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serveErr bytes.Buffer
+	// Both buffers are read here while the processes' copiers write them.
+	var serveErr, aStderr lockedBuffer
 	serve.Stderr = &serveErr
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -73,16 +75,23 @@ func TestProbeThreeProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The server may need a moment to bind; the probe's STUN retries cover it.
+	// A closed port answers ICMP port unreachable, which the probe takes
+	// as a dead server at once: start it once the server has bound.
+	for !strings.Contains(serveErr.String(), "STUN server listening") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("natlab serve never listened:\n%s", serveErr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
 	codeCh := make(chan string, 1)
-	var aStderr strings.Builder
 	go func() {
 		sc := bufio.NewScanner(aErr)
 		for sc.Scan() {
-			aStderr.WriteString(sc.Text() + "\n")
+			_, _ = aStderr.Write([]byte(sc.Text() + "\n"))
 			if m := codeRE.FindStringSubmatch(sc.Text()); m != nil {
 				codeCh <- m[1]
 			}
@@ -136,4 +145,23 @@ func stderrOf(err error) string {
 		return string(ee.Stderr)
 	}
 	return ""
+}
+
+// lockedBuffer is a bytes.Buffer a process's output copier writes while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

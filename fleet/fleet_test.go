@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 )
@@ -253,5 +254,47 @@ func TestLoadPaths(t *testing.T) {
 	err = Load(context.Background(), []string{filepath.Join(dir, "notes.txt")}, nil, New().Add)
 	if err == nil || !strings.Contains(err.Error(), "notes.txt: document 1") {
 		t.Errorf("a named non-JSON file: %v", err)
+	}
+}
+
+// TestDecodeOrderAndErrors: documents decoded on several goroutines are
+// added in their order; an error names its document, later batches stop,
+// and no goroutine is left behind.
+func TestDecodeOrderAndErrors(t *testing.T) {
+	leakcheck.Check(t)
+	lines, err := os.ReadFile(filepath.Join("..", "examples", "fleet", "hosts.jsonl"))
+	if err != nil {
+		t.Skipf("no example fleet: %v", err)
+	}
+	doc := strings.SplitN(string(lines), "\n", 2)[0]
+	var in strings.Builder
+	const n, bad = 2000, 1300
+	for i := 1; i <= n; i++ {
+		w := i
+		if i == bad {
+			w = -1
+		}
+		in.WriteString(strings.Replace(doc, `"schema"`, fmt.Sprintf(`"weight":%d,"schema"`, w), 1) + "\n")
+	}
+	var got []float64
+	err = Decode(strings.NewReader(in.String()), "in", func(h Host) error {
+		got = append(got, h.Weight)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("in: document %d: weight -1", bad)) {
+		t.Fatalf("error %v, want one naming document %d", err, bad)
+	}
+	if len(got) != bad-1 {
+		t.Fatalf("%d hosts added before the bad document, want %d", len(got), bad-1)
+	}
+	for i, w := range got {
+		if w != float64(i+1) {
+			t.Fatalf("host %d has weight %v: out of order", i+1, w)
+		}
+	}
+	// A syntax error after whole batches names its document too.
+	trunc := in.String()[:strings.Index(in.String(), fmt.Sprintf(`"weight":%d,`, 600))+5]
+	if err := Decode(strings.NewReader(trunc), "in", func(Host) error { return nil }); err == nil || !strings.Contains(err.Error(), "document 600") {
+		t.Errorf("truncated input: %v", err)
 	}
 }

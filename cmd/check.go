@@ -44,6 +44,9 @@ type CheckOptions struct {
 	// Family is "4", "6", "both" or "" (both when the host has a global
 	// IPv6 address and an IPv6-capable server is given, else IPv4).
 	Family string
+	// DNS64 is the resolver (HOST:PORT) asked for ipv4only.arpa when
+	// IPv4 servers are unreachable; "" asks the system resolver.
+	DNS64 string
 	// Net opens the sockets; nil means the host's stack.
 	Net transport.Net
 }
@@ -124,6 +127,7 @@ Tests a server cannot support are listed as not run.`,
 	c.Flags().DurationVar(&o.Timeout, "timeout", natclass.DefaultTimeout, "bound on the whole check (not counting --lifetime)")
 	c.Flags().DurationVar(&o.Interval, "interval", 0, "keep checking, one check per DURATION, one JSON line per check")
 	c.Flags().StringVar(&o.Metrics, "metrics", "", "with --interval, serve the profile as Prometheus metrics on HOST:PORT at /metrics (for natlab fleet --prometheus)")
+	c.Flags().StringVar(&o.DNS64, "dns64", "", "DNS64 resolver HOST:PORT for NAT64 discovery (RFC 7050) when IPv4 is unreachable (default: the system resolver)")
 	c.Flags().StringVar(&o.Family, "family", "", "IP version to check: 4, 6 or both (default: both when this host has a global IPv6 address, else 4)")
 	c.Flags().Float64Var(&o.Weight, "weight", 0, "the users or traffic behind this host, carried in --json and --metrics for natlab fleet")
 	addOutputFlags(c, &o.Output)
@@ -149,6 +153,12 @@ func runCheck(ctx context.Context, o *CheckOptions) error {
 		go func() { v6c <- discoverFamily(ctx, o, n, natclass.IPv6) }()
 	}
 	first := discoverFamily(ctx, o, n, fams[0])
+	if fams[0] == natclass.IPv4 && errors.Is(first.err, natclass.ErrServerUnreachable) {
+		// No IPv4 path: an IPv6-only network may reach IPv4 through NAT64.
+		if r, ok := discoverNAT64(ctx, o, n); ok {
+			first = r
+		}
+	}
 	p, err := first.p, first.err
 	pm := <-pmc
 	if p != nil {
@@ -223,6 +233,9 @@ func writeProfile(w io.Writer, p *natclass.Profile, pm *portmap.Report) error {
 		line("server", fmt.Sprintf("%s (rtt %.1f ms)", p.Server, p.RTTMillis))
 		if p.Translation != "" {
 			line("translation", translationLine(p.Translation))
+		}
+		if p.NAT64Prefix != "" {
+			line("NAT64 prefix", p.NAT64Prefix+" (from DNS64, RFC 7050)")
 		}
 		if p.Family == "ipv6" {
 			line("global IPv6", or(strings.Join(p.GlobalAddresses, ", "), "none"))

@@ -102,6 +102,21 @@ func translationLine(t string) string {
 		return "NPTv6 (prefix translated, interface identifier and port kept)"
 	case natclass.TranslationNAT66:
 		return "NAT66 (address replaced: a masquerading NAT)"
+	case natclass.TranslationNAT64:
+		return "NAT64 (IPv6-only; the server saw the NAT64's IPv4 side)"
 	}
 	return t
+}
+
+// discoverNAT64 looks for a NAT64 (RFC 7050) and, when there is one,
+// checks the IPv4 servers through it: the profile of the NAT64's IPv4
+// side. ok is false when there is no NAT64 (the caller keeps its error).
+func discoverNAT64(ctx context.Context, o *CheckOptions, n transport.Net) (familyResult, bool) {
+	prefix, err := natclass.DiscoverNAT64(ctx, n, o.DNS64)
+	if err != nil {
+		return familyResult{}, false
+	}
+	p, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: serversOf(o.Servers, natclass.IPv4), Timeout: o.Timeout,
+		Lifetime: o.Lifetime, NoTCP: !o.TCP, Family: natclass.IPv6, NAT64: prefix})
+	return familyResult{p, err}, true
 }

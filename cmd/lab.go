@@ -154,6 +154,10 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\ttcp\tok")
 	for _, s := range r.Sites {
+		if s.Profile == nil && s.Error == "" && s.IPv6Preset != "" {
+			fmt.Fprintf(tw, "%s\t%s\tIPv6-only (NAT64)\t\t\t\t\t\t\t\n", s.Name, s.Preset)
+			continue
+		}
 		if s.Profile == nil {
 			fmt.Fprintf(tw, "%s\t%s\terror: %s\t\t\t\t\t\t✗\n", s.Name, s.Preset, s.Error)
 			continue

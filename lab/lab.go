@@ -160,23 +160,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			e := site.Spec.NAT.ExpectTCP()
 			rep.Sites[i].ExpectedTCP = &e
 		}
-		if n6 := site.Spec.IPv6; n6 != nil {
-			e := n6.Expect()
+		if site.Spec.IPv6 != nil {
+			e := site.Spec.Expect6()
 			rep.Sites[i].ExpectedIPv6, rep.Sites[i].IPv6Preset, rep.Sites[i].Public6 = &e, site.Spec.IPv6Preset, site.Public6.String()
 		}
 		wg.Add(1)
-		go func(ls *Site, h *testnet.Host) {
+		go func(ls *Site, h *testnet.Host, dns64 netip.AddrPort) {
 			defer wg.Done()
 			profileSites(ctx, ls, natclass.Options{
 				Net: h.Net, Servers: []string{primary}, Lifetime: o.Lifetime,
 				Logger: log.With("site", ls.Name),
-			}, sockets6)
+			}, sockets6, dns64)
 			msg := fmt.Sprintf("site %s: %s", ls.Name, ls.Error)
 			if ls.Profile != nil {
 				msg = fmt.Sprintf("site %s: %s (%d mismatches with preset %s)", ls.Name, ls.Profile.NATType, len(ls.Mismatches), ls.Preset)
 			}
 			ev.emit(StageSite, msg, ls)
-		}(&rep.Sites[i], site.Host)
+		}(&rep.Sites[i], site.Host, site.DNS64)
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -278,15 +278,31 @@ func startServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 }
 
 // profileSites measures a site over IPv4 and, when it is dual stack,
-// over IPv6 against the first of sockets6 at the same time.
-func profileSites(ctx context.Context, ls *Site, o natclass.Options, sockets6 []netip.AddrPort) {
+// over IPv6 against the first of sockets6 at the same time. An IPv6-only
+// site (a valid dns64 resolver) learns its NAT64 prefix (RFC 7050) and
+// checks the IPv4 server through it.
+func profileSites(ctx context.Context, ls *Site, o natclass.Options, sockets6 []netip.AddrPort, dns64 netip.AddrPort) {
 	var v6 sync.WaitGroup
 	if ls.ExpectedIPv6 != nil && len(sockets6) > 0 {
 		o6 := o
 		o6.Servers, o6.Family, o6.Lifetime, o6.Logger = []string{sockets6[0].String()}, natclass.IPv6, false, o.Logger.With("family", "ipv6")
-		v6.Go(func() { profileSite6(ctx, ls, o6) })
+		v6.Go(func() {
+			if dns64.IsValid() {
+				prefix, err := natclass.DiscoverNAT64(ctx, o6.Net, dns64.String())
+				if err != nil {
+					ls.IPv6Error = err.Error()
+					return
+				}
+				o6.NAT64, o6.Servers = prefix, o.Servers
+			}
+			profileSite6(ctx, ls, o6)
+		})
 	}
-	profileSite(ctx, ls, o)
+	if !dns64.IsValid() {
+		// An IPv6-only host has no IPv4 route: its IPv4 side is the
+		// NAT64's, which the IPv6 check measures.
+		profileSite(ctx, ls, o)
+	}
 	v6.Wait()
 	if ls.IPv6 != nil {
 		ls.Mismatches = append(ls.Mismatches, Compare6(*ls.ExpectedIPv6, ls.Public6, ls.IPv6)...)

@@ -84,6 +84,11 @@ type Options struct {
 	// Family is the IP version to check over (IPv4 when zero); Servers
 	// must have addresses of that family.
 	Family Family
+	// NAT64, with Family IPv6, is the NAT64 prefix (DiscoverNAT64): IPv4
+	// servers and the IPv4 addresses they name (OTHER-ADDRESS) are
+	// reached at their synthesised addresses, so the profile is the
+	// NAT64's IPv4 side.
+	NAT64 netip.Prefix
 	// Logger receives debug notes; nil discards them.
 	Logger *slog.Logger
 }
@@ -137,7 +142,10 @@ type Profile struct {
 	// GlobalAddresses (IPv6 only) are this host's global IPv6 addresses
 	// (not link-local, not unique-local).
 	GlobalAddresses []string `json:"global_addresses,omitempty"`
-	DurationMillis  float64  `json:"duration_ms"` // wall time of the check
+	// NAT64Prefix is the NAT64 prefix the check went through (RFC 7050),
+	// when it did: the profile is then the NAT64's IPv4 side.
+	NAT64Prefix    string  `json:"nat64_prefix,omitempty"`
+	DurationMillis float64 `json:"duration_ms"` // wall time of the check
 }
 
 // Hints.
@@ -196,7 +204,7 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 	defer cancel()
 	addrs := make([]netip.AddrPort, len(opts.Servers))
 	for i, s := range opts.Servers {
-		a, err := resolve(checkCtx, opts.Net, s, opts.Family)
+		a, err := resolve(checkCtx, opts.Net, s, opts.Family, opts.NAT64)
 		if err != nil {
 			return nil, err
 		}
@@ -236,7 +244,7 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 // resolve turns host:port into an address of family f. Literal IPs need no
 // lookup; names go through n, whose Resolve has no context, so the lookup
 // runs aside and ctx bounds the wait (the lookup ends on its own later).
-func resolve(ctx context.Context, n transport.Net, s string, f Family) (netip.AddrPort, error) {
+func resolve(ctx context.Context, n transport.Net, s string, f Family, nat64 netip.Prefix) (netip.AddrPort, error) {
 	host, port, err := ParseServer(s)
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -263,6 +271,9 @@ func resolve(ctx context.Context, n transport.Net, s string, f Family) (netip.Ad
 		}
 	}
 	ip = ip.Unmap()
+	if f == IPv6 && ip.Is4() && nat64.IsValid() {
+		ip = Synthesize(nat64, ip)
+	}
 	if !f.has(ip) {
 		return netip.AddrPort{}, fmt.Errorf("STUN server %s is not an %s address: an %s check needs an %s server", s, f, f, f)
 	}
@@ -362,7 +373,8 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	d.primary, d.rtt = addrs[primary], pr.rtt
 	m1, _ := stuntx.Mapped(pr.pk.Msg)
 	p.Server, p.MappedAddress, p.RTTMillis = d.opts.Servers[primary], m1.String(), millis.Of(pr.rtt)
-	if o, ok := stuntx.Other(pr.pk.Msg); ok && o.Addr() != d.primary.Addr() && o.Port() != d.primary.Port() {
+	if o, ok := stuntx.Other(pr.pk.Msg); ok && d.via(o).Addr() != d.primary.Addr() && o.Port() != d.primary.Port() {
+		o = d.via(o)
 		d.other = o
 		p.OtherAddress = o.String()
 	}
@@ -371,6 +383,9 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 	nat := local != m1
 	if d.opts.Family == IPv6 {
 		p.Translation = Translation6(local, m1)
+		if d.opts.NAT64.IsValid() {
+			p.Translation, p.NAT64Prefix = TranslationNAT64, d.opts.NAT64.String()
+		}
 		p.GlobalAddresses = d.globalAddresses()
 	}
 	for _, a := range []netip.Addr{local.Addr(), m1.Addr()} {
@@ -724,7 +739,7 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 	case ToOther:
 		to = d.other
 	case ToSelf:
-		to = self
+		to = d.via(self)
 		if recv, err = d.socket(SockMapping); err != nil {
 			return probeResult{err: err}
 		}

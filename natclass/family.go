@@ -64,7 +64,19 @@ const (
 	TranslationNone  = "none"
 	TranslationNPTv6 = "nptv6"
 	TranslationNAT66 = "nat66"
+	// TranslationNAT64: an IPv6 host reaching an IPv4 server through a
+	// NAT64 (Options.NAT64); the server saw the NAT64's IPv4 address.
+	TranslationNAT64 = "nat64"
 )
+
+// via is where to send to reach ap: its synthesised address when the
+// check goes through a NAT64 and ap is IPv4.
+func (d *discovery) via(ap netip.AddrPort) netip.AddrPort {
+	if d.opts.NAT64.IsValid() && ap.Addr().Is4() {
+		return netip.AddrPortFrom(Synthesize(d.opts.NAT64, ap.Addr()), ap.Port())
+	}
+	return ap
+}
 
 // Translation6 says how an IPv6 source address was translated, from the
 // local address and the one the server saw. NPTv6 (RFC 6296) rewrites

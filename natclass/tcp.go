@@ -167,6 +167,9 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 	local := t.localAddr(first.local, first.mapped, primary)
 	p.LocalAddress = local.String()
 	other := first.other
+	if t.opts.NAT64.IsValid() && other.Addr().Is4() {
+		other = netip.AddrPortFrom(Synthesize(t.opts.NAT64, other.Addr()), other.Port())
+	}
 	if other.IsValid() && (other.Addr() == primary.Addr() || other.Port() == primary.Port()) {
 		other = netip.AddrPort{} // not a usable RFC 5780 plan
 	}

@@ -37,6 +37,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/natlab/natlab/natclass"
 )
 
 const (
@@ -544,6 +546,14 @@ func (b *kernelBuilder) site(i int, s SiteSpec, inet string, shared bool) (*Site
 		if host6, site.Public6, err = b.site6(i, s, inet, inetIf, outer, hostNS); err != nil {
 			return nil, err
 		}
+		if s.IPv6.Translation == natclass.TranslationNAT64 {
+			// The server sees the NAT64's IPv4 side: the site's address.
+			site.Public6 = pub
+			site.DNS64 = netip.AddrPortFrom(in6(siteGlobal6(i), iidRouter), 53)
+			if err := b.nat64Router(s, outer, site.DNS64.Addr()); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var err2 error
 	if site.Host, err2 = b.host(s.Name, hostNS, hostIP); err2 != nil {
@@ -615,10 +625,15 @@ func (b *kernelBuilder) natLAN(i int, s SiteSpec, outer, hostNS string, wanIP, p
 	if err := b.addr(hostNS, "eth0", netip.PrefixFrom(hostIP, lan.Bits()), netip.Addr{}); err != nil {
 		return hostIP, nil, err
 	}
-	if err := b.route(hostNS, "eth0", netip.Prefix{}, lanAddr(lan, 1)); err != nil {
+	// An IPv6-only site (NAT64) has IPv4 on its LAN only; its router's
+	// IPv4 program serves tayga's pool instead of the LAN.
+	lanIf := "lan"
+	if s.IPv6 != nil && s.IPv6.Translation == natclass.TranslationNAT64 {
+		lanIf = nat64Dev
+	} else if err := b.route(hostNS, "eth0", netip.Prefix{}, lanAddr(lan, 1)); err != nil {
 		return hostIP, nil, err
 	}
-	err := b.router(outer, routerSpec{NAT: outerNAT, WAN: "wan", LAN: "lan", Public: pub})
+	err := b.router(outer, routerSpec{NAT: outerNAT, WAN: "wan", LAN: lanIf, Public: pub})
 	return hostIP, routerAddrs, err
 }
 

@@ -44,8 +44,12 @@ func checkKernelIPv6(t Topology) error {
 		}
 		switch s.IPv6.Translation {
 		case natclass.TranslationNone, natclass.TranslationNAT66, natclass.TranslationNPTv6:
+		case natclass.TranslationNAT64:
+			if err := checkNAT64Tools(); err != nil {
+				return fmt.Errorf("site %q: %w", s.Name, err)
+			}
 		default:
-			return fmt.Errorf("site %q: IPv6 translation %q: want none, nat66 or nptv6", s.Name, s.IPv6.Translation)
+			return fmt.Errorf("site %q: IPv6 translation %q: want none, nat66, nptv6 or nat64", s.Name, s.IPv6.Translation)
 		}
 	}
 	return nil
@@ -132,7 +136,7 @@ func (b *kernelBuilder) server6(inet, srv string) error {
 func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS string) (host, public netip.Addr, err error) {
 	gw, wan := siteWAN6(i)
 	lan := siteGlobal6(i)
-	if s.IPv6.Translation != natclass.TranslationNone {
+	if s.IPv6.Translation == natclass.TranslationNAT66 || s.IPv6.Translation == natclass.TranslationNPTv6 {
 		lan = siteULA6(i)
 	}
 	host, public = in6(lan, iidHost), in6(lan, iidHost)

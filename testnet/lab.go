@@ -76,8 +76,11 @@ type Site struct {
 	// Public is the address the site shows to the internet.
 	Public netip.Addr
 	// Public6 is the IPv6 address the host is seen with: its own, its
-	// NPTv6-translated one or the masquerading router's (dual-stack sites).
+	// NPTv6-translated one or the masquerading router's (dual-stack sites);
+	// behind NAT64 the site's IPv4 address, which the server sees.
 	Public6 netip.Addr
+	// DNS64 is the site's DNS64 resolver (IPv6-only sites behind NAT64).
+	DNS64 netip.AddrPort
 }
 
 // Lab is a running topology. Close it to tear everything down.

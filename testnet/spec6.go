@@ -38,6 +38,9 @@ var presets6 = map[string]NAT6{
 	// setups): the ULA prefix mapped onto the global one, behind the
 	// stateful firewall.
 	"nptv6": {Translation: natclass.TranslationNPTv6, Firewall: true},
+	// An IPv6-only site: tayga (NAT64) and unbound (DNS64) on the
+	// router, the site's IPv4 preset on the NAT64's IPv4 side.
+	"nat64": {Translation: natclass.TranslationNAT64, Firewall: true},
 }
 
 // presetIPv4Side is the IPv4 NAT of every IPv6 preset's site.
@@ -81,6 +84,18 @@ func (n NAT6) Expect() Expected6 {
 	e := Expected{Mapping: natclass.EndpointIndependent, Filtering: f, Allocation: natclass.Preserving}
 	e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
 	return Expected6{Expected: e, Translation: n.Translation}
+}
+
+// Expect6 is the IPv6 profile the site's host should see: its NAT6's,
+// or, behind NAT64, the site's IPv4 NAT seen through the translator (no
+// hairpin compared: it would turn at tayga's pool, not at the NAT).
+func (s SiteSpec) Expect6() Expected6 {
+	if s.IPv6.Translation != natclass.TranslationNAT64 {
+		return s.IPv6.Expect()
+	}
+	e := s.NAT.Expect()
+	e.Hairpinning = natclass.NotChecked
+	return Expected6{Expected: e, Translation: natclass.TranslationNAT64}
 }
 
 // IPv6Topology is the lab of `natlab lab --ipv6`: one site per IPv6

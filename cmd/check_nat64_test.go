@@ -1,0 +1,77 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/testnet"
+)
+
+// `natlab check` on an IPv6-only host of the kernel lab (tayga NAT64,
+// unbound DNS64): the IPv4 server is unreachable over IPv4, so check
+// learns the NAT64 prefix from ipv4only.arpa (RFC 7050) through --dns64
+// and classifies the NAT64's IPv4 side through the synthesised address.
+func TestCheckThroughNAT64(t *testing.T) {
+	topo, err := testnet.IPv6Topology("nat64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	srv, err := lab.StartServer(tl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	site := tl.Sites[0]
+	for _, json := range []bool{true, false} {
+		s, out, errOut := testStreams()
+		c := NewCmdCheck(s, func(ctx context.Context, o *CheckOptions) error {
+			o.Net = site.Host.Net
+			return runCheck(ctx, o)
+		})
+		args := []string{"--portmap=false", "--dns64", site.DNS64.String(), "--server", netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String()}
+		if json {
+			args = append(args, "--json")
+		}
+		c.SetArgs(args)
+		c.SetOut(s.Out)
+		c.SetErr(s.ErrOut)
+		if err := c.ExecuteContext(ctx); err != nil {
+			t.Fatalf("check: %v\n%s", err, errOut)
+		}
+		if !json {
+			t.Logf("natlab check %s\n%s", strings.Join(args, " "), out)
+			for _, w := range []string{"translation      NAT64", "NAT64 prefix     2001:db8:64::/96", "NAT type         port-restricted-cone"} {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("text lacks %q:\n%s", w, out)
+				}
+			}
+			continue
+		}
+		var doc checkDocument
+		if err := decodeStrict(out.Bytes(), &doc); err != nil {
+			t.Fatal(err)
+		}
+		p := doc.Profile
+		if p == nil || p.Translation != natclass.TranslationNAT64 || p.NAT64Prefix != testnet.NAT64Prefix.String() ||
+			!strings.HasPrefix(p.MappedAddress, site.Public.String()+":") || p.Mapping != natclass.EndpointIndependent ||
+			p.Filtering != natclass.AddressAndPortDependent {
+			t.Errorf("profile through NAT64: %+v", p)
+		}
+	}
+}

@@ -28,6 +28,10 @@ func (kernelNeedsLinux) Is(target error) bool {
 	return target == ErrNeedPrivileges || target == ErrNotSupported
 }
 
+// NAT64Prefix is the lab's network-specific NAT64 prefix (RFC 6052),
+// used by the nat64 preset's tayga and unbound (kernel_nat64.go).
+var NAT64Prefix = netip.MustParsePrefix("2001:db8:64::/96")
+
 // MiniUPnPd is where the kernel lab looks for miniupnpd first (Debian's
 // path); otherwise $PATH is searched.
 var MiniUPnPd = "/usr/sbin/miniupnpd"

@@ -27,9 +27,8 @@ import (
 
 // NAT64 plan of a site router.
 var (
-	// NAT64Prefix is the lab's network-specific NAT64 prefix (RFC 6052).
-	NAT64Prefix = netip.MustParsePrefix("2001:db8:64::/96")
-	nat64Pool   = netip.MustParsePrefix("192.168.255.0/24")
+	// NAT64Prefix (kernel_common.go) is the lab's network-specific prefix.
+	nat64Pool = netip.MustParsePrefix("192.168.255.0/24")
 )
 
 const (

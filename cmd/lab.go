@@ -38,6 +38,8 @@ type LabOptions struct {
 	Matrix   bool
 	// IPv6 runs the dual-stack lab: one site per IPv6 preset.
 	IPv6 bool
+	// Segment joins the routers (--topology).
+	Segment testnet.Segment
 }
 
 func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
@@ -46,8 +48,9 @@ func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
 // that only check flag parsing.
 func NewCmdLab(s IOStreams, runF func(context.Context, *LabOptions) error) *cobra.Command {
 	o := &LabOptions{IO: s}
+	var topology string
 	c := &cobra.Command{
-		Use:   "lab [--nat-a PRESET] [--nat-b PRESET] [--kernel] [--matrix]",
+		Use:   "lab [--nat-a PRESET] [--nat-b PRESET] [--kernel] [--topology routed|shared] [--matrix]",
 		Short: "Build a lab network on this machine and profile NATs of known behaviour",
 		Long: `Start a lab: a STUN server with two public addresses on an emulated internet
 and two sites, each a NAT router with a preset behaviour and a host behind it.
@@ -88,6 +91,14 @@ each ` + defaultNATA + ` for IPv4, and checks both families.`,
 			if o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
 				return flagErrorf("--ipv6 runs the IPv6 presets (%s), each with %s for IPv4: --nat-a/--nat-b do not apply", strings.Join(testnet.IPv6Presets(), ", "), defaultNATA)
 			}
+			seg, err := testnet.ParseSegment(topology)
+			if err != nil {
+				return flagErrorf("--topology: %v", err)
+			}
+			if seg == testnet.Shared && !o.Kernel {
+				return flagErrorf("--topology %s: the routers share a segment only on the kernel backend: add --kernel", seg)
+			}
+			o.Segment = seg
 			if runF != nil {
 				return runF(c.Context(), o)
 			}
@@ -99,6 +110,7 @@ each ` + defaultNATA + ` for IPv4, and checks both families.`,
 	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
 	c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack kernel lab: one site per IPv6 preset (firewall, open, NAT66, NPTv6), both families checked")
+	c.Flags().StringVar(&topology, "topology", string(testnet.Routed), "what joins the routers: routed (a router between every site and the server) or shared (routers and server on one segment; --kernel)")
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
@@ -120,7 +132,7 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.Report]{
 		kind: tui.KindLab, title: "natlab lab",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.Report, error) {
-			lo := lab.Options{Backend: backend, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit}
+			lo := lab.Options{Backend: backend, Segment: o.Segment, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit}
 			if o.IPv6 {
 				var err error
 				if lo.Topology, err = testnet.IPv6Topology(); err != nil {

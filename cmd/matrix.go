@@ -19,7 +19,7 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.MatrixReport]{
 		kind: tui.KindMatrix, title: "natlab lab --matrix",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.MatrixReport, error) {
-			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Events: emit})
+			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Segment: o.Segment, Events: emit})
 		},
 		toTUI:   func(r *lab.MatrixReport) tui.Result { return tui.Result{Matrix: r} },
 		fromTUI: func(r tui.Result) *lab.MatrixReport { return r.Matrix },
@@ -49,7 +49,11 @@ var matrixLegend = []string{
 }
 
 func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
-	fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", r.Backend)
+	where := r.Backend
+	if r.Topology == string(testnet.Shared) {
+		where += ", routers on one segment"
+	}
+	fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", where)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "\t")
 	for i := range r.Presets {

@@ -34,7 +34,10 @@ type Options struct {
 	Backend testnet.Backend
 	// NATA and NATB are preset names; an empty NATB runs one site only.
 	NATA, NATB string
-	// Topology, if it has sites, is used instead of NATA/NATB.
+	// Segment joins the routers of NATA and NATB: testnet.Routed ("")
+	// or Shared.
+	Segment testnet.Segment
+	// Topology, if it has sites, is used instead of NATA/NATB and Segment.
 	Topology testnet.Topology
 	// Lifetime also measures binding lifetimes (slow).
 	Lifetime bool
@@ -47,13 +50,14 @@ type Options struct {
 // Report is the result of one lab run: each site's profile next to what
 // its preset should produce.
 type Report struct {
-	Schema         string   `json:"schema"`         // Schema
-	NatlabVersion  string   `json:"natlab_version"` // the build that wrote it
-	Backend        string   `json:"backend"`        // "in-process" or "kernel"
-	Server         []string `json:"server"`         // the lab server's STUN addresses
-	Sites          []Site   `json:"sites"`          // one per NAT site
-	Match          bool     `json:"match"`          // every profile equals its preset
-	DurationMillis float64  `json:"duration_ms"`    // wall time, lab start to teardown
+	Schema         string   `json:"schema"`             // Schema
+	NatlabVersion  string   `json:"natlab_version"`     // the build that wrote it
+	Backend        string   `json:"backend"`            // "in-process" or "kernel"
+	Topology       string   `json:"topology,omitempty"` // "shared" when the routers share one segment
+	Server         []string `json:"server"`             // the lab server's STUN addresses
+	Sites          []Site   `json:"sites"`              // one per NAT site
+	Match          bool     `json:"match"`              // every profile equals its preset
+	DurationMillis float64  `json:"duration_ms"`        // wall time, lab start to teardown
 }
 
 // Site is one site's result.
@@ -104,6 +108,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if topo, err = testnet.PairTopology(o.NATA, o.NATB); err != nil {
 			return nil, err
 		}
+		topo.Segment = o.Segment
 	}
 	if len(topo.Sites) == 0 {
 		return nil, errors.New("lab: no sites: give at least one NAT preset")
@@ -142,6 +147,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Schema:        Schema,
 		NatlabVersion: buildinfo.Version(),
 		Backend:       string(lab.Backend),
+		Topology:      string(topo.Segment),
 		Match:         true,
 	}
 	for _, s := range append(srv.Addrs().Sockets(), sockets6...) {

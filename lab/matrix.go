@@ -29,6 +29,8 @@ var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kerne
 // MatrixOptions configure RunMatrix.
 type MatrixOptions struct {
 	Backend testnet.Backend
+	// Segment joins each pair's routers: testnet.Routed ("") or Shared.
+	Segment testnet.Segment
 	// Presets to pair (every unordered pair, each with itself too);
 	// testnet.Presets() when empty.
 	Presets []string
@@ -40,10 +42,12 @@ type MatrixOptions struct {
 
 // MatrixReport is the P2P feasibility matrix of the lab.
 type MatrixReport struct {
-	Schema        string   `json:"schema"`         // MatrixSchema
-	NatlabVersion string   `json:"natlab_version"` // the build that wrote it
-	Backend       string   `json:"backend"`        // in-process or kernel
-	Presets       []string `json:"presets"`        // rows and columns
+	Schema        string `json:"schema"`         // MatrixSchema
+	NatlabVersion string `json:"natlab_version"` // the build that wrote it
+	Backend       string `json:"backend"`        // in-process or kernel
+	// Topology is what joins the routers: "routed" or "shared".
+	Topology string   `json:"topology,omitempty"`
+	Presets  []string `json:"presets"` // rows and columns
 	// Excluded names presets this backend cannot pair, with why.
 	Excluded       map[string]string `json:"excluded,omitempty"`
 	Pairs          []MatrixPair      `json:"pairs"`       // one per unordered pair
@@ -80,7 +84,14 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	}
 	n := len(plan.Presets)
 	ev.emit(StageMatrix, fmt.Sprintf("pairing %d presets in %d labs", n, n*(n+1)/2), plan)
-	rep := &MatrixReport{Schema: MatrixSchema, NatlabVersion: buildinfo.Version(), Backend: string(backend), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
+	seg, err := testnet.ParseSegment(string(o.Segment))
+	if err != nil {
+		return nil, err
+	}
+	if seg == testnet.Shared && backend != testnet.Kernel {
+		return nil, fmt.Errorf("topology %s: %w", seg, testnet.ErrNotSupported)
+	}
+	rep := &MatrixReport{Schema: MatrixSchema, NatlabVersion: buildinfo.Version(), Backend: string(backend), Topology: string(seg), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
 	presets = rep.Presets
 	for i := range presets {
 		for j := i; j < len(presets); j++ {
@@ -101,7 +112,7 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 				return
 			}
 			defer func() { <-sem }()
-			err := runCell(ctx, backend, mp, o.Logger)
+			err := runCell(ctx, backend, seg, mp, o.Logger)
 			if errors.Is(err, testnet.ErrNeedPrivileges) {
 				mu.Lock()
 				fatal = err
@@ -162,7 +173,7 @@ func Exclusion(n testnet.NAT, backend testnet.Backend) string {
 }
 
 // runCell builds a lab for one pair and runs both probes in it.
-func runCell(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *slog.Logger) error {
+func runCell(ctx context.Context, backend testnet.Backend, seg testnet.Segment, mp *MatrixPair, log *slog.Logger) error {
 	fail := func(err error) error {
 		mp.Error = err.Error()
 		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}
@@ -172,6 +183,7 @@ func runCell(ctx context.Context, backend testnet.Backend, mp *MatrixPair, log *
 	if err != nil {
 		return fail(err)
 	}
+	topo.Segment = seg
 	lab, err := testnet.Start(ctx, topo, backend)
 	if err != nil {
 		return fail(err)

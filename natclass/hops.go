@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4"
 
 	"github.com/natlab/natlab/internal/stuntx"
 )
@@ -113,7 +114,11 @@ func (p *Profile) addHops(o hopsOutcome) {
 // when it returns. nat is whether our address is translated, mapped our
 // address as the server saw it.
 func (d *discovery) startHops(ctx context.Context, nat bool, mapped netip.Addr) func() hopsOutcome {
-	t, err := d.newTrace(d.primary, max(hopRTTs*d.rtt, minHopWait))
+	var t *trace
+	err := errors.New("the hop trace measures IPv4 paths only") // IPV6_UNICAST_HOPS and IPV6_RECVERR are not wired up
+	if d.opts.Family != IPv6 {
+		t, err = newTrace(d.opts.Net, d.primary, max(hopRTTs*d.rtt, minHopWait))
+	}
 	if err != nil {
 		d.log.Debug("hops", "err", err)
 		o := hopsOutcome{reason: err.Error()}
@@ -145,14 +150,10 @@ type trace struct {
 	wg     sync.WaitGroup
 }
 
-func (d *discovery) newTrace(to netip.AddrPort, wait time.Duration) (*trace, error) {
+func newTrace(n transport.Net, to netip.AddrPort, wait time.Duration) (*trace, error) {
 	t := &trace{to: to, wait: wait, events: make(chan hopEvent, 4*maxHops), done: make(chan struct{})}
 	for ttl := 1; ttl <= maxHops; ttl++ {
-		if d.opts.Family == IPv6 {
-			// IPV6_UNICAST_HOPS and IPV6_RECVERR are not wired up.
-			return nil, errors.New("the hop trace measures IPv4 paths only")
-		}
-		c, err := d.opts.Net.ListenPacket("udp4", "0.0.0.0:0")
+		c, err := n.ListenPacket("udp4", "0.0.0.0:0")
 		if err != nil {
 			t.close()
 			return nil, fmt.Errorf("open UDP socket: %w", err)

@@ -229,7 +229,7 @@ func TestTraceLoopbackEnds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
 			start := time.Now()
-			tr, err := d.newTrace(tc.to, minHopWait)
+			tr, err := newTrace(d.opts.Net, tc.to, minHopWait)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -85,6 +85,9 @@ type BirthdayConfig struct {
 	// conntrack entry that moves the scanner's source port exactly when
 	// its probe hits that mapping (the conntrack trap).
 	OpeningTTL int
+	// Hold, when > 0, delays this side's probes by this long, so the
+	// peer opens first (see Config.Hold).
+	Hold time.Duration
 	// Timeout bounds the punch (DefaultBirthdayTimeout when 0).
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -149,7 +152,7 @@ func PunchBirthday(ctx context.Context, cfg BirthdayConfig) (*Path, Result, erro
 	}
 	ttl := cmp.Or(cfg.OpeningTTL, DefaultOpeningTTL)
 	e := newEngine(cfg.Session, conns, max(ttl, 0), cfg.Logger)
-	win, err := e.run(ctx, timeout, pl)
+	win, err := e.run(ctx, timeout+max(cfg.Hold, 0), held(pl, cfg.Hold))
 	e.result(&res, win)
 	if err != nil {
 		return fail(err)

@@ -59,6 +59,12 @@ type Config struct {
 	// CGN) and stay below the hops to the peer's NAT. Sockets that are
 	// not kernel sockets ignore it.
 	OpeningTTL int
+	// Hold, when > 0, delays every probe to the peer's candidates by this
+	// long; the peer's probes are still answered at once. Where nothing
+	// lies between the two routers the first packet decides, and the
+	// side that holds lets the peer open first
+	// (natclass.Prediction.Opener).
+	Hold time.Duration
 	// Technique labels a success through a non-host candidate (natclass.DirectUDP
 	// when empty; natclass.PredictUDP when the peer's candidates were predicted).
 	Technique natclass.Technique
@@ -108,7 +114,7 @@ func PunchUDP(ctx context.Context, cfg Config) (*Path, Result, error) {
 		return step{at: times[i], targets: targets, lowTTL: times[i] < sch.Opening}, true
 	}
 	e := newEngine(cfg.Session, []net.PacketConn{conn}, cfg.OpeningTTL, cfg.Logger)
-	win, err := e.run(ctx, timeout, pl)
+	win, err := e.run(ctx, timeout+max(cfg.Hold, 0), held(pl, cfg.Hold))
 	e.result(&res, win)
 	if err != nil {
 		res.Err = err
@@ -129,6 +135,18 @@ func PunchUDP(ctx context.Context, cfg Config) (*Path, Result, error) {
 		res.Technique = natclass.PredictUDP
 	}
 	return newPath(res, conn, cfg.Session), res, nil
+}
+
+// held delays every step of pl by d.
+func held(pl plan, d time.Duration) plan {
+	if d <= 0 {
+		return pl
+	}
+	return func(i int) (step, bool) {
+		s, ok := pl(i)
+		s.at += d
+		return s, ok
+	}
 }
 
 // orderCandidates puts host candidates first and drops duplicates. A host

@@ -123,3 +123,18 @@ func TestResultJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldPlan: a held plan sends the same steps, each later by the hold.
+func TestHeldPlan(t *testing.T) {
+	base := func(i int) (step, bool) { return step{at: time.Duration(i) * time.Millisecond, lowTTL: i == 0}, i < 3 }
+	for _, d := range []time.Duration{0, 75 * time.Millisecond} {
+		pl := held(base, d)
+		for i := range 4 {
+			got, ok := pl(i)
+			want, wok := base(i)
+			if ok != wok || got.at != want.at+d || got.lowTTL != want.lowTTL {
+				t.Errorf("hold %v, step %d: %+v %v, want at %v", d, i, got, ok, want.at+d)
+			}
+		}
+	}
+}

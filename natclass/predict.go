@@ -38,6 +38,10 @@ type Summary struct {
 	// PortMapping says the peer's gateway maps ports on request (and, when
 	// it was checked, that a mapping let traffic in).
 	PortMapping bool `json:"port_mapping,omitempty"`
+	// RoutersBetween is how many routers the peer's trace found between
+	// its own network and this side's public address (TracePeer); nil
+	// when not measured.
+	RoutersBetween *int `json:"routers_between,omitempty"`
 }
 
 // TCPSummary is the part of a TCP profile a peer needs to predict TCP.
@@ -71,6 +75,11 @@ type Prediction struct {
 	Technique Technique `json:"technique"`
 	Outcome   Outcome   `json:"outcome"`
 	Reason    string    `json:"reason"`
+	// Opener, when set ("A" or "B"), is the side that sends first; the
+	// other sends nothing to the peer until the opening window has
+	// passed. Set where nothing lies between the routers, so the first
+	// packet decides (see Adjacent).
+	Opener string `json:"opener,omitempty"`
 }
 
 // Predict returns, for each technique in order of preference, what the two
@@ -80,7 +89,11 @@ func Predict(a, b Summary) []Prediction {
 	out := make([]Prediction, 0, len(Techniques))
 	for _, t := range Techniques {
 		o, why := predict(t, a, b)
-		out = append(out, Prediction{Technique: t, Outcome: o, Reason: why})
+		p := Prediction{Technique: t, Outcome: o, Reason: why}
+		if Adjacent(a, b) {
+			p = onSegment(p, a, b)
+		}
+		out = append(out, p)
 	}
 	return out
 }

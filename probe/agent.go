@@ -103,18 +103,19 @@ type Verdict struct {
 
 // Report is the result of a paired probe, from one side.
 type Report struct {
-	Schema         string            `json:"schema"`              // ProbeSchema
-	NatlabVersion  string            `json:"natlab_version"`      // the build that wrote it
-	Side           string            `json:"side"`                // "A" or "B"
-	Server         string            `json:"server"`              // natlab serve's address
-	Self           *natclass.Profile `json:"self"`                // this host's NAT profile
-	PortMapping    *portmap.Report   `json:"port_mapping"`        // what this host's gateway maps (null when not probed)
-	Peer           natclass.Summary  `json:"peer"`                // the peer's, as it sent it
-	Techniques     []TechniqueResult `json:"techniques"`          // in order of preference
-	Relay          *RelayReport      `json:"relay,omitempty"`     // TURN relay figures, and the cost against the direct path
-	Keepalive      *Keepalive        `json:"keepalive,omitempty"` // with --lifetime: what keeping the direct path open costs this host
-	Verdict        Verdict           `json:"verdict"`             // what to use
-	DurationMillis float64           `json:"duration_ms"`         // wall time
+	Schema         string             `json:"schema"`              // ProbeSchema
+	NatlabVersion  string             `json:"natlab_version"`      // the build that wrote it
+	Side           string             `json:"side"`                // "A" or "B"
+	Server         string             `json:"server"`              // natlab serve's address
+	Self           *natclass.Profile  `json:"self"`                // this host's NAT profile
+	PortMapping    *portmap.Report    `json:"port_mapping"`        // what this host's gateway maps (null when not probed)
+	Peer           natclass.Summary   `json:"peer"`                // the peer's, as it sent it (routers_between from its trace)
+	Path           *natclass.PeerPath `json:"path,omitempty"`      // this side's trace toward the peer's public address
+	Techniques     []TechniqueResult  `json:"techniques"`          // in order of preference
+	Relay          *RelayReport       `json:"relay,omitempty"`     // TURN relay figures, and the cost against the direct path
+	Keepalive      *Keepalive         `json:"keepalive,omitempty"` // with --lifetime: what keeping the direct path open costs this host
+	Verdict        Verdict            `json:"verdict"`             // what to use
+	DurationMillis float64            `json:"duration_ms"`         // wall time
 }
 
 // peerInfo is what a peer sends through the rendezvous when pairing.
@@ -135,6 +136,9 @@ type stepData struct {
 	// RTT is this side's round trip to the server, in ms: with the
 	// peer's, it estimates the one-way time between the two.
 	RTT float64 `json:"rtt,omitempty"`
+	// Between is this side's count of routers toward the peer (path
+	// step only).
+	Between *int `json:"between,omitempty"`
 }
 
 // ErrNoPath means this host cannot reach the server at all, so no peer can
@@ -182,8 +186,11 @@ type agent struct {
 	directTech natclass.Technique
 	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
 	peerOutcomes []natclass.Outcome
-	// step numbers the rendezvous barriers.
-	step int
+	// step numbers the rendezvous barriers; pathStep is the one that
+	// swapped the path traces, the last before the techniques.
+	step, pathStep int
+	// path is this side's trace toward the peer's public address.
+	path *natclass.PeerPath
 	// cleanups undo what a technique set up outside the socket (a port
 	// mapping), once its path is released.
 	cleanups []func()
@@ -261,6 +268,9 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	defer a.rz.Close()
+	if err := a.sharePath(ctx); err != nil {
+		return nil, err
+	}
 
 	// Both sides compute the same predictions: A's summary always first.
 	sa, sb := a.summary(), a.peer
@@ -268,7 +278,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		sa, sb = sb, sa
 	}
 	preds := natclass.Predict(sa, sb)
-	rep := &Report{Schema: ProbeSchema, NatlabVersion: buildinfo.Version(), Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer}
+	rep := &Report{Schema: ProbeSchema, NatlabVersion: buildinfo.Version(), Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer, Path: a.path}
 	var prev natclass.Outcome
 	for i, p := range preds {
 		tr := a.technique(ctx, i+1, p, &prev)
@@ -304,8 +314,41 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
+// sharePath traces the path toward the peer's public address and swaps
+// the count of routers between with the peer at a barrier, so both sides
+// predict from both measurements.
+func (a *agent) sharePath(ctx context.Context) error {
+	pp := natclass.PeerPath{Reason: "the peer's public address is unknown"}
+	if ap, err := netip.ParseAddrPort(a.peer.Mapped); err == nil {
+		pp = natclass.TracePeer(ctx, a.o.Net, ap.Addr(), a.openingTTL(), a.rz.RTT())
+	}
+	a.path = &pp
+	msg := "path to the peer: " + pp.Reason
+	if pp.RoutersBetween != nil {
+		msg = fmt.Sprintf("path to the peer: %d routers between our NATs and the peer's", *pp.RoutersBetween)
+	}
+	a.emit(Event{Stage: StagePath, Message: msg, Data: pp})
+	raw, err := a.barrier(ctx, stepData{Between: pp.RoutersBetween})
+	if err != nil {
+		return fmt.Errorf("path step with the peer: %w", err)
+	}
+	a.pathStep = a.step
+	var theirs stepData
+	if err := json.Unmarshal(raw, &theirs); err != nil {
+		return fmt.Errorf("path step: malformed peer data: %w", err)
+	}
+	a.peer.RoutersBetween = theirs.Between
+	return nil
+}
+
 // summary is what the peer learns of this host.
-func (a *agent) summary() natclass.Summary { return HostSummary(a.self, a.pm, a.tcp) }
+func (a *agent) summary() natclass.Summary {
+	s := HostSummary(a.self, a.pm, a.tcp)
+	if a.path != nil {
+		s.RoutersBetween = a.path.RoutersBetween
+	}
+	return s
+}
 
 // HostSummary is the predictor's input for a host: its profile, whether
 // its gateway maps ports (pm, nil when not probed) and whether it can try
@@ -485,7 +528,7 @@ func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr Technique
 		tr.Measured, tr.Error = natclass.Fail, "peer sent malformed step data"
 		return tr
 	}
-	if first && a.step > 1 {
+	if first && a.step > a.pathStep+1 {
 		a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
 	}
 	if sock == nil {

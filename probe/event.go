@@ -16,6 +16,7 @@ type Stage string
 const (
 	StageProfile   Stage = "profile"   // this host's NAT profile and port mapping
 	StagePair      Stage = "pair"      // the pairing code, then the peer
+	StagePath      Stage = "path"      // this side's trace toward the peer's public address
 	StageTechnique Stage = "technique" // one technique started or finished
 	StageRelay     Stage = "relay"     // the TURN relay stage
 	StageLifetime  Stage = "lifetime"  // with Options.Lifetime: this host's binding lifetimes and keepalive
@@ -27,6 +28,7 @@ const (
 //
 //	profile:   *natclass.Profile, *portmap.Report
 //	pair:      PairingCode (once the code is registered), natclass.Summary (the peer)
+//	path:      natclass.PeerPath
 //	technique: natclass.Prediction when it starts, TechniqueResult when done (Outcome set)
 //	relay:     RelayReport when done
 //	lifetime:  *Keepalive when measured

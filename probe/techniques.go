@@ -74,6 +74,9 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 		remote := theirs.Candidates
 		tech := natclass.DirectUDP
 		ttl := a.openingTTL()
+		if a.adjacent() {
+			ttl = 0 // it would reach the peer's router all the same
+		}
 		switch t {
 		case natclass.SameLAN:
 			tech, ttl = natclass.SameLAN, 0 // on a LAN there is no NAT to open
@@ -88,10 +91,14 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 		sch.Total = punchTimeout
 		path, res, _ = holepunch.PunchUDP(ctx, holepunch.Config{
 			Conn: s.conn, Session: a.sess, Remote: remote, Timeout: punchTimeout, Schedule: sch,
-			OpeningTTL: ttl, Technique: tech, Logger: a.log,
+			OpeningTTL: ttl, Hold: a.hold(p, theirs), Technique: tech, Logger: a.log,
 		})
 	case natclass.Birthday:
-		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, OpeningTTL: a.openingTTL(), Logger: a.log}
+		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, OpeningTTL: a.openingTTL(),
+			Hold: a.hold(p, theirs), Logger: a.log}
+		if a.adjacent() {
+			cfg.OpeningTTL = -1 // full TTL: no router between to expire at
+		}
 		if p.Outcome != natclass.Success {
 			// Confirming a predicted failure needs no full birthday run.
 			cfg.Timeout = punchTimeout
@@ -147,6 +154,19 @@ const (
 func openingWindow(mine time.Duration, theirsMillis float64) time.Duration {
 	owd := (mine + time.Duration(theirsMillis*float64(time.Millisecond))) / 4
 	return min(max(startSkew-owd, minOpening), holepunch.DefaultOpening)
+}
+
+// adjacent reports whether either side's trace found no router between
+// the two NATs: then no TTL expires between them.
+func (a *agent) adjacent() bool { return natclass.Adjacent(a.summary(), a.peer) }
+
+// hold is how long this side waits before its first packet to the peer:
+// the opening window when the prediction has the peer open first.
+func (a *agent) hold(p natclass.Prediction, theirs stepData) time.Duration {
+	if p.Opener == "" || p.Opener == a.side.String() {
+		return 0
+	}
+	return openingWindow(a.rz.RTT(), theirs.RTT)
 }
 
 // openingTTL passes this host's own NATs and expires before the peer's:

@@ -1,0 +1,71 @@
+package natclass
+
+import "fmt"
+
+// Routers with nothing between them. A low-TTL opening packet keeps a
+// peer's early packets from reaching this host's router before this
+// host's own packet left (DESIGN.md's conntrack trap) only if it expires
+// at a router between the two NATs. When a side's trace (TracePeer) found
+// none, every packet toward the peer reaches the peer's router, and the
+// first packet decides: one that arrives before the local host's own
+// packet left is refused by a filter that has not seen the local host
+// send yet, and its conntrack entry moves the local host's port for that
+// peer (or, at an allow-set restricted cone, keeps admitting nothing from
+// that flow) until it expires.
+//
+// What still works, measured on the kernel lab's shared segment:
+//   - a filter that admits any sender (EIF) refuses nothing;
+//   - a filter that admits by address (ADF) admits the peer from any port
+//     once its host has sent to the peer's address: that side opens first
+//     and the other waits, so the other's moved port is still admitted;
+//   - two filters that look at the port (APDF) refuse the moved port
+//     whoever opens first: punching fails.
+
+// Adjacent reports whether a side measured no router between its network
+// and the peer's public address.
+func Adjacent(a, b Summary) bool {
+	for _, s := range []Summary{a, b} {
+		if s.RoutersBetween != nil && *s.RoutersBetween == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// onSegment revises a punching prediction for adjacent routers. UDP
+// techniques read the UDP filters; TCP keeps its prediction (Linux lets a
+// new SYN take over the 4-tuple of a closed TCP conntrack entry, so TCP's
+// trap clears itself; the TCP cells of both topologies measure it).
+func onSegment(p Prediction, a, b Summary) Prediction {
+	switch p.Technique {
+	case DirectUDP, PredictUDP, Birthday:
+	default:
+		return p
+	}
+	if p.Outcome != Success {
+		return p
+	}
+	const lead = "nothing lies between the routers (routers_between 0), so the first packet decides: "
+	fa, fb := a.Filtering, b.Filtering
+	switch {
+	case fa == EndpointIndependent || fb == EndpointIndependent:
+		side := "A"
+		if fb == EndpointIndependent {
+			side = "B"
+		}
+		p.Reason += "; " + side + "'s filter admits any sender, so no early packet is refused"
+	case fa == AddressDependent && fb == AddressDependent:
+		p.Reason += "; both filters admit by address, so a port moved by an early packet is still admitted"
+	case fa == AddressDependent || fb == AddressDependent:
+		opener, other := "A", "B"
+		if fb == AddressDependent {
+			opener, other = "B", "A"
+		}
+		p.Opener = opener
+		p.Reason = fmt.Sprintf("%s%s filters by address only, so %s opens first and %s waits: %s's packet moves %s's port at %s's router, and %s's packet from the new port passes %s's filter", lead, opener, opener, other, opener, other, other, other, opener)
+	default:
+		p.Outcome = Fail
+		p.Reason = lead + "the first packet to arrive is refused by the other router and moves the other side's port (conntrack), and both filters look at the port, so neither admits the moved port"
+	}
+	return p
+}

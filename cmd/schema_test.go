@@ -82,7 +82,7 @@ var (
 	// A prediction may also be "unknown": a side's TCP profile was not measured.
 	predictions = set("success", "fail", "skipped", "unknown")
 	techniques  = set("same-lan", "udp", "udp-predict", "udp-birthday", "udp-portmap", "tcp", "relay-udp", "relay-tcp")
-	stages      = set("profile", "pair", "technique", "relay", "verdict", "lab", "site", "matrix")
+	stages      = set("profile", "pair", "path", "technique", "relay", "verdict", "lab", "site", "matrix")
 )
 
 func set(xs ...string) map[string]bool {

@@ -22,9 +22,10 @@ const MatrixSchema = "natlab.matrix/v1"
 
 // matrixParallel is how many preset pairs run at once: each pair is a few
 // sockets and goroutines in-process, a handful of namespaces on the
-// kernel; more than this only contends for the machine's cores and skews
-// the timings.
-var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kernel: 2}
+// kernel (where a pair mostly waits out timeouts: four at once keep a
+// 66-pair kernel matrix near two minutes on two cores); more than this
+// only contends for the machine's cores and skews the timings.
+var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kernel: 4}
 
 // MatrixOptions configure RunMatrix.
 type MatrixOptions struct {

@@ -12,25 +12,22 @@ import (
 	"github.com/natlab/natlab/testnet"
 )
 
-// matrixBound bounds a whole matrix: 36 pairs, a few in parallel, the
+// matrixBound bounds a whole matrix: 66 pairs, a few in parallel, the
 // slowest (unpunchable) ones a few seconds per technique.
-const matrixBound = 4 * time.Minute
+const matrixBound = 5 * time.Minute
 
 // TestMatrix is issue #4's core promise: for every preset pair, predicted
 // equals measured, and every punchable pair is punched; on the kernel
 // backend over both topologies (issue #10: routers one router apart, and
-// on one segment), the two kernel matrices side by side.
+// on one segment).
 func TestMatrix(t *testing.T) {
 	for _, run := range []struct {
 		backend testnet.Backend
 		seg     testnet.Segment
 	}{{testnet.InProcess, testnet.Routed}, {testnet.Kernel, testnet.Routed}, {testnet.Kernel, testnet.Shared}} {
-		t.Run(string(run.backend)+"/"+string(run.seg), func(t *testing.T) {
-			if run.backend == testnet.Kernel {
-				t.Parallel()
-			}
-			testMatrix(t, run.backend, run.seg)
-		})
+		// One after the other: two kernel matrices side by side load
+		// the machine enough to skew the probes' timing.
+		t.Run(string(run.backend)+"/"+string(run.seg), func(t *testing.T) { testMatrix(t, run.backend, run.seg) })
 	}
 }
 

@@ -22,10 +22,11 @@ const MatrixSchema = "natlab.matrix/v1"
 
 // matrixParallel is how many preset pairs run at once: each pair is a few
 // sockets and goroutines in-process, a handful of namespaces on the
-// kernel (where a pair mostly waits out timeouts: four at once keep a
-// 66-pair kernel matrix near two minutes on two cores); more than this
-// only contends for the machine's cores and skews the timings.
-var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kernel: 4}
+// kernel (where a pair mostly waits out timeouts: three at once keep a
+// 78-pair kernel matrix near two and a half minutes on two cores); more
+// than this only contends for the machine's cores and skews the timings
+// (profiles left incomplete under load).
+var matrixParallel = map[testnet.Backend]int{testnet.InProcess: 4, testnet.Kernel: 3}
 
 // MatrixOptions configure RunMatrix.
 type MatrixOptions struct {
@@ -205,7 +206,7 @@ func mismatches(ts []probe.TechniqueResult) []string {
 	var out []string
 	for _, t := range ts {
 		if t.Predicted != t.Measured {
-			m := fmt.Sprintf("%s: predicted %s, measured %s", t.Technique, t.Predicted, t.Measured)
+			m := fmt.Sprintf("%s: predicted %s (%s), measured %s", t.Technique, t.Predicted, t.Reason, t.Measured)
 			if t.Error != "" {
 				m += " (" + t.Error + ")"
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/natlab/natlab/testnet"
 )
 
-// matrixBound bounds a whole matrix: 66 pairs, a few in parallel, the
+// matrixBound bounds a whole matrix: 78 pairs, a few in parallel, the
 // slowest (unpunchable) ones a few seconds per technique.
 const matrixBound = 5 * time.Minute
 

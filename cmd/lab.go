@@ -40,6 +40,10 @@ type LabOptions struct {
 	IPv6 bool
 	// Segment joins the routers (--topology).
 	Segment testnet.Segment
+	Shape   linkFlags
+	// MatrixPresets restricts --matrix to the presets named with
+	// --nat-a/--nat-b, when either was given.
+	MatrixPresets []string
 }
 
 func newCmdLab(s IOStreams) *cobra.Command { return NewCmdLab(s, nil) }
@@ -74,13 +78,8 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 each ` + defaultNATA + ` for IPv4, and checks both families.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			for _, p := range []struct{ flag, v string }{{"--nat-a", o.NATA}, {"--nat-b", o.NATB}} {
-				if p.v == "" && p.flag == "--nat-b" {
-					continue
-				}
-				if _, err := testnet.Preset(p.v); err != nil {
-					return flagErrorf("%s: %v", p.flag, err)
-				}
+			if err := checkLabFlags(c, o); err != nil {
+				return err
 			}
 			if o.IPv6 && !o.Kernel {
 				return flagErrorf("--ipv6 needs --kernel: the in-process lab has no IPv6")
@@ -111,7 +110,8 @@ each ` + defaultNATA + ` for IPv4, and checks both families.`,
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
 	c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack kernel lab: one site per IPv6 preset (firewall, open, NAT66, NPTv6), both families checked")
 	c.Flags().StringVar(&topology, "topology", string(testnet.Routed), "what joins the routers: routed (a router between every site and the server) or shared (routers and server on one segment; --kernel)")
-	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix")
+	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix (with --nat-a/--nat-b: those presets only)")
+	addLinkFlags(c, &o.Shape)
 	addOutputFlags(c, &o.Output)
 	addEventsFlag(c, &o.Output)
 	// Runs before this command and every subcommand (cobra runs the
@@ -132,12 +132,16 @@ func runLab(ctx context.Context, o *LabOptions) error {
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.Report]{
 		kind: tui.KindLab, title: "natlab lab",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.Report, error) {
-			lo := lab.Options{Backend: backend, Segment: o.Segment, NATA: o.NATA, NATB: o.NATB, Lifetime: o.Lifetime, Events: emit}
+			lo := lab.Options{Backend: backend, Segment: o.Segment, Lifetime: o.Lifetime, Events: emit}
+			var err error
 			if o.IPv6 {
-				var err error
-				if lo.Topology, err = testnet.IPv6Topology(); err != nil {
-					return nil, err
-				}
+				lo.Topology, err = testnet.IPv6Topology()
+			} else {
+				lo.Topology, err = labTopology(o.NATA, o.NATB, o.Shape)
+				lo.Topology.Segment = o.Segment
+			}
+			if err != nil {
+				return nil, err
 			}
 			return lab.Run(ctx, lo)
 		},
@@ -156,22 +160,22 @@ func labExit(rep *lab.Report) error {
 	if !rep.Match {
 		// A lab whose profiles differ from their presets means natlab (or
 		// the emulation) is wrong: say so through the exit code too.
-		return &ExitError{Code: ExitInternal, Err: errors.New("lab: a measured profile differs from its preset (see mismatches above)")}
+		return &ExitError{Code: ExitInternal, Err: errors.New("lab: a measured profile differs from its preset, or a pair's measurement from its prediction (see above)")}
 	}
 	return nil
 }
 
 func writeLabReport(w io.Writer, r *lab.Report) error {
-	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, strings.Join(r.Server, " "))
+	fmt.Fprintf(w, "natlab lab (%s): STUN server %s\n\n", r.Backend, serverLine(r.Server))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tmapped address\ttcp\tok")
+	fmt.Fprintln(tw, "site\tpreset\tmeasured\tmapping\tfiltering\tports\thairpin\tok")
 	for _, s := range r.Sites {
 		if s.Profile == nil && s.Error == "" && s.IPv6Preset != "" {
 			fmt.Fprintf(tw, "%s\t%s\tIPv6-only (NAT64)\t\t\t\t\t\t\t\n", s.Name, s.Preset)
 			continue
 		}
 		if s.Profile == nil {
-			fmt.Fprintf(tw, "%s\t%s\terror: %s\t\t\t\t\t\t✗\n", s.Name, s.Preset, s.Error)
+			fmt.Fprintf(tw, "%s\t%s\terror\t\t\t\t\t✗\n", s.Name, s.Preset)
 			continue
 		}
 		p := s.Profile
@@ -186,8 +190,8 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 		if len(s.Mismatches) > 0 {
 			ok = "✗"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
-			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, p.Hairpinning, orDash(p.MappedAddress), p.TCP.Brief(), ok)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Preset, p.NATType,
+			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, p.Hairpinning, ok)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write lab report: %w", err)
@@ -195,21 +199,122 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 	if err := writeLabIPv6(w, r); err != nil {
 		return err
 	}
+	writeSiteNotes(w, r)
+	if err := writeLabPair(w, r); err != nil {
+		return err
+	}
+	verdict := "every profile matches its preset"
+	if r.Pair != nil {
+		verdict += " and every technique its prediction"
+	}
+	if !r.Match {
+		verdict = "MISMATCH: natlab's profile differs from the preset, or a measurement from its prediction"
+	}
+	fmt.Fprintf(w, "\n%s (%.0f ms)\n", verdict, r.DurationMillis)
+	return nil
+}
+
+// writeSiteNotes prints under the table what does not fit a row: each
+// site's mapped address and TCP profile, tests not run, mismatches.
+func writeSiteNotes(w io.Writer, r *lab.Report) {
 	for _, s := range r.Sites {
-		for _, m := range s.Mismatches {
-			fmt.Fprintf(w, "  site %s: %s\n", s.Name, m)
-		}
-		if s.Profile != nil {
+		var notes []string
+		if s.Profile == nil {
+			notes = append(notes, "error: "+s.Error)
+		} else {
+			notes = append(notes, fmt.Sprintf("mapped address %s, TCP %s", orDash(s.Profile.MappedAddress), s.Profile.TCP.Brief()))
 			for _, n := range s.Profile.NotRun {
-				fmt.Fprintf(w, "  site %s: not run: %s: %s\n", s.Name, n.Test, n.Reason)
+				notes = append(notes, fmt.Sprintf("not run: %s: %s", n.Test, n.Reason))
+			}
+		}
+		notes = append(notes, s.Mismatches...)
+		for _, n := range notes {
+			writeWrapped(w, "  site "+s.Name+": ", n)
+		}
+	}
+}
+
+// writeLabPair prints the two sites probed together: the matrix cell of
+// their presets, alone.
+func writeLabPair(w io.Writer, r *lab.Report) error {
+	switch {
+	case r.PairSkipped != "":
+		writeWrapped(w, "\nnot paired: ", r.PairSkipped)
+		return nil
+	case r.Pair == nil:
+		return nil
+	}
+	p := r.Pair
+	fmt.Fprintf(w, "\npair a × b (%s × %s), as natlab probe on each host:\n", p.A, p.B)
+	writeWrapped(w, "", p.Verdict.Summary)
+	if p.Error != "" {
+		return nil
+	}
+	fmt.Fprintln(w)
+	if err := writeTechniques(w, p.Techniques); err != nil {
+		return err
+	}
+	for _, m := range p.Mismatches {
+		writeWrapped(w, "  mismatch: ", m)
+	}
+	return nil
+}
+
+// writeWrapped prints prefix and s wrapped to textWidth, continuation
+// lines indented by the prefix's width.
+func writeWrapped(w io.Writer, prefix, s string) {
+	lead := strings.TrimLeft(prefix, "\n")
+	indent := strings.Repeat(" ", len([]rune(lead)))
+	for i, l := range wrap(s, textWidth-len([]rune(lead))) {
+		if i == 0 {
+			fmt.Fprintf(w, "%s%s\n", prefix, l)
+			continue
+		}
+		fmt.Fprintf(w, "%s%s\n", indent, l)
+	}
+}
+
+// serverLine names the lab server by its primary socket and its
+// alternate (other IP and port), the two RFC 5780 clients are told of.
+func serverLine(socks []string) string {
+	switch len(socks) {
+	case 0:
+		return "-"
+	case 1:
+		return socks[0]
+	}
+	return fmt.Sprintf("%s (alternate %s)", socks[0], socks[len(socks)-1])
+}
+
+// checkLabFlags checks what `natlab lab` can do with its flags before
+// anything is built.
+func checkLabFlags(c *cobra.Command, o *LabOptions) error {
+	if err := checkPresets(o.NATA, o.NATB); err != nil {
+		return err
+	}
+	if err := o.Shape.check(); err != nil {
+		return err
+	}
+	if !o.Kernel {
+		for _, p := range []struct{ flag, v string }{{"--nat-a", o.NATA}, {"--nat-b", o.NATB}} {
+			if n, err := testnet.Preset(p.v); err == nil && n.HasPortMapping() {
+				return flagErrorf("%s %s: port mapping runs miniupnpd on the router, which only the kernel lab has: add --kernel", p.flag, p.v)
 			}
 		}
 	}
-	verdict := "every profile matches its preset"
-	if !r.Match {
-		verdict = "MISMATCH: natlab's profile differs from the preset"
+	if o.Matrix {
+		if o.Shape != (linkFlags{}) {
+			return flagErrorf("--delay and --loss shape a single lab, not --matrix")
+		}
+		if !o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
+			// The matrix over the named presets only: each with
+			// itself and with the other.
+			o.MatrixPresets = []string{o.NATA}
+			if o.NATB != "" && o.NATB != o.NATA {
+				o.MatrixPresets = append(o.MatrixPresets, o.NATB)
+			}
+		}
 	}
-	fmt.Fprintf(w, "\n%s (%.0f ms)\n", verdict, r.DurationMillis)
 	return nil
 }
 

@@ -19,7 +19,7 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.MatrixReport]{
 		kind: tui.KindMatrix, title: "natlab lab --matrix",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.MatrixReport, error) {
-			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Segment: o.Segment, Events: emit})
+			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Segment: o.Segment, Presets: o.MatrixPresets, Events: emit})
 		},
 		toTUI:   func(r *lab.MatrixReport) tui.Result { return tui.Result{Matrix: r} },
 		fromTUI: func(r tui.Result) *lab.MatrixReport { return r.Matrix },

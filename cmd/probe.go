@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -414,15 +415,31 @@ func roundCode(base string, slot int64) string {
 }
 
 func writeProbeReport(w io.Writer, r *probe.Report) error {
-	fmt.Fprintf(w, "%s\n\n", r.Verdict.Summary)
+	fmt.Fprintf(w, "%s\n\n", strings.Join(wrap(r.Verdict.Summary, textWidth), "\n"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, r.Self.Mapping.Abbrev("M"), r.Self.Filtering.Abbrev("F"), orDash(r.Self.MappedAddress))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Self.TCP.Brief(), orDash(tcpMapped(r.Self.TCP)))
 	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, r.Peer.Mapping.Abbrev("M"), r.Peer.Filtering.Abbrev("F"), orDash(r.Peer.Mapped))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Peer.TCPProfile.Brief(), orDash(peerTCPMapped(r.Peer.TCPProfile)))
-	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "technique\tpredicted\tmeasured\tattempts\tfirst packet\trtt\twhy")
-	for _, t := range r.Techniques {
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	fmt.Fprintln(w)
+	return writeTechniques(w, r.Techniques)
+}
+
+// textWidth is what plain-text reports fit in: a default terminal.
+const textWidth = 80
+
+// writeTechniques prints the technique table in textWidth columns: one
+// row of figures per technique, and why it was predicted or measured so
+// on indented lines below it.
+func writeTechniques(w io.Writer, ts []probe.TechniqueResult) error {
+	// The rows are aligned on their own, then each gets its reason below.
+	var rows bytes.Buffer
+	tw := tabwriter.NewWriter(&rows, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "technique\tpredicted\tmeasured\ttries\tfirst packet\trtt")
+	for _, t := range ts {
 		first, rtt := "-", "-"
 		if t.Measured == natclass.Success {
 			rtt = fmt.Sprintf("%.2f ms", t.RTTMillis)
@@ -430,16 +447,46 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 				first = fmt.Sprintf("%.1f ms", t.TimeToFirstPacketMillis)
 			}
 		}
-		why := t.Reason
-		if t.Error != "" && t.Measured != t.Predicted {
-			why = t.Error
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Technique, t.Predicted, t.Measured, t.Attempts, first, rtt, why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Technique, t.Predicted, t.Measured, t.Attempts, first, rtt)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
+	lines := strings.Split(strings.TrimSuffix(rows.String(), "\n"), "\n")
+	fmt.Fprintln(w, strings.TrimRight(lines[0], " "))
+	for i, t := range ts {
+		fmt.Fprintln(w, strings.TrimRight(lines[i+1], " "))
+		why := t.Reason
+		if t.Error != "" && t.Measured != t.Predicted {
+			why = t.Error
+		}
+		for _, l := range wrap(why, textWidth-4) {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
+	}
 	return nil
+}
+
+// wrap breaks s into lines of at most width columns at spaces (a word
+// longer than width gets a line of its own).
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case len(line)+1+len(word) <= width:
+			line += " " + word
+		default:
+			lines = append(lines, line)
+			line = word
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 func tcpMapped(t *natclass.TCPProfile) string {

@@ -41,6 +41,8 @@ type Options struct {
 	Topology testnet.Topology
 	// Lifetime also measures binding lifetimes (slow).
 	Lifetime bool
+	// NoPair skips probing two sites together after profiling them.
+	NoPair bool
 	// Events, if set, receives the Plan first, then each site as its
 	// profile finishes; calls do not overlap.
 	Events func(probe.Event)
@@ -50,14 +52,19 @@ type Options struct {
 // Report is the result of one lab run: each site's profile next to what
 // its preset should produce.
 type Report struct {
-	Schema         string   `json:"schema"`             // Schema
-	NatlabVersion  string   `json:"natlab_version"`     // the build that wrote it
-	Backend        string   `json:"backend"`            // "in-process" or "kernel"
-	Topology       string   `json:"topology,omitempty"` // "shared" when the routers share one segment
-	Server         []string `json:"server"`             // the lab server's STUN addresses
-	Sites          []Site   `json:"sites"`              // one per NAT site
-	Match          bool     `json:"match"`              // every profile equals its preset
-	DurationMillis float64  `json:"duration_ms"`        // wall time, lab start to teardown
+	Schema        string   `json:"schema"`             // Schema
+	NatlabVersion string   `json:"natlab_version"`     // the build that wrote it
+	Backend       string   `json:"backend"`            // "in-process" or "kernel"
+	Topology      string   `json:"topology,omitempty"` // "shared" when the routers share one segment
+	Server        []string `json:"server"`             // the lab server's STUN addresses
+	Sites         []Site   `json:"sites"`              // one per NAT site
+	Match         bool     `json:"match"`              // every profile equals its preset, and the pair's predictions its measurements
+	// Pair is the two sites probed together, as `natlab probe` on each
+	// host would: the matrix cell of the two presets, alone. Nil with one
+	// site, or when the backend cannot pair them (PairSkipped says why).
+	Pair           *MatrixPair `json:"pair,omitempty"`
+	PairSkipped    string      `json:"pair_skipped,omitempty"`
+	DurationMillis float64     `json:"duration_ms"` // wall time, lab start to teardown
 }
 
 // Site is one site's result.
@@ -192,6 +199,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if s.Error != "" || s.IPv6Error != "" || len(s.Mismatches) > 0 {
 			rep.Match = false
 		}
+	}
+	if len(lab.Sites) == 2 && !o.NoPair {
+		pairSites(ctx, lab, rep, ev, log)
 	}
 	rep.DurationMillis = millis.Since(start)
 	return rep, nil
@@ -341,4 +351,29 @@ func Compare6(e testnet.Expected6, public6 string, p *natclass.Profile) []string
 		out = append(out, fmt.Sprintf("ipv6 mapped_address: want %s, measured %s", public6, p.MappedAddress))
 	}
 	return out
+}
+
+// pairSites probes the lab's two sites together on the running server and
+// records the pair (or why the backend cannot pair them) in rep.
+func pairSites(ctx context.Context, lab *testnet.Lab, rep *Report, ev *emitter, log *slog.Logger) {
+	a, b := lab.Sites[0].Spec, lab.Sites[1].Spec
+	for _, s := range []testnet.SiteSpec{a, b} {
+		if why := Exclusion(s.NAT, lab.Backend); why != "" {
+			rep.PairSkipped = fmt.Sprintf("site %s: %s", s.Name, why)
+			return
+		}
+	}
+	mp := &MatrixPair{A: cmp.Or(a.Preset, a.Name), B: cmp.Or(b.Preset, b.Name)}
+	reps, err := pairOn(ctx, lab, log)
+	if err != nil {
+		mp.Error = err.Error()
+		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}
+	} else {
+		mp.fill(reps[0])
+	}
+	if mp.Error != "" || len(mp.Mismatches) > 0 {
+		rep.Match = false
+	}
+	rep.Pair = mp
+	ev.emit(probe.StagePair, fmt.Sprintf("%s × %s: %s", mp.A, mp.B, mp.Verdict.Summary), mp)
 }

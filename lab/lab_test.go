@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,9 +130,16 @@ func TestLabEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(evs) != 3 {
-		t.Fatalf("%d events, want plan + 2 sites: %+v", len(evs), evs)
+	if len(evs) != 4 {
+		t.Fatalf("%d events, want plan + 2 sites + the pair: %+v", len(evs), evs)
 	}
+	// Last, the two sites probed together: their matrix cell.
+	mp, ok := evs[3].Data.(*lab.MatrixPair)
+	if evs[3].Stage != probe.StagePair || !ok || mp != rep.Pair || mp.A != "full-cone" || mp.B != "symmetric" ||
+		!mp.Verdict.Direct || len(mp.Techniques) == 0 || len(mp.Mismatches) > 0 {
+		t.Fatalf("last event %+v, want the pair with a direct verdict (report pair %+v)", evs[3], rep.Pair)
+	}
+	evs = evs[:3]
 	plan, ok := evs[0].Data.(lab.Plan)
 	if evs[0].Stage != lab.StageLab || !ok || plan.Backend != "in-process" || len(plan.Sites) != 2 || plan.Sites[1].Preset != "symmetric" {
 		t.Fatalf("first event %+v, want the plan", evs[0])
@@ -146,5 +154,39 @@ func TestLabEvents(t *testing.T) {
 	}
 	if !seen["a"] || !seen["b"] || len(rep.Sites) != 2 {
 		t.Errorf("sites seen %v, report %d sites", seen, len(rep.Sites))
+	}
+}
+
+// TestLabPairWithDelay: with a delay on each site's link the pair's
+// figures are real round trips (an RTT multiple, the relay's cost); the
+// one-site lab is not paired, and a backend that cannot pair says why.
+func TestLabPairWithDelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), labBound)
+	defer cancel()
+	topo, err := testnet.PairTopology("port-restricted-cone", "full-cone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range topo.Sites {
+		topo.Sites[i].WAN.Delay = 15 * time.Millisecond
+	}
+	rep, err := lab.Run(ctx, lab.Options{Topology: topo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := rep.Pair
+	if p == nil || !p.Verdict.Direct || !strings.Contains(p.Verdict.Summary, " RTT), direct RTT ") || strings.Contains(p.Verdict.Summary, "LAN-scale") {
+		t.Fatalf("pair %+v: want a direct verdict with an RTT multiple", p)
+	}
+	if p.Relay == nil || p.Relay.Cost == nil || p.Relay.Cost.LANScale {
+		t.Errorf("relay cost %+v: want real round trips", p.Relay)
+	}
+	rep, err = lab.Run(ctx, lab.Options{NATA: "full-cone"})
+	if err != nil || rep.Pair != nil || rep.PairSkipped != "" {
+		t.Errorf("one site: %v, pair %+v %q", err, rep.Pair, rep.PairSkipped)
+	}
+	rep, err = lab.Run(ctx, lab.Options{NATA: "udp-blocked", NATB: "full-cone"})
+	if err != nil || rep.Pair != nil || !strings.Contains(rep.PairSkipped, "site a: UDP is blocked") {
+		t.Errorf("udp-blocked in-process: %v, pair %+v, skipped %q", err, rep.Pair, rep.PairSkipped)
 	}
 }

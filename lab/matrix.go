@@ -195,11 +195,15 @@ func runCell(ctx context.Context, backend testnet.Backend, seg testnet.Segment, 
 	if err != nil {
 		return fail(err)
 	}
-	// Report from site a's point of view, whichever side it drew.
-	a := reps[0]
+	mp.fill(reps[0])
+	return nil
+}
+
+// fill records a pair's outcome from site a's report (whichever side it
+// drew: both agreed on every technique).
+func (mp *MatrixPair) fill(a *probe.Report) {
 	mp.Techniques, mp.Relay, mp.Verdict = a.Techniques, a.Relay, a.Verdict
 	mp.Mismatches = mismatches(a.Techniques)
-	return nil
 }
 
 func mismatches(ts []probe.TechniqueResult) []string {
@@ -241,6 +245,12 @@ func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.
 		return nil, err
 	}
 	defer srv.Close()
+	return pairOn(ctx, lab, log)
+}
+
+// pairOn runs a probe on each site's host of a lab whose server runs,
+// paired with a fresh code.
+func pairOn(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.Report, error) {
 	server := netip.AddrPortFrom(lab.Server.Addr(), STUNPort).String()
 	code, err := rendezvous.NewCode()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/relay"
 )
 
 // verdict picks the most preferred technique that worked, or explains why
@@ -15,9 +16,14 @@ func verdict(ts []TechniqueResult) Verdict {
 			continue
 		}
 		s := fmt.Sprintf("Direct P2P works: %s", t.Technique.Name())
-		if t.RTTMillis > 0 {
+		switch {
+		case t.RTTMillis >= relay.LANScaleMillis:
 			s += fmt.Sprintf(", first packet after %.0f ms (%.1f RTT), direct RTT %.1f ms",
 				t.TimeToFirstPacketMillis, t.TimeToFirstPacketMillis/t.RTTMillis, t.RTTMillis)
+		case t.RTTMillis > 0:
+			// A multiple of a sub-millisecond RTT measures the scheduler.
+			s += fmt.Sprintf(", first packet after %.0f ms, direct RTT %.2f ms (times are LAN-scale)",
+				t.TimeToFirstPacketMillis, t.RTTMillis)
 		}
 		return Verdict{Direct: true, Technique: t.Technique, Summary: s}
 	}

@@ -27,3 +27,20 @@ func TestVerdictNamesEveryTechnique(t *testing.T) {
 		t.Errorf("mapped port verdict %q", v.Summary)
 	}
 }
+
+// TestVerdictLANScale: a sub-millisecond RTT (a lab without delay) gives
+// no RTT multiple, which would measure the scheduler; a real RTT does.
+func TestVerdictLANScale(t *testing.T) {
+	for _, tt := range []struct {
+		rtt, first float64
+		want, not  string
+	}{
+		{0.05, 10, "direct RTT 0.05 ms (times are LAN-scale)", "RTT),"},
+		{20, 30, "first packet after 30 ms (1.5 RTT), direct RTT 20.0 ms", "LAN-scale"},
+	} {
+		v := verdict([]TechniqueResult{{Technique: natclass.DirectUDP, Measured: natclass.Success, RTTMillis: tt.rtt, TimeToFirstPacketMillis: tt.first}})
+		if !strings.Contains(v.Summary, tt.want) || strings.Contains(v.Summary, tt.not) {
+			t.Errorf("rtt %v ms: %q, want %q and no %q", tt.rtt, v.Summary, tt.want, tt.not)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package cmd_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -135,10 +137,20 @@ func TestTUIProbeInTmux(t *testing.T) {
 	port := freeLoopbackUDPPort(t)
 	server := fmt.Sprintf("127.0.0.1:%d", port)
 	srv := exec.Command(bin, "serve", "--listen", server)
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	// Its first line says it listens: a probe started before would find
+	// the port closed and say the server is down.
+	if _, err := bufio.NewReader(srvOut).ReadString('\n'); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, srvOut) }()
 	code := "tuit-estc-odea-bcde"
 	s := newTmux(t, fmt.Sprintf("env NO_COLOR=1 TERM=xterm-256color %s probe --server %s --code %s --pair-timeout 60s; echo EXIT=$?; sleep 60", bin, server, code))
 	screen := s.waitFor(20*time.Second, "waiting for the peer", code)

@@ -176,7 +176,7 @@ func Down(ctx context.Context, name string) error {
 		return err
 	}
 	if _, err := os.Stat(testnet.StatePath(name)); err == nil && !testnet.Live(name) {
-		_, err := testnet.Clean(ctx)
+		_, err := testnet.CleanLab(ctx, name)
 		return err
 	}
 	st, err := Find(name)
@@ -203,7 +203,7 @@ func Down(ctx context.Context, name string) error {
 	}
 	if _, err := os.Stat(testnet.StatePath(name)); err == nil {
 		// The process was dying already and did not tear the lab down.
-		_, err := testnet.Clean(ctx)
+		_, err := testnet.CleanLab(ctx, name)
 		return err
 	}
 	return nil

@@ -665,7 +665,18 @@ func (b *kernelBuilder) homeRouter(s SiteSpec, outer string, cgn netip.Prefix) (
 // Clean removes network namespaces left behind by kernel labs whose
 // process died without tearing them down (kill -9, a crash). Namespaces of
 // labs still running, in this process or another, are kept.
-func Clean(ctx context.Context) (removed []string, err error) {
+func Clean(ctx context.Context) (removed []string, err error) { return clean(ctx, "") }
+
+// CleanLab is Clean for the one lab id (when no process holds it).
+func CleanLab(ctx context.Context, id string) (removed []string, err error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	return clean(ctx, id)
+}
+
+// clean removes the namespaces of dead labs: every one, or only id.
+func clean(ctx context.Context, only string) (removed []string, err error) {
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, withPrivErr(fmt.Errorf("list %s: %w", netnsDir, err))
@@ -689,7 +700,9 @@ func Clean(ctx context.Context) (removed []string, err error) {
 	}
 	ids := make([]string, 0, len(byID))
 	for id := range byID {
-		ids = append(ids, id)
+		if only == "" || id == only {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	var errs []error

@@ -15,6 +15,9 @@ func startKernel(context.Context, Topology) (*Lab, error) {
 // Clean has nothing to remove where no kernel lab can run.
 func Clean(context.Context) ([]string, error) { return nil, nil }
 
+// CleanLab has nothing to remove either.
+func CleanLab(context.Context, string) ([]string, error) { return nil, nil }
+
 // No kernel lab runs here, so none is live and none has files.
 func Live(string) bool { return false }
 

@@ -358,7 +358,13 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 			s.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", src.Addr())
 			return true
 		}
+		if d.fast.fromClient(b, src) {
+			return true
+		}
 		v := s.turn.inspect(b, src)
+		if v.bind != nil && v.pass {
+			d.fast.expect(src, v.bind)
+		}
 		switch {
 		case v.fwd != nil:
 			d.push(v.fwd, from)

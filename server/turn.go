@@ -112,11 +112,17 @@ type turnRelay struct {
 	conns   map[net.Conn]struct{}       // TCP/TLS connections, closed on shutdown
 	sockets map[net.PacketConn]struct{} // relay sockets, closed on shutdown
 	closed  bool
+	// The ChannelData fast path (turn_fast.go): relay sockets by port,
+	// allocations' relay sockets by 5-tuple, and their routes.
+	relayByPort map[uint16]*trackedPacketConn
+	tuples      map[tuple]*trackedPacketConn
+	routes      map[tuple][]*fastRoute
 
 	allocations                                                   atomic.Int64
 	allocationsTotal, authFailures, quotaRejections, peersRefused atomic.Uint64
 	tcpConns, staleNonces                                         atomic.Uint64
-	relay6                                                        bool // relayed addresses are IPv6 (RFC 6156)
+	fastRelayed                                                   atomic.Uint64 // datagrams the fast path relayed
+	relay6                                                        bool          // relayed addresses are IPv6 (RFC 6156)
 }
 
 type allocInfo struct {
@@ -139,6 +145,7 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 		cfg: cfg, realm: cfg.Realm, log: s.log, limit: s.connLim, reqLim: s.turnLim, ops: s.ops,
 		demux: map[netip.AddrPort]*demuxSet{}, perUser: map[string]int{}, allocs: map[string]allocInfo{},
 		relays: map[netip.AddrPort]int{}, conns: map[net.Conn]struct{}{}, sockets: map[net.PacketConn]struct{}{},
+		relayByPort: map[uint16]*trackedPacketConn{}, tuples: map[tuple]*trackedPacketConn{}, routes: map[tuple][]*fastRoute{},
 	}
 	if t.realm == "" {
 		t.realm = DefaultRealm
@@ -177,9 +184,9 @@ func (s *Server) startTURN(n transport.Net, cfg TURNConfig) error {
 	}
 	var pcs []turn.PacketConnConfig
 	for ap, c := range s.conns {
-		set := &demuxSet{}
+		set := &demuxSet{fast: newFastPath(t, c.LocalAddr(), c, nil)}
 		for range turnShards() {
-			d := newDemuxConn(c, t.nonces)
+			d := newDemuxConn(c, t.nonces, set.fast)
 			set.shards = append(set.shards, d)
 			pcs = append(pcs, turn.PacketConnConfig{PacketConn: d, RelayAddressGenerator: gen, PermissionHandler: perm})
 		}
@@ -284,6 +291,9 @@ func (t *turnRelay) onCreated(src, dst net.Addr, proto, username, _ string, rela
 	t.perUser[username]++
 	t.allocs[tupleKey(src, dst, proto)] = allocInfo{user: username, relay: ra}
 	t.relays[ra]++
+	if rc := t.relayByPort[ra.Port()]; rc != nil {
+		t.tuples[tuple{netaddr.AddrPort(src), netaddr.AddrPort(dst)}] = rc
+	}
 	t.mu.Unlock()
 	t.allocations.Add(1)
 	t.allocationsTotal.Add(1)
@@ -293,6 +303,7 @@ func (t *turnRelay) onCreated(src, dst net.Addr, proto, username, _ string, rela
 func (t *turnRelay) onDeleted(src, dst net.Addr, proto, _, _ string) {
 	k := tupleKey(src, dst, proto)
 	t.mu.Lock()
+	t.dropTupleLocked(tuple{netaddr.AddrPort(src), netaddr.AddrPort(dst)})
 	a, ok := t.allocs[k]
 	if ok {
 		delete(t.allocs, k)
@@ -439,6 +450,8 @@ func (g *trackingGenerator) AllocatePacketConn(network string, port int) (net.Pa
 	}
 	tc := &trackedPacketConn{PacketConn: c, t: g.t}
 	g.t.sockets[tc] = struct{}{}
+	tc.port = netaddr.AddrPort(c.LocalAddr()).Port()
+	g.t.relayByPort[tc.port] = tc
 	g.t.mu.Unlock()
 	return tc, a, nil
 }
@@ -452,6 +465,12 @@ type trackedPacketConn struct {
 	// relay socket hears from a few peers, so ReadFrom hands out the same
 	// (never modified) address again instead of allocating one per packet.
 	last atomic.Pointer[lastAddr]
+	// peers are the fast path's routes by peer address (turn_fast.go);
+	// fbuf, used only by the one reader, has room for a ChannelData
+	// header before the payload.
+	peers sync.Map
+	port  uint16
+	fbuf  []byte
 }
 
 type lastAddr struct {
@@ -466,9 +485,23 @@ func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if !ok {
 		return c.PacketConn.ReadFrom(p)
 	}
-	n, ap, err := uc.ReadFromUDPAddrPort(p)
-	if err != nil {
-		return n, nil, err
+	var (
+		n   int
+		ap  netip.AddrPort
+		err error
+	)
+	for {
+		if len(c.fbuf) != 4+len(p)+3 { // pion's buffer bounds the datagram, as before
+			c.fbuf = make([]byte, 4+len(p)+3)
+		}
+		n, ap, err = uc.ReadFromUDPAddrPort(c.fbuf[4 : 4+len(p)])
+		if err != nil {
+			return 0, nil, err
+		}
+		if !c.toClient(c.fbuf, n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) {
+			n = copy(p, c.fbuf[4:4+n])
+			break
+		}
 	}
 	if l := c.last.Load(); l != nil && l.ap == ap {
 		return n, l.addr, nil
@@ -482,6 +515,13 @@ func (c *trackedPacketConn) Close() error {
 	c.once.Do(func() {
 		c.t.mu.Lock()
 		delete(c.t.sockets, c)
+		if c.t.relayByPort[c.port] == c {
+			delete(c.t.relayByPort, c.port)
+		}
+		c.peers.Range(func(_, v any) bool {
+			c.t.dropRouteLocked(v.(*fastRoute))
+			return true
+		})
 		c.t.mu.Unlock()
 		c.err = c.PacketConn.Close()
 	})

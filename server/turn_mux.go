@@ -18,10 +18,11 @@ import (
 
 // verdict is what inspect decided about a TURN frame.
 type verdict struct {
-	reply  []byte // if set, goes back to the sender
-	fwd    []byte // if set, goes to pion/turn instead of the frame (re-signed)
-	pass   bool   // the frame (or fwd) goes to pion/turn
-	authed bool   // the frame carried credentials that check
+	reply  []byte       // if set, goes back to the sender
+	fwd    []byte       // if set, goes to pion/turn instead of the frame (re-signed)
+	pass   bool         // the frame (or fwd) goes to pion/turn
+	authed bool         // the frame carried credentials that check
+	bind   *bindRequest // an authenticated ChannelBind the policy allowed
 }
 
 // inspect checks a TURN frame from a client before pion/turn sees it.
@@ -71,6 +72,9 @@ func (t *turnRelay) inspect(b []byte, from netip.AddrPort) verdict {
 	}
 	refused := t.refusedPeer(m, method)
 	if refused == nil {
+		if key != nil && method == stun.MethodChannelBind && isReq {
+			v.bind = bindOf(m)
+		}
 		return v
 	}
 	t.peersRefused.Add(1)
@@ -170,7 +174,10 @@ func (t *turnRelay) unauthorized(m *stun.Message, method stun.Method, from netip
 func turnShards() int { return 2 * runtime.GOMAXPROCS(0) }
 
 // demuxSet is the shards of one socket.
-type demuxSet struct{ shards []*demuxConn }
+type demuxSet struct {
+	shards []*demuxConn
+	fast   *fastPath
+}
 
 // push hands a datagram to its source's shard.
 func (s *demuxSet) push(b []byte, from net.Addr) {
@@ -195,6 +202,7 @@ func (s *demuxSet) push(b []byte, from net.Addr) {
 type demuxConn struct {
 	net.PacketConn
 	nonces *nonceBinder
+	fast   *fastPath
 	in     chan datagram
 	done   chan struct{}
 	once   sync.Once
@@ -210,8 +218,8 @@ type datagram struct {
 	from net.Addr
 }
 
-func newDemuxConn(c net.PacketConn, nonces *nonceBinder) *demuxConn {
-	return &demuxConn{PacketConn: c, nonces: nonces, in: make(chan datagram, turnQueue), done: make(chan struct{}), dlChange: make(chan struct{})}
+func newDemuxConn(c net.PacketConn, nonces *nonceBinder, fast *fastPath) *demuxConn {
+	return &demuxConn{PacketConn: c, nonces: nonces, fast: fast, in: make(chan datagram, turnQueue), done: make(chan struct{}), dlChange: make(chan struct{})}
 }
 
 // push queues a copy of b; it drops the datagram when the queue is full.
@@ -272,6 +280,9 @@ func (d *demuxConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	case <-d.done:
 		return 0, net.ErrClosed
 	default:
+	}
+	if d.fast != nil {
+		d.fast.answered(p, netaddr.AddrPort(to))
 	}
 	if d.nonces != nil {
 		if q, changed := d.nonces.outgoing(p, netaddr.AddrPort(to)); changed {
@@ -402,6 +413,7 @@ type guardConn struct {
 	authed  bool
 	pending []byte
 	once    sync.Once
+	fast    *fastPath
 
 	// Writes are coalesced: Write queues a frame and a flusher writes
 	// whatever has queued in one system call, so a busy relay stream costs
@@ -417,8 +429,10 @@ type guardConn struct {
 }
 
 func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
-	return &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true, from: netaddr.AddrPort(c.RemoteAddr()),
+	g := &guardConn{Conn: c, t: t, fr: newFrameReader(c, prefix), first: true, from: netaddr.AddrPort(c.RemoteAddr()),
 		wkick: make(chan struct{}, 1), wdone: make(chan struct{})}
+	g.fast = newFastPath(t, c.LocalAddr(), nil, g)
+	return g
 }
 
 // maxQueuedWrite bounds the bytes queued for the flusher; beyond it Write
@@ -429,6 +443,7 @@ const maxQueuedWrite = 4 << 20
 // Write queues p, pion/turn's, for the flusher goroutine, with pion's
 // nonces replaced by ones bound to this client.
 func (g *guardConn) Write(p []byte) (int, error) {
+	g.fast.answered(p, g.from)
 	q, _ := g.t.nonces.outgoing(p, g.from)
 	if _, err := g.write(q); err != nil {
 		return 0, err
@@ -511,11 +526,17 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		if frame == nil {
 			continue // too large to relay: pion/turn would drop it too
 		}
+		if g.fast.fromClient(frame, g.from) {
+			continue
+		}
 		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.from.Addr()) {
 			g.t.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", g.from.Addr())
 			continue // over the source's rate: unanswered, as on UDP
 		}
 		v := g.t.inspect(frame, g.from)
+		if v.bind != nil && v.pass {
+			g.fast.expect(g.from, v.bind)
+		}
 		if v.authed && !g.authed {
 			g.authed = true
 			g.fr.grow(streamBufferRelay)
@@ -543,6 +564,7 @@ func (g *guardConn) Close() error {
 	var err error
 	g.once.Do(func() {
 		g.t.untrack(g)
+		g.fast.dropAll()
 		g.wmu.Lock()
 		g.wclosed = true
 		started := g.wstarted

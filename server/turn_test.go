@@ -237,6 +237,9 @@ func TestTURNPeerPolicy(t *testing.T) {
 	if got := srv.Stats().Requests; got != before {
 		t.Errorf("the STUN server saw %d requests through the relay", got-before)
 	}
+	if routes, _ := server.FastRoutes(srv); routes != 0 {
+		t.Errorf("a refused channel got %d fast-path routes", routes)
+	}
 	if st, _ := srv.TURNStats(); st.PeersRefused == 0 {
 		t.Errorf("stats %+v", st)
 	}

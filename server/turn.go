@@ -468,9 +468,11 @@ type trackedPacketConn struct {
 	// peers are the fast path's routes by peer address (turn_fast.go);
 	// fbuf, used only by the one reader, has room for a ChannelData
 	// header before the payload.
-	peers sync.Map
-	port  uint16
-	fbuf  []byte
+	peers  sync.Map
+	routed atomic.Bool // a route was ever installed: read in batches
+	port   uint16
+	fbuf   []byte
+	rd     *relayReader
 }
 
 type lastAddr struct {
@@ -490,6 +492,17 @@ func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		ap  netip.AddrPort
 		err error
 	)
+	if c.routed.Load() && c.port != 0 && netaddr.AddrPort(c.LocalAddr()).Addr().Is4() {
+		if c.rd == nil || c.rd.max != len(p) {
+			c.rd = newRelayReader(uc, len(p))
+		}
+		b, from, err := c.rd.next(c)
+		if err != nil {
+			return 0, nil, err
+		}
+		n, ap = copy(p, b), from
+		return n, c.addrOf(ap), nil
+	}
 	for {
 		if len(c.fbuf) != 4+len(p)+3 { // pion's buffer bounds the datagram, as before
 			c.fbuf = make([]byte, 4+len(p)+3)
@@ -498,17 +511,22 @@ func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if !c.toClient(c.fbuf, n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) {
+		if !c.toClient(c.fbuf, n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil) {
 			n = copy(p, c.fbuf[4:4+n])
 			break
 		}
 	}
+	return n, c.addrOf(ap), nil
+}
+
+// addrOf is ap as a net.Addr, the previous one if it repeats.
+func (c *trackedPacketConn) addrOf(ap netip.AddrPort) net.Addr {
 	if l := c.last.Load(); l != nil && l.ap == ap {
-		return n, l.addr, nil
+		return l.addr
 	}
 	a := net.UDPAddrFromAddrPort(ap)
 	c.last.Store(&lastAddr{ap: ap, addr: a})
-	return n, a, nil
+	return a
 }
 
 func (c *trackedPacketConn) Close() error {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
 )
@@ -68,6 +69,7 @@ type fastRoute struct {
 	key     routeKey
 	tup     tuple
 	peer    netip.AddrPort
+	client  *net.UDPAddr // key.client, for sendmmsg
 	relay   *trackedPacketConn
 	expires atomic.Int64 // unix nanoseconds
 }
@@ -78,17 +80,22 @@ func (r *fastRoute) live(now int64) bool { return now < r.expires.Load() }
 // demultiplexer or one TCP/TLS stream.
 type fastPath struct {
 	t      *turnRelay
-	local  netip.AddrPort // the server side of the 5-tuple, as pion sees it
-	udp    net.PacketConn // UDP clients: the server's socket
-	stream *guardConn     // stream clients
-	routes sync.Map       // routeKey → *fastRoute
+	local  netip.AddrPort   // the server side of the 5-tuple, as pion sees it
+	udp    net.PacketConn   // UDP clients: the server's socket
+	batch  *ipv4.PacketConn // the same, for sendmmsg (IPv4 kernel sockets)
+	stream *guardConn       // stream clients
+	routes sync.Map         // routeKey → *fastRoute
 
 	mu      sync.Mutex
 	pending map[pendingKey]pendingBind
 }
 
 func newFastPath(t *turnRelay, local net.Addr, udp net.PacketConn, stream *guardConn) *fastPath {
-	return &fastPath{t: t, local: netaddr.AddrPort(local), udp: udp, stream: stream, pending: map[pendingKey]pendingBind{}}
+	fp := &fastPath{t: t, local: netaddr.AddrPort(local), udp: udp, stream: stream, pending: map[pendingKey]pendingBind{}}
+	if uc, ok := udp.(*net.UDPConn); ok && fp.local.Addr().Is4() {
+		fp.batch = ipv4.NewPacketConn(uc)
+	}
+	return fp
 }
 
 // bindOf returns the channel and peer of an authenticated ChannelBind
@@ -223,13 +230,14 @@ func (t *turnRelay) install(fp *fastPath, client netip.AddrPort, pb pendingBind)
 		}
 		t.dropRouteLocked(old)
 	}
-	r := &fastRoute{owner: fp, key: key, tup: tup, peer: pb.peer, relay: relay}
+	r := &fastRoute{owner: fp, key: key, tup: tup, peer: pb.peer, relay: relay, client: net.UDPAddrFromAddrPort(client)}
 	r.expires.Store(exp)
 	if v, ok := relay.peers.Load(pb.peer); ok {
 		t.dropRouteLocked(v.(*fastRoute))
 	}
 	fp.routes.Store(key, r)
 	relay.peers.Store(pb.peer, r)
+	relay.routed.Store(true)
 	t.routes[tup] = append(t.routes[tup], r)
 }
 
@@ -272,8 +280,9 @@ func (c *trackedPacketConn) writePeer(b []byte, to netip.AddrPort) error {
 
 // toClient forwards a datagram from a peer on a live route as ChannelData
 // (padded to 4 bytes, as pion does); buf holds the payload at buf[4:4+n]
-// and has room for the padding. False means pion handles it.
-func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort) bool {
+// and has room for the padding. Frames for UDP clients join out when
+// there is one. False means pion handles it.
+func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort, out *fastOut) bool {
 	v, ok := c.peers.Load(from)
 	if !ok {
 		return false
@@ -289,7 +298,11 @@ func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort) boo
 		buf[end] = 0
 		end++
 	}
-	_ = r.owner.send(buf[:end], r.key.client)
+	if out != nil && r.owner.batch != nil {
+		out.add(r.owner, buf[:end], r.client)
+	} else {
+		_ = r.owner.send(buf[:end], r.key.client)
+	}
 	c.t.fastRelayed.Add(1)
 	return true
 }

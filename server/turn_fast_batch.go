@@ -1,0 +1,96 @@
+package server
+
+import (
+	"net"
+	"net/netip"
+
+	"golang.org/x/net/ipv4"
+)
+
+// relayBatch is how many datagrams a relay socket's reader takes per
+// system call once the socket carries a fast-path channel: under load a
+// peer's datagrams queue up, and one recvmmsg and one sendmmsg then carry
+// a whole burst to the client.
+const relayBatch = 16
+
+// relayReader reads a relay socket in batches; each buffer has room for
+// a ChannelData header before the payload and padding after it, so a
+// datagram becomes its frame in place.
+type relayReader struct {
+	pc       *ipv4.PacketConn
+	msgs     []ipv4.Message
+	bufs     [][]byte
+	max      int // payload bound: pion's read buffer, as before
+	n, index int
+	out      fastOut
+}
+
+func newRelayReader(uc *net.UDPConn, max int) *relayReader {
+	r := &relayReader{pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, relayBatch), bufs: make([][]byte, relayBatch), max: max,
+		out: fastOut{msgs: make([]ipv4.Message, relayBatch)}}
+	for i := range r.msgs {
+		r.bufs[i] = make([]byte, 4+max+3)
+		r.msgs[i].Buffers = [][]byte{r.bufs[i][4 : 4+max]}
+		r.out.msgs[i].Buffers = make([][]byte, 1)
+	}
+	return r
+}
+
+// next forwards what it can on the fast path and returns the next
+// datagram for pion, valid until the following call.
+func (r *relayReader) next(c *trackedPacketConn) ([]byte, netip.AddrPort, error) {
+	for {
+		for r.index < r.n {
+			i := r.index
+			r.index++
+			ua, ok := r.msgs[i].Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			ap := ua.AddrPort()
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			if c.toClient(r.bufs[i], r.msgs[i].N, ap, &r.out) {
+				continue
+			}
+			r.out.flush()
+			return r.bufs[i][4 : 4+r.msgs[i].N], ap, nil
+		}
+		r.out.flush()
+		n, err := r.pc.ReadBatch(r.msgs, 0)
+		if err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		r.n, r.index = n, 0
+	}
+}
+
+// fastOut collects ChannelData frames for the UDP clients of one server
+// socket, to send them with one sendmmsg.
+type fastOut struct {
+	fp   *fastPath
+	msgs []ipv4.Message
+	n    int
+}
+
+func (o *fastOut) add(fp *fastPath, b []byte, to *net.UDPAddr) {
+	if o.fp != fp || o.n == len(o.msgs) {
+		o.flush()
+		o.fp = fp
+	}
+	o.msgs[o.n].Buffers[0] = b
+	o.msgs[o.n].Addr = to
+	o.n++
+}
+
+// flush sends the collected frames; a datagram the kernel refuses is
+// lost, as pion's WriteTo errors are.
+func (o *fastOut) flush() {
+	for sent := 0; sent < o.n; {
+		k, err := o.fp.batch.WriteBatch(o.msgs[sent:o.n], 0)
+		if err != nil || k == 0 {
+			break
+		}
+		sent += k
+	}
+	o.n = 0
+}

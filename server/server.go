@@ -358,7 +358,7 @@ func (s *Server) route(b []byte, from net.Addr, local netip.AddrPort, c net.Pack
 			s.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", src.Addr())
 			return true
 		}
-		if d.fast.fromClient(b, src) {
+		if d.fast.fromClient(b, src, nil) {
 			return true
 		}
 		v := s.turn.inspect(b, src)
@@ -416,6 +416,8 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		}
 	}()
 	out := newReplyBatch()
+	relayOut := newPeerOut(readBatch)
+	fast := s.turnDemux(local)
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -427,6 +429,9 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		}
 		for i := range n {
 			b, from := (*bufs[i])[:msgs[i].N], msgs[i].Addr
+			if fast != nil && fast.fast.fromClient(b, netaddr.AddrPort(from), relayOut) {
+				continue
+			}
 			if s.route(b, from, local, uc) {
 				continue
 			}
@@ -440,6 +445,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 				s.send(rep, uc)
 			}
 		}
+		relayOut.flush()
 		s.flush(pc, &out)
 	}
 }

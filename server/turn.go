@@ -16,6 +16,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/turn/v4"
+	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/internal/opslog"
@@ -450,7 +451,11 @@ func (g *trackingGenerator) AllocatePacketConn(network string, port int) (net.Pa
 	}
 	tc := &trackedPacketConn{PacketConn: c, t: g.t}
 	g.t.sockets[tc] = struct{}{}
-	tc.port = netaddr.AddrPort(c.LocalAddr()).Port()
+	la := netaddr.AddrPort(c.LocalAddr())
+	tc.port = la.Port()
+	if uc, ok := c.(*net.UDPConn); ok && la.Addr().Is4() {
+		tc.batch = ipv4.NewPacketConn(uc)
+	}
 	g.t.relayByPort[tc.port] = tc
 	g.t.mu.Unlock()
 	return tc, a, nil
@@ -473,6 +478,7 @@ type trackedPacketConn struct {
 	port   uint16
 	fbuf   []byte
 	rd     *relayReader
+	batch  *ipv4.PacketConn // for sendmmsg, IPv4 kernel sockets only
 }
 
 type lastAddr struct {

@@ -70,6 +70,7 @@ type fastRoute struct {
 	tup     tuple
 	peer    netip.AddrPort
 	client  *net.UDPAddr // key.client, for sendmmsg
+	peerUDP *net.UDPAddr // peer, for sendmmsg
 	relay   *trackedPacketConn
 	expires atomic.Int64 // unix nanoseconds
 }
@@ -164,9 +165,9 @@ func (fp *fastPath) answered(p []byte, client netip.AddrPort) {
 	fp.t.install(fp, client, pb)
 }
 
-// fromClient forwards ChannelData b from client on a live route; false
-// means pion handles it.
-func (fp *fastPath) fromClient(b []byte, client netip.AddrPort) bool {
+// fromClient forwards ChannelData b from client on a live route, through
+// out when there is one; false means pion handles it.
+func (fp *fastPath) fromClient(b []byte, client netip.AddrPort, out *peerOut) bool {
 	if len(b) < 4 || b[0] < 0x40 || b[0] > 0x7F {
 		return false
 	}
@@ -179,7 +180,11 @@ func (fp *fastPath) fromClient(b []byte, client netip.AddrPort) bool {
 	if 4+n > len(b) || !r.live(time.Now().UnixNano()) {
 		return false // pion answers what is malformed or expired as it does today
 	}
-	_ = r.relay.writePeer(b[4:4+n], r.peer)
+	if out != nil && r.relay.batch != nil {
+		out.add(r.relay, b[4:4+n], r.peerUDP)
+	} else {
+		_ = r.relay.writePeer(b[4:4+n], r.peer)
+	}
 	fp.t.fastRelayed.Add(1)
 	return true
 }
@@ -230,7 +235,8 @@ func (t *turnRelay) install(fp *fastPath, client netip.AddrPort, pb pendingBind)
 		}
 		t.dropRouteLocked(old)
 	}
-	r := &fastRoute{owner: fp, key: key, tup: tup, peer: pb.peer, relay: relay, client: net.UDPAddrFromAddrPort(client)}
+	r := &fastRoute{owner: fp, key: key, tup: tup, peer: pb.peer, relay: relay,
+		client: net.UDPAddrFromAddrPort(client), peerUDP: net.UDPAddrFromAddrPort(pb.peer)}
 	r.expires.Store(exp)
 	if v, ok := relay.peers.Load(pb.peer); ok {
 		t.dropRouteLocked(v.(*fastRoute))

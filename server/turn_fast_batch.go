@@ -94,3 +94,41 @@ func (o *fastOut) flush() {
 	}
 	o.n = 0
 }
+
+// peerOut collects a client read batch's ChannelData payloads for their
+// relay sockets, to send each socket's run with one sendmmsg.
+type peerOut struct {
+	relay *trackedPacketConn
+	msgs  []ipv4.Message
+	n     int
+}
+
+func newPeerOut(size int) *peerOut {
+	o := &peerOut{msgs: make([]ipv4.Message, size)}
+	for i := range o.msgs {
+		o.msgs[i].Buffers = make([][]byte, 1)
+	}
+	return o
+}
+
+func (o *peerOut) add(relay *trackedPacketConn, b []byte, to *net.UDPAddr) {
+	if o.relay != relay || o.n == len(o.msgs) {
+		o.flush()
+		o.relay = relay
+	}
+	o.msgs[o.n].Buffers[0] = b
+	o.msgs[o.n].Addr = to
+	o.n++
+}
+
+// flush sends the collected payloads.
+func (o *peerOut) flush() {
+	for sent := 0; sent < o.n; {
+		k, err := o.relay.batch.WriteBatch(o.msgs[sent:o.n], 0)
+		if err != nil || k == 0 {
+			break
+		}
+		sent += k
+	}
+	o.n = 0
+}

@@ -526,7 +526,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		if frame == nil {
 			continue // too large to relay: pion/turn would drop it too
 		}
-		if g.fast.fromClient(frame, g.from) {
+		if g.fast.fromClient(frame, g.from, nil) {
 			continue
 		}
 		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.from.Addr()) {

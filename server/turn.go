@@ -493,36 +493,30 @@ func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if !ok {
 		return c.PacketConn.ReadFrom(p)
 	}
-	var (
-		n   int
-		ap  netip.AddrPort
-		err error
-	)
-	if c.routed.Load() && c.port != 0 && netaddr.AddrPort(c.LocalAddr()).Addr().Is4() {
-		if c.rd == nil || c.rd.max != len(p) {
-			c.rd = newRelayReader(uc, len(p))
-		}
-		b, from, err := c.rd.next(c)
-		if err != nil {
-			return 0, nil, err
-		}
-		n, ap = copy(p, b), from
-		return n, c.addrOf(ap), nil
-	}
+	// Batched reads start with the socket's first route (c.batch is set
+	// for IPv4 kernel sockets); until then one datagram per call.
 	for {
+		if c.routed.Load() && c.batch != nil {
+			if c.rd == nil || c.rd.max != len(p) {
+				c.rd = newRelayReader(uc, len(p))
+			}
+			b, from, err := c.rd.next(c)
+			if err != nil {
+				return 0, nil, err
+			}
+			return copy(p, b), c.addrOf(from), nil
+		}
 		if len(c.fbuf) != 4+len(p)+3 { // pion's buffer bounds the datagram, as before
 			c.fbuf = make([]byte, 4+len(p)+3)
 		}
-		n, ap, err = uc.ReadFromUDPAddrPort(c.fbuf[4 : 4+len(p)])
+		n, ap, err := uc.ReadFromUDPAddrPort(c.fbuf[4 : 4+len(p)])
 		if err != nil {
 			return 0, nil, err
 		}
 		if !c.toClient(c.fbuf, n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil) {
-			n = copy(p, c.fbuf[4:4+n])
-			break
+			return copy(p, c.fbuf[4:4+n]), c.addrOf(ap), nil
 		}
 	}
-	return n, c.addrOf(ap), nil
 }
 
 // addrOf is ap as a net.Addr, the previous one if it repeats.

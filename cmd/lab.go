@@ -85,7 +85,7 @@ each ` + defaultNATA + ` for IPv4, and checks both families.`,
 				return flagErrorf("--ipv6 needs --kernel: the in-process lab has no IPv6")
 			}
 			if o.IPv6 && o.Matrix {
-				return flagErrorf("--ipv6 with --matrix: natlab probe has no IPv6 candidates yet, so there is nothing to predict and measure per pair")
+				return flagErrorf("--ipv6 with --matrix: the matrix has no IPv6 cells yet (IPv6 punching is measured by natlab probe --server6, not predicted)")
 			}
 			if o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
 				return flagErrorf("--ipv6 runs the IPv6 presets (%s), each with %s for IPv4: --nat-a/--nat-b do not apply", strings.Join(testnet.IPv6Presets(), ", "), defaultNATA)

@@ -14,7 +14,8 @@ func TestLabIPv6Flags(t *testing.T) {
 		want string
 	}{
 		{[]string{"lab", "--ipv6"}, "--ipv6 needs --kernel"},
-		{[]string{"lab", "--kernel", "--ipv6", "--matrix"}, "no IPv6 candidates yet"},
+		{[]string{"lab", "--kernel", "--ipv6", "--matrix"}, "no IPv6 cells yet"},
+		{[]string{"probe", "--server", "203.0.113.10:3478", "--server6", "2001:db8::1"}, "--server6"},
 		{[]string{"lab", "--kernel", "--ipv6", "--nat-a", "symmetric"}, "--nat-a/--nat-b do not apply"},
 	} {
 		s, _, errOut := testStreams()

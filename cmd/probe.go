@@ -37,9 +37,12 @@ const (
 
 // ProbeOptions are the flags and dependencies of `natlab probe`.
 type ProbeOptions struct {
-	IO          IOStreams
-	Output      outputFlags
-	Server      string
+	IO     IOStreams
+	Output outputFlags
+	Server string
+	// Server6 is natlab serve's IPv6 address: with it the probe also
+	// punches over IPv6 (when the peer has one too).
+	Server6     string
 	Join        string
 	Code        string
 	PairTimeout time.Duration
@@ -155,6 +158,11 @@ interrupted, 1 if metrics cannot be served.`,
 			if _, _, err := natclass.ParseServer(o.Server); err != nil {
 				return flagErrorf("--server: %v", err)
 			}
+			if o.Server6 != "" {
+				if _, _, err := natclass.ParseServer(o.Server6); err != nil {
+					return flagErrorf("--server6: %v", err)
+				}
+			}
 			if o.Join != "" && o.Code != "" {
 				return flagErrorf("--join and --code are exclusive: --join a code the other host printed, or --code a code you both chose")
 			}
@@ -191,6 +199,7 @@ interrupted, 1 if metrics cannot be served.`,
 		},
 	}
 	c.Flags().StringVar(&o.Server, "server", "", "natlab serve's HOST:PORT (STUN and rendezvous)")
+	c.Flags().StringVar(&o.Server6, "server6", "", "natlab serve's IPv6 [HOST]:PORT: also profile and punch over IPv6 when the peer can (the verdict prefers the family that works best)")
 	c.Flags().StringVar(&o.Join, "join", "", "join the pairing CODE the other host printed")
 	c.Flags().StringVar(&o.Code, "code", "", "a pre-shared pairing CODE both hosts pass")
 	c.Flags().StringVar(&o.TURNUser, "turn-user", "", "TURN user for the relay stage (with --turn-password, or the user part of --turn-secret credentials)")
@@ -217,7 +226,7 @@ func probeOptions(o *ProbeOptions) (probe.Options, error) {
 			return probe.Options{}, fmt.Errorf("network stack: %w", err)
 		}
 	}
-	opts := probe.Options{Net: n, Server: o.Server, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig(), Lifetime: o.Lifetime}
+	opts := probe.Options{Net: n, Server: o.Server, Server6: o.Server6, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig(), Lifetime: o.Lifetime}
 	switch {
 	case o.Join != "":
 		opts.Mode, opts.Code = rendezvous.Join, o.Join
@@ -230,8 +239,11 @@ func probeOptions(o *ProbeOptions) (probe.Options, error) {
 // printCode tells the person at the first host what to run on the other.
 func printCode(w io.Writer, o *ProbeOptions, code string) {
 	extra := ""
+	if o.Server6 != "" {
+		extra += " --server6 " + o.Server6
+	}
 	if o.Interval > 0 {
-		extra = " --interval " + o.Interval.String()
+		extra += " --interval " + o.Interval.String()
 	}
 	fmt.Fprintf(w, "pairing code: %s\non the other host run: natlab probe --server %s%s --join %s\n", code, o.Server, extra, code)
 }
@@ -425,7 +437,26 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	fmt.Fprintln(w)
-	return writeTechniques(w, r.Techniques)
+	if err := writeTechniques(w, r.Techniques); err != nil {
+		return err
+	}
+	return writeIPv6Stage(w, r.IPv6)
+}
+
+// writeIPv6Stage is the IPv6 punch's line (probe --server6), wrapped to
+// textWidth.
+func writeIPv6Stage(w io.Writer, f *probe.FamilyResult) error {
+	if f == nil {
+		return nil
+	}
+	line := fmt.Sprintf("udp over IPv6: %s", f.Measured)
+	if f.Measured == natclass.Success {
+		line += fmt.Sprintf(", first packet %.1f ms, rtt %.2f ms, peer %s", f.TimeToFirstPacketMillis, f.RTTMillis, f.Remote)
+	} else if f.Error != "" {
+		line += " (" + f.Error + ")"
+	}
+	_, err := fmt.Fprintf(w, "\n%s\n", strings.Join(wrap(line, textWidth), "\n"))
+	return err
 }
 
 // textWidth is what plain-text reports fit in: a default terminal.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/natlab/natlab/internal/netaddr"
 )
@@ -284,6 +285,17 @@ func (e *engine) lowerTTL() func() {
 	var undo []func()
 	for _, c := range e.conns {
 		if _, ok := c.(syscall.Conn); !ok {
+			continue
+		}
+		if netaddr.AddrPort(c.LocalAddr()).Addr().Is6() {
+			// IPv6: the hop limit, for the same reason (a NAT66 or a
+			// firewall's conntrack falls into the same trap).
+			pc := ipv6.NewPacketConn(c)
+			old, err := pc.HopLimit()
+			if err != nil || pc.SetHopLimit(e.openingTTL) != nil {
+				continue
+			}
+			undo = append(undo, func() { _ = pc.SetHopLimit(old) })
 			continue
 		}
 		pc := ipv4.NewPacketConn(c)

@@ -45,6 +45,9 @@ type Options struct {
 	Net transport.Net
 	// Server is natlab serve's host:port (STUN and rendezvous).
 	Server string
+	// Server6, if set, is natlab serve's IPv6 address (host:port): the
+	// probe then also punches over IPv6 when the peer can too.
+	Server6 string
 	// Mode and Code: Create with an empty code makes a new one; Join and
 	// Meet need the code.
 	Mode rendezvous.Mode
@@ -99,6 +102,9 @@ type Verdict struct {
 	Direct    bool               `json:"direct"`              // a direct path works
 	Technique natclass.Technique `json:"technique,omitempty"` // the one an application should use
 	Summary   string             `json:"summary"`             // in words
+	// Family is the address family to use ("ipv4" or "ipv6") when both
+	// were probed (Options.Server6).
+	Family string `json:"family,omitempty"`
 }
 
 // Report is the result of a paired probe, from one side.
@@ -114,6 +120,7 @@ type Report struct {
 	Techniques     []TechniqueResult  `json:"techniques"`          // in order of preference
 	Relay          *RelayReport       `json:"relay,omitempty"`     // TURN relay figures, and the cost against the direct path
 	Keepalive      *Keepalive         `json:"keepalive,omitempty"` // with --lifetime: what keeping the direct path open costs this host
+	IPv6           *FamilyResult      `json:"ipv6,omitempty"`      // the IPv6 stage, when both peers have IPv6
 	Verdict        Verdict            `json:"verdict"`             // what to use
 	DurationMillis float64            `json:"duration_ms"`         // wall time
 }
@@ -121,6 +128,9 @@ type Report struct {
 // peerInfo is what a peer sends through the rendezvous when pairing.
 type peerInfo struct {
 	Summary natclass.Summary `json:"summary"`
+	// V6: this peer reaches the server over IPv6 and runs the IPv6
+	// stage (older peers omit it, and neither runs it).
+	V6 bool `json:"v6,omitempty"`
 }
 
 // stepData is what a peer sends at each barrier: its fresh candidates for
@@ -175,6 +185,11 @@ type agent struct {
 	self  *natclass.Profile
 	pm    *portmap.Report
 	peer  natclass.Summary
+	// srv6 and self6: the server's IPv6 address and this host's IPv6
+	// profile (Options.Server6); peerV6: the peer runs the IPv6 stage.
+	srv6   netip.AddrPort
+	self6  *natclass.Profile
+	peerV6 bool
 	// held is the last confirmed path, kept answering the peer's pings
 	// until the next barrier shows the peer has finished too.
 	held *holepunch.Path
@@ -246,7 +261,12 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 			a.pm = &r
 		}()
 	}
+	wait6, err := a.startProfile6(ctx)
+	if err != nil {
+		return nil, err
+	}
 	a.self, err = natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server}, Logger: a.log})
+	wait6()
 	if pmDone != nil {
 		<-pmDone
 	}
@@ -294,6 +314,9 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	if err := a.agree(ctx, rep, prev); err != nil {
 		return nil, err
 	}
+	if a.self6 != nil && a.peerV6 {
+		rep.IPv6 = a.ipv6Stage(ctx)
+	}
 	rep.Verdict = verdict(rep.Techniques)
 	if a.o.Relay != nil {
 		rr, err := a.relayStage(ctx, rep)
@@ -309,6 +332,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 	}
+	rep.Verdict = preferFamily(rep.Verdict, rep.IPv6)
 	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = millis.Since(a.start)
 	return rep, nil
@@ -415,7 +439,7 @@ func (a *agent) pair(ctx context.Context) error {
 			return err
 		}
 	}
-	info, err := json.Marshal(peerInfo{Summary: a.summary()})
+	info, err := json.Marshal(peerInfo{Summary: a.summary(), V6: a.self6 != nil})
 	if err != nil {
 		rz.Close()
 		return fmt.Errorf("peer info: %w", err)
@@ -441,7 +465,7 @@ func (a *agent) pair(ctx context.Context) error {
 		rz.Close()
 		return fmt.Errorf("peer info: %w", err)
 	}
-	a.peer = pi.Summary
+	a.peer, a.peerV6 = pi.Summary, pi.V6
 	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token)
 	a.emit(Event{Stage: StagePair, Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
 	return nil

@@ -1,0 +1,109 @@
+package lab_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/server"
+	"github.com/natlab/natlab/testnet"
+)
+
+// TestProbeIPv6 pairs two hosts whose IPv4 NATs are symmetric (no direct
+// IPv4 path: the IPv4 techniques fail as predicted) and whose IPv6 sits
+// behind stateful firewalls: the IPv6 stage punches through, and the
+// verdict prefers IPv6 and says so. Then the same with NAT66 on one side.
+func TestProbeIPv6(t *testing.T) {
+	for _, c := range []struct {
+		six  [2]string
+		want natclass.Outcome
+	}{
+		{[2]string{"ipv6-firewall", "ipv6-firewall"}, natclass.Success},
+		{[2]string{"ipv6-firewall", "nat66"}, natclass.Success},
+	} {
+		t.Run(c.six[0]+"×"+c.six[1], func(t *testing.T) {
+			reps := probePair(t, c.six)
+			for i, r := range reps {
+				if r.IPv6 == nil || r.IPv6.Measured != c.want || r.IPv6.Self == nil {
+					t.Fatalf("side %d: ipv6 stage %+v", i, r.IPv6)
+				}
+				for _, tr := range r.Techniques {
+					if tr.Measured != tr.Predicted && tr.Predicted != natclass.UnknownOutcome {
+						t.Errorf("side %d: %s predicted %s, measured %s", i, tr.Technique, tr.Predicted, tr.Measured)
+					}
+				}
+				v := r.Verdict
+				t.Logf("side %d: %s", i, v.Summary)
+				if !v.Direct || v.Family != "ipv6" || !strings.HasPrefix(v.Summary, "Direct P2P works over IPv6 (prefer it)") {
+					t.Errorf("side %d: verdict %+v", i, v)
+				}
+			}
+		})
+	}
+}
+
+func probePair(t *testing.T, six [2]string) [2]*probe.Report {
+	t.Helper()
+	sym, err := testnet.Preset("symmetric")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topo testnet.Topology
+	for i, name := range six {
+		n6, err := testnet.Preset6(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topo.Sites = append(topo.Sites, testnet.SiteSpec{Name: string(rune('a' + i)), Preset: "symmetric", NAT: sym, IPv6: &n6, IPv6Preset: name})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	srv, err := lab.StartServer(tl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv6, err := server.Listen(tl.Server.Net, server.Config{Addrs: server.Addrs{
+		Primary: netip.AddrPortFrom(tl.Server.Addrs6[0], lab.STUNPort), AltIP: tl.Server.Addrs6[1], AltPort: lab.STUNAltPort}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv6.Close()
+	code, err := rendezvous.NewCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reps [2]*probe.Report
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, site := range tl.Sites {
+		wg.Go(func() {
+			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
+				Server:  netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(),
+				Server6: srv6.Addrs().Primary.String()})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("side %d: %v", i, err)
+		}
+	}
+	return reps
+}

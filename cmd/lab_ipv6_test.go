@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -56,5 +58,20 @@ func TestLabIPv6Command(t *testing.T) {
 	if code := Main([]string{"lab", "--kernel", "--ipv6"}, s); code != ExitOK || !strings.Contains(out.String(), "\nIPv6\nsite  ipv6 preset") ||
 		!strings.Contains(out.String(), "nptv6          port-restricted-cone  nptv6") {
 		t.Errorf("exit %d, text:\n%s", code, out)
+	}
+}
+
+func TestWriteIPv6Stage(t *testing.T) {
+	var b strings.Builder
+	if err := writeIPv6Stage(&b, &probe.FamilyResult{Measured: natclass.Success, TimeToFirstPacketMillis: 75, RTTMillis: 0.3, Remote: "[2001:db8:100:1::2]:54556"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.String(); got != "\nudp over IPv6: success, first packet 75.0 ms, rtt 0.30 ms, peer\n[2001:db8:100:1::2]:54556\n" {
+		t.Errorf("got %q", got)
+	}
+	b.Reset()
+	_ = writeIPv6Stage(&b, nil)
+	if b.Len() != 0 {
+		t.Errorf("no IPv6 stage printed %q", b.String())
 	}
 }

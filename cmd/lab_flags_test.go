@@ -54,3 +54,35 @@ func TestLabMatrixRestricted(t *testing.T) {
 		t.Errorf("pairs %v, want the two presets' three", got)
 	}
 }
+
+// TestErrorDocument: a failed command run with --json prints one JSON
+// document with the error and the exit code; --events ends its stream
+// with it; without either, stdout stays empty.
+func TestErrorDocument(t *testing.T) {
+	for _, tt := range []struct {
+		args  []string
+		code  int
+		lines bool // --events: the document is the last line
+	}{
+		{[]string{"check", "--json", "--portmap=false", "--server", "127.0.0.1:9"}, ExitNoPath, false},
+		{[]string{"check", "--json", "--server", "foo"}, ExitUsage, false},
+		{[]string{"probe", "--events", "--server", "127.0.0.1:9"}, ExitNoPath, true},
+		{[]string{"lab", "--json", "--nat-a", "full-cone+upnp"}, ExitUsage, false},
+	} {
+		s, out, errOut := testStreams()
+		code := Main(tt.args, s)
+		text := strings.TrimSpace(out.String())
+		if tt.lines {
+			text = text[strings.LastIndex(text, "\n")+1:]
+		}
+		var doc errorDocument
+		if err := json.Unmarshal([]byte(text), &doc); err != nil || code != tt.code || doc.Schema != ErrorSchema ||
+			doc.ExitCode != tt.code || doc.Error == "" || !strings.Contains(errOut.String(), doc.Error) {
+			t.Errorf("%v: exit %d, document %+v (%v) from %q; stderr %q", tt.args, code, doc, err, out, errOut)
+		}
+	}
+	s, out, _ := testStreams()
+	if Main([]string{"check", "--portmap=false", "--server", "127.0.0.1:9"}, s); out.Len() != 0 {
+		t.Errorf("without --json: stdout %q", out)
+	}
+}

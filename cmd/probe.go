@@ -386,6 +386,14 @@ func runProbeInterval(ctx context.Context, o *ProbeOptions, opts probe.Options) 
 			if pm != nil {
 				pm.ObserveError()
 			}
+			// The line of a round without a report, so that a script
+			// reading the stream sees every round.
+			mu.Lock()
+			werr := writeJSONLine(o.IO.Out, roundFailure(round, err))
+			mu.Unlock()
+			if werr != nil {
+				return werr
+			}
 		} else {
 			mu.Lock()
 			werr := writeJSONLine(o.IO.Out, rep)
@@ -532,4 +540,26 @@ func peerTCPMapped(t *natclass.TCPSummary) string {
 		return ""
 	}
 	return t.Mapped
+}
+
+// ProbeRoundSchema versions the line of an --interval round that has no
+// report.
+const ProbeRoundSchema = "natlab.probe-round/v1"
+
+// roundLine is the JSON line of an --interval round without a report.
+type roundLine struct {
+	Schema string `json:"schema"` // ProbeRoundSchema
+	Round  int    `json:"round"`
+	// Result is "no-peer" (nobody joined within the slot) or "error".
+	Result string    `json:"result"`
+	Error  string    `json:"error"`
+	Time   time.Time `json:"time"`
+}
+
+func roundFailure(round int, err error) roundLine {
+	r := roundLine{Schema: ProbeRoundSchema, Round: round, Result: "error", Error: err.Error(), Time: time.Now()}
+	if errors.Is(err, probe.ErrNoPeer) {
+		r.Result = "no-peer"
+	}
+	return r
 }

@@ -94,27 +94,87 @@ func subcommands(s IOStreams) []*cobra.Command {
 func Main(args []string, s IOStreams) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	out := &countingWriter{w: s.Out}
+	if !s.IsTTY {
+		// A terminal stays the *os.File the TUI measures; the error
+		// document is for scripts, which read a pipe.
+		s.Out = out
+	}
 	root := NewRootCmd(s)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
+	code, msg := exitOf(cmd, err, s)
+	if code != ExitOK && msg != "" && cmd != nil && !s.IsTTY {
+		// A script reading --json or --events gets a last document even
+		// when the command failed: --events ends its stream with it,
+		// --json prints it when nothing else was written.
+		writeErrorDocument(cmd, out, msg, code, out.n == 0)
+	}
+	return code
+}
+
+// exitOf prints err (and, for a usage error, where the help is) and
+// returns the exit code and the message printed.
+func exitOf(cmd *cobra.Command, err error, s IOStreams) (int, string) {
 	if err == nil {
-		return ExitOK
+		return ExitOK, ""
 	}
 	var ee *ExitError
 	if errors.As(err, &ee) {
-		if ee.Err != nil {
-			fmt.Fprintln(s.ErrOut, "natlab:", ee.Err)
+		if ee.Err == nil {
+			return ee.Code, ""
 		}
-		return ee.Code
+		fmt.Fprintln(s.ErrOut, "natlab:", ee.Err)
+		return ee.Code, ee.Err.Error()
 	}
 	fmt.Fprintln(s.ErrOut, "natlab:", err)
 	var fe *FlagError
 	if errors.As(err, &fe) || isCobraUsageError(err) {
 		// The help of the command that was being run, where the flag is.
 		fmt.Fprintf(s.ErrOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
-		return ExitUsage
+		return ExitUsage, err.Error()
 	}
-	return ExitInternal
+	return ExitInternal, err.Error()
+}
+
+// ErrorSchema versions the document a failed command prints with --json
+// or --events.
+const ErrorSchema = "natlab.error/v1"
+
+// errorDocument is what a command run with --json or --events prints on
+// stdout when it fails before writing its own document.
+type errorDocument struct {
+	Schema        string `json:"schema"` // ErrorSchema
+	NatlabVersion string `json:"natlab_version"`
+	Command       string `json:"command"`   // "natlab check"
+	Error         string `json:"error"`     // the message also printed on stderr
+	ExitCode      int    `json:"exit_code"` // the process's exit status
+}
+
+func writeErrorDocument(cmd *cobra.Command, w io.Writer, msg string, code int, nothingWritten bool) {
+	flagSet := func(name string) bool {
+		f := cmd.Flags().Lookup(name)
+		return f != nil && f.Value.String() == "true"
+	}
+	doc := errorDocument{Schema: ErrorSchema, NatlabVersion: buildinfo.Version(), Command: cmd.CommandPath(), Error: msg, ExitCode: code}
+	switch {
+	case flagSet("events"):
+		_ = writeJSONLine(w, doc)
+	case flagSet("json") && nothingWritten:
+		_ = writeJSON(w, doc)
+	}
+}
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // ExitError carries a specific exit code (for example "relay required")

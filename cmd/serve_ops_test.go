@@ -231,3 +231,34 @@ func TestSecretsFromFilesAndEnvironment(t *testing.T) {
 		t.Errorf("serve with $%s: %v, %+v", EnvAuthSecret, err, got)
 	}
 }
+
+// TestProbeIntervalNoPeerLine: an --interval round nobody joins is a JSON
+// line with result no-peer, not only a message on stderr.
+func TestProbeIntervalNoPeerLine(t *testing.T) {
+	addr, _ := startServeLogged(t, "--listen", "127.0.0.1:0")
+	var out, errOut syncBuffer
+	s := IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+	c := NewCmdProbe(s, nil)
+	c.SetArgs([]string{"--server", addr, "--interval", "5s", "--pair-timeout", "500ms", "--code", "aaaa-bbbb-cccc-dddd"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("probe --interval: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no round line; stderr:\n%s", errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	line, _, _ := strings.Cut(out.String(), "\n")
+	var r roundLine
+	if err := json.Unmarshal([]byte(line), &r); err != nil || r.Schema != ProbeRoundSchema || r.Result != "no-peer" || r.Round != 1 || !strings.Contains(r.Error, "no peer joined within 500ms") {
+		t.Errorf("round line %q: %+v (%v)", line, r, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,7 +62,16 @@ func TestLabRefusedOffLinux(t *testing.T) {
 			s, out, errOut := testStreams()
 			code := Main(args, s)
 			msg := errOut.String()
-			if code != ExitUsage || out.Len() != 0 || strings.Count(msg, "\n") != 1 ||
+			// With --json stdout is the error document, else nothing.
+			wantOut := 0
+			if slices.Contains(args, "--json") {
+				var doc errorDocument
+				if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.ExitCode != ExitUsage {
+					t.Errorf("%s: natlab %s --json: stdout %q, want the error document", goos, strings.Join(args, " "), out)
+				}
+				wantOut = out.Len()
+			}
+			if code != ExitUsage || out.Len() != wantOut || strings.Count(msg, "\n") != 1 ||
 				!strings.Contains(msg, "Linux only") || !strings.Contains(msg, goos) {
 				t.Errorf("%s: natlab %s: exit %d, stdout %q, stderr %q; want exit 2 and one line", goos, strings.Join(args, " "), code, out, msg)
 			}

@@ -155,6 +155,9 @@ type stepData struct {
 // be met: neither UDP nor TCP gets through.
 var ErrNoPath = errors.New("no path to the server")
 
+// ErrNoPeer means the pairing timed out: no peer joined the code.
+var ErrNoPeer = errors.New("no peer joined")
+
 // Run profiles this host, pairs with the peer through the server, tries
 // every direct technique in order with the peer, and returns the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
@@ -456,7 +459,7 @@ func (a *agent) pair(ctx context.Context) error {
 	if err != nil {
 		rz.Close()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return fmt.Errorf("no peer joined within %v", a.o.PairTimeout)
+			return fmt.Errorf("%w within %v", ErrNoPeer, a.o.PairTimeout.Round(time.Millisecond))
 		}
 		return fmt.Errorf("pairing: %w", err)
 	}

@@ -4,7 +4,7 @@ import "fmt"
 
 // Routers with nothing between them. A low-TTL opening packet keeps a
 // peer's early packets from reaching this host's router before this
-// host's own packet left (DESIGN.md's conntrack trap) only if it expires
+// host's own packet left (the conntrack trap, README "natlab probe") only if it expires
 // at a router between the two NATs. When a side's trace (TracePeer) found
 // none, every packet toward the peer reaches the peer's router, and the
 // first packet decides: one that arrives before the local host's own

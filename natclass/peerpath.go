@@ -2,7 +2,7 @@ package natclass
 
 // The path between two NATs. A hole punch's opening packets carry a low
 // TTL so that they pass this host's own NATs and expire before the peer's
-// router (DESIGN.md's conntrack trap). That works only if some router lies
+// router (the conntrack trap, README "natlab probe"). That works only if some router lies
 // between: when both NATs sit on one segment (one switch, one building
 // LAN), a packet addressed to the peer's router is delivered there
 // whatever its TTL. TracePeer counts those routers with TTL-limited

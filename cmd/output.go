@@ -134,7 +134,8 @@ func runTUI(ctx context.Context, s IOStreams, kind tui.Kind, title string, run t
 		ProgramOptions: []tea.ProgramOption{tea.WithAltScreen()},
 	})
 	if errors.Is(err, tui.ErrQuit) {
-		return res, &ExitError{Code: ExitInternal, Err: err}
+		// The user's choice, not a failure: said as an interrupt is.
+		return res, &ExitError{Code: ExitCancelled, Err: errors.New("stopped before the run finished (q)")}
 	}
 	return res, err
 }

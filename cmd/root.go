@@ -24,6 +24,9 @@ const (
 	ExitOK       = 0
 	ExitInternal = 1
 	ExitUsage    = 2
+	// ExitCancelled is the user stopping a run: q in the TUI, Ctrl-C or
+	// SIGTERM (128 + SIGINT, as shells report an interrupted program).
+	ExitCancelled = 130
 )
 
 // IOStreams are the command's standard streams; tests replace them.
@@ -103,6 +106,11 @@ func Main(args []string, s IOStreams) int {
 	root := NewRootCmd(s)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
+	var ee *ExitError
+	if err != nil && ctx.Err() != nil && !errors.As(err, &ee) {
+		// Interrupted: whatever was cut short, it is not an error.
+		err = &ExitError{Code: ExitCancelled, Err: errors.New("interrupted")}
+	}
 	code, msg := exitOf(cmd, err, s)
 	if code != ExitOK && msg != "" && cmd != nil && !s.IsTTY {
 		// A script reading --json or --events gets a last document even

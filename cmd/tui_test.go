@@ -218,3 +218,31 @@ func TestTUIFleetInTmux(t *testing.T) {
 		t.Errorf("after q the text report is missing:\n%s", screen)
 	}
 }
+
+// TestTUIQuitEarlyInTmux: q while the probe still waits for its peer is
+// the user stopping it (exit 130, one line), not an internal error.
+func TestTUIQuitEarlyInTmux(t *testing.T) {
+	bin := natlabBinary(t)
+	port := freeLoopbackUDPPort(t)
+	server := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := exec.Command(bin, "serve", "--listen", server)
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	if _, err := bufio.NewReader(srvOut).ReadString('\n'); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, srvOut) }()
+	s := newTmux(t, fmt.Sprintf("env NO_COLOR=1 TERM=xterm-256color %s probe --server %s; echo EXIT=$?; sleep 60", bin, server))
+	s.waitFor(20*time.Second, "waiting for the peer")
+	s.keys("q")
+	screen := s.waitFor(10*time.Second, "EXIT=130")
+	if !strings.Contains(screen, "stopped before the run finished") || strings.Contains(screen, "internal") {
+		t.Errorf("after an early q:\n%s", screen)
+	}
+}

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -29,6 +30,7 @@ type probeScreen struct {
 	peer     *natclass.Summary
 	rows     []techRow
 	verdict  *probe.Verdict
+	relay    *probe.RelayReport // the report's relay stage, once finished
 	finished bool
 }
 
@@ -118,6 +120,7 @@ func (s *probeScreen) done(r *probe.Report) {
 	}
 	v := r.Verdict
 	s.verdict = &v
+	s.relay = r.Relay
 	s.stage = probe.StageVerdict
 	if s.seen == nil {
 		s.seen = map[probe.Stage]bool{}
@@ -315,6 +318,14 @@ func (s *probeScreen) chart(width int) []string {
 	}
 	if direct == nil || relay == nil {
 		return nil
+	}
+	if rr := s.relay; rr != nil && rr.Direct != nil && rr.Relay != nil {
+		// The figures the verdict's banner compares (the relay stage's
+		// medians on both paths), not the punch's single round trip.
+		return append([]string{headerStyle.Render("round trip, median: direct vs relay")}, bars(width, []barRow{
+			{"direct " + string(cmp.Or(rr.DirectTechnique, direct.Technique)), rr.Direct.RTTMedianMillis, directBar},
+			{string(relay.Technique), rr.Relay.RTTMedianMillis, relayBar},
+		})...)
 	}
 	return append([]string{headerStyle.Render("round trip: direct vs relay")}, bars(width, []barRow{
 		{"direct " + string(direct.Technique), direct.RTTMillis, directBar},

@@ -469,18 +469,20 @@ func (a *agent) pair(ctx context.Context) error {
 		return fmt.Errorf("peer info: %w", err)
 	}
 	a.peer, a.peerV6 = pi.Summary, pi.V6
-	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token)
+	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token, peer.Slot)
 	a.emit(Event{Stage: StagePair, Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
 	return nil
 }
 
 // sessionFor derives the shared session from what both peers know: the
-// code and both tokens. The lower token is side A, so both agree without
-// a further message. Anyone without the code cannot forge probes.
-func sessionFor(code, mine, theirs string) (holepunch.Side, holepunch.Session) {
+// code and both tokens. The host that entered the pairing first is side
+// A, the one that joined B, as the server tells each (slot); a server
+// that does not say leaves it to the lower token. Both agree without a
+// further message. Anyone without the code cannot forge probes.
+func sessionFor(code, mine, theirs string, slot int) (holepunch.Side, holepunch.Session) {
 	side := holepunch.SideA
 	ta, tb := mine, theirs
-	if mine > theirs {
+	if slot == 2 || (slot == 0 && mine > theirs) {
 		side, ta, tb = holepunch.SideB, theirs, mine
 	}
 	key := sha256.Sum256([]byte("natlab session key\x00" + code + "\x00" + ta + "\x00" + tb))

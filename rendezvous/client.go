@@ -54,6 +54,9 @@ const (
 type Peer struct {
 	Token string
 	Info  json.RawMessage
+	// Slot is this peer's place: 1 entered the pairing first, 2 joined
+	// it; 0 when the server does not say.
+	Slot int
 }
 
 // Client is one peer's rendezvous session over its own UDP socket.
@@ -141,7 +144,7 @@ func (c *Client) Pair(ctx context.Context, mode Mode, code string, info json.Raw
 	if err != nil {
 		return Peer{}, err
 	}
-	return Peer{Token: m.Peer, Info: m.Info}, nil
+	return Peer{Token: m.Peer, Info: m.Info, Slot: m.Slot}, nil
 }
 
 // Step reports this peer ready for step k with data, waits for the other

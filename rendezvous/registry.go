@@ -365,10 +365,10 @@ func (r *Registry) register(code string, p *pairing, m Message, from netip.AddrP
 	if other == nil {
 		return r.replyLocked(from, Message{Type: TypeWait, Code: code})
 	}
-	out := r.replyLocked(from, Message{Type: TypePeer, Code: code, Peer: other.token, Info: other.info})
+	out := r.replyLocked(from, Message{Type: TypePeer, Code: code, Peer: other.token, Info: other.info, Slot: i + 1})
 	if i == 1 {
 		// Tell the first peer now rather than on its next retransmission.
-		out = append(out, r.replyLocked(other.addr, Message{Type: TypePeer, Code: code, Peer: me.token, Info: me.info})...)
+		out = append(out, r.replyLocked(other.addr, Message{Type: TypePeer, Code: code, Peer: me.token, Info: me.info, Slot: 1})...)
 	}
 	return out
 }

@@ -63,6 +63,10 @@ type Message struct {
 	Token string          `json:"token,omitempty"` // the sender's random peer token
 	Info  json.RawMessage `json:"info,omitempty"`  // create/join/meet: own info; peer: the other's
 	Peer  string          `json:"peer,omitempty"`  // peer: the other's token
+	// Slot, in a peer message, is the recipient's place in the pairing:
+	// 1 for the peer that entered it first, 2 for the one that joined
+	// (0 from servers before it was added).
+	Slot  int             `json:"slot,omitempty"`
 	Step  int             `json:"step,omitempty"`
 	RTT   float64         `json:"rtt_ms,omitempty"` // step: the sender's RTT to the server
 	Data  json.RawMessage `json:"data,omitempty"`   // step: own data; go: the other's

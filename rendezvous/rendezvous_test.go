@@ -111,6 +111,10 @@ func TestPairCreateJoinAndSteps(t *testing.T) {
 	if ra.peer.Token != b.Token() || rb.peer.Token != a.Token() {
 		t.Fatal("peer tokens not exchanged")
 	}
+	// The creator is told it came first, the joiner second: sides A, B.
+	if ra.peer.Slot != 1 || rb.peer.Slot != 2 {
+		t.Errorf("slots: creator %d, joiner %d; want 1, 2", ra.peer.Slot, rb.peer.Slot)
+	}
 	// Two barrier steps; each side gets the other's data for that step.
 	for step := 1; step <= 2; step++ {
 		var da, db json.RawMessage
@@ -152,6 +156,10 @@ func TestPairPreSharedCode(t *testing.T) {
 	}
 	if a.Code() != "abcdefghijklmnop" {
 		t.Errorf("code not normalised: %q", a.Code())
+	}
+	// pairBoth enters a first: it is slot 1 whichever mode both used.
+	if ra.peer.Slot != 1 || rb.peer.Slot != 2 {
+		t.Errorf("slots: first %d, second %d; want 1, 2", ra.peer.Slot, rb.peer.Slot)
 	}
 }
 

@@ -83,25 +83,28 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 echo "# natlab serve 127.0.0.1:$np vs coturn $(turnserver --version 2>/dev/null | head -1) 127.0.0.1:$cp; $(nproc) CPUs"
-echo "# TURN: 2 allocations relaying to each other, bursts of <= $bytes bytes / $dur each way, best of $runs; server CPU per relayed Mbit, median of the runs"
+echo "# TURN: 2 allocations relaying to each other, bursts of <= $bytes bytes / $dur each way, best of $runs, the servers taking turns; server CPU per relayed Mbit, median of the runs"
 # cpu_ticks is a process's user+system CPU time in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
 
-# turn_runs runs relaybench once per run and prints one JSON line: the
-# best run's figures, and the server's median CPU time per relayed Mbit.
-turn_runs() { # server port pid transport
-	local lines=() c0 c1 out
-	for _ in $(seq "$runs"); do
-		c0=$(cpu_ticks "$3")
-		out=$("$work/relaybench" -mode turn -server "127.0.0.1:$2" -transport "$4" -bytes "$bytes" -time "$dur" -runs 1)
-		c1=$(cpu_ticks "$3")
-		lines+=("$((c1 - c0)) $out")
-	done
-	python3 - "$hz" "${dur%s}" "${lines[@]}" <<'PY'
+# turn_once runs relaybench once against a server and appends
+# "cpu_ticks json" to the file $work/<server>.<transport>.
+turn_once() { # server port pid transport
+	local c0 c1 out
+	c0=$(cpu_ticks "$3")
+	out=$("$work/relaybench" -mode turn -server "127.0.0.1:$2" -transport "$4" -bytes "$bytes" -time "$dur" -runs 1)
+	c1=$(cpu_ticks "$3")
+	echo "$((c1 - c0)) $out" >>"$work/$1.$4"
+}
+
+# turn_summary prints one JSON line from a server's runs: the best run's
+# figures, and the server's median CPU time per relayed Mbit.
+turn_summary() { # server transport
+	python3 - "$hz" "${dur%s}" "$work/$1.$2" <<'PY'
 import json, statistics, sys
 hz, dur = float(sys.argv[1]), float(sys.argv[2])
-runs = [(int(l.split(" ", 1)[0]), json.loads(l.split(" ", 1)[1])) for l in sys.argv[3:]]
+runs = [(int(l.split(" ", 1)[0]), json.loads(l.split(" ", 1)[1])) for l in open(sys.argv[3]) if l.strip()]
 best = max(runs, key=lambda r: r[1]["throughput_mbps"])[1]
 per = [t / hz * 1000 / (r["throughput_mbps"] * dur) for t, r in runs if r["throughput_mbps"] > 0]
 best["cpu_ms_per_mbit"] = round(statistics.median(per), 2) if per else 0
@@ -111,11 +114,15 @@ PY
 
 printf '%-10s %-8s %10s %10s %12s %8s %12s\n' transport server rtt_ms p95_ms mbit_s lost_% cpu_ms/Mbit
 for tr in udp tcp; do
+	# The servers take turns run by run, so load from elsewhere on the
+	# machine falls on both alike.
+	for _ in $(seq "$runs"); do
+		turn_once natlab "$np" "$natlab_pid" "$tr"
+		turn_once coturn "$cp" "$coturn_pid" "$tr"
+	done
 	declare -A thr=()
 	for who in natlab coturn; do
-		port=$np pid=$natlab_pid
-		[[ $who == coturn ]] && port=$cp pid=$coturn_pid
-		out=$(turn_runs "$who" "$port" "$pid" "$tr")
+		out=$(turn_summary "$who" "$tr")
 		thr[$who]=$(field "$out" throughput_mbps)
 		printf '%-10s %-8s %10s %10s %12s %8s %12s\n' "$tr" "$who" "$(field "$out" rtt_median_ms)" "$(field "$out" rtt_p95_ms)" "${thr[$who]}" "$(field "$out" lost_pct)" "$(field "$out" cpu_ms_per_mbit)"
 	done

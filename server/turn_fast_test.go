@@ -59,6 +59,8 @@ func TestTURNChannelFastPath(t *testing.T) {
 				t.Fatal(err)
 			}
 			exchangeBoth(t, a, b, 20, "bound")
+			burst(t, a, b, 32) // many frames per stream read: batched sends
+			burst(t, b, a, 32)
 			routes, fast := server.FastRoutes(srv)
 			if routes != 2 || fast == 0 {
 				t.Fatalf("after binding: %d routes, %d datagrams relayed fast; want 2 routes and some", routes, fast)
@@ -88,5 +90,32 @@ func TestTURNChannelFastPath(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// burst sends n datagrams from one allocation before the other reads
+// them, and checks each arrives once, intact.
+func burst(t *testing.T, from, to *relay.Allocation, n int) {
+	t.Helper()
+	for i := range n {
+		msg := fmt.Sprintf("burst %03d", i)
+		if _, err := from.Conn.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(to.Relayed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	buf := make([]byte, 1500)
+	for len(seen) < n {
+		_ = to.Conn.SetReadDeadline(time.Now().Add(turnTestTimeout))
+		k, src, err := to.Conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("burst: %d of %d arrived (%v)", len(seen), n, err)
+		}
+		msg := string(buf[:k])
+		var i int
+		if _, err := fmt.Sscanf(msg, "burst %03d", &i); err != nil || i >= n || seen[msg] || src.String() != from.Relayed.String() {
+			t.Fatalf("burst: unexpected %q from %v", msg, src)
+		}
+		seen[msg] = true
 	}
 }

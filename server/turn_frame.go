@@ -133,6 +133,17 @@ func (f *frameReader) next() ([]byte, error) {
 	return frame, nil
 }
 
+// ready reports whether the next frame is already buffered whole, so
+// next returns it without reading or moving the buffer: frames returned
+// before stay valid.
+func (f *frameReader) ready() bool {
+	if f.end-f.off < 4 {
+		return false
+	}
+	size, err := frameSize(f.buf[f.off : f.off+4])
+	return err == nil && size <= f.end-f.off
+}
+
 // frameSize is the length of the frame whose first four bytes are hdr.
 func frameSize(hdr []byte) (int, error) {
 	n := int(binary.BigEndian.Uint16(hdr[2:4]))

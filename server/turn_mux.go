@@ -414,6 +414,7 @@ type guardConn struct {
 	pending []byte
 	once    sync.Once
 	fast    *fastPath
+	out     *peerOut // ChannelData payloads batched for sendmmsg, read goroutine only
 
 	// Writes are coalesced: Write queues a frame and a flusher writes
 	// whatever has queued in one system call, so a busy relay stream costs
@@ -434,6 +435,10 @@ func newGuardConn(c net.Conn, t *turnRelay, prefix []byte) *guardConn {
 	g.fast = newFastPath(t, c.LocalAddr(), nil, g)
 	return g
 }
+
+// streamBatch is how many ChannelData payloads from one stream read go to
+// a relay socket with one sendmmsg.
+const streamBatch = 16
 
 // maxQueuedWrite bounds the bytes queued for the flusher; beyond it Write
 // reports the stream as stuck, as a full socket buffer past the write
@@ -520,15 +525,26 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		}
 		frame, err := g.fr.next()
 		if err != nil {
+			if g.out != nil {
+				g.out.flush() // payloads of frames before the bad one
+			}
 			return 0, err
 		}
 		g.first = false
+		if g.out == nil {
+			g.out = newPeerOut(streamBatch)
+		}
 		if frame == nil {
+			g.out.flush()
 			continue // too large to relay: pion/turn would drop it too
 		}
-		if g.fast.fromClient(frame, g.from, nil) {
+		if g.fast.fromClient(frame, g.from, g.out) {
+			if !g.fr.ready() {
+				g.out.flush() // before the buffer holding the payloads moves
+			}
 			continue
 		}
+		g.out.flush()
 		if isTURNRequest(frame) && !g.t.reqLim.Allow(g.from.Addr()) {
 			g.t.ops.Event(slog.LevelWarn, "turn-rate-limit", "TURN request dropped: source over its rate limit", "from", g.from.Addr())
 			continue // over the source's rate: unanswered, as on UDP

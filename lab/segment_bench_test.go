@@ -83,7 +83,8 @@ func reportTally(b *testing.B, seg testnet.Segment, tally map[string]*cellTally)
 	mism := 0
 	for _, k := range keys {
 		c := tally[k]
-		b.Logf("%-7s %-58s predicted %-7s measured success %2d/%d", seg, k, c.predicted, c.success, c.runs)
+		// Printed, not logged: the benchmark log keeps only ten lines.
+		fmt.Printf("%-7s %-58s predicted %-7s measured success %2d/%d\n", seg, k, c.predicted, c.success, c.runs)
 		if c.mismatch > 0 {
 			mism += c.mismatch
 			b.Errorf("%s %s: predicted %s, %d of %d runs measured otherwise", seg, k, c.predicted, c.mismatch, c.runs)

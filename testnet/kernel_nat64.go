@@ -12,17 +12,13 @@ package testnet
 // IPv4 preset is the NAT64's IPv4 behaviour.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // NAT64 plan of a site router.
@@ -33,11 +29,6 @@ var (
 
 const (
 	nat64Dev = "nat64"
-	// daemonReadyTimeout bounds tayga's and unbound's start: both are up
-	// in milliseconds; a loaded CI machine gets slack.
-	daemonReadyTimeout = 10 * time.Second
-	daemonStopTimeout  = 2 * time.Second
-	daemonPoll         = 20 * time.Millisecond
 )
 
 // checkNAT64Tools says what is missing to run a NAT64 site.
@@ -46,85 +37,6 @@ func checkNAT64Tools() error {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("the nat64 preset runs tayga and unbound (apt-get install tayga unbound): %w", err)
 		}
-	}
-	return nil
-}
-
-// labDaemon is a program the lab runs inside a namespace.
-type labDaemon struct {
-	name, ns, log string
-	cmd           *exec.Cmd
-	done          chan struct{}
-}
-
-// startDaemon runs bin in ns in the foreground, its output in dir, and
-// waits for ready in its log. It is registered for teardown first.
-func (b *kernelBuilder) startDaemon(ns, dir, ready, bin string, args ...string) error {
-	d := &labDaemon{name: strings.Join(append([]string{bin}, args...), " "), ns: ns, log: filepath.Join(dir, filepath.Base(bin)+".log")}
-	b.k.mu.Lock()
-	b.k.stops = append(b.k.stops, d.stop)
-	b.k.mu.Unlock()
-	logf, err := os.Create(d.log)
-	if err != nil {
-		return fmt.Errorf("%s log: %w", bin, err)
-	}
-	defer logf.Close()
-	d.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	d.done = make(chan struct{})
-	go func() {
-		defer close(d.done)
-		// Pdeathsig fires when the starting thread ends: keep it.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := d.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = d.cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("start %s in %s: %w", bin, ns, err)
-	}
-	return d.waitFor(b.ctx, ready)
-}
-
-func (d *labDaemon) waitFor(ctx context.Context, ready string) error {
-	deadline := time.NewTimer(daemonReadyTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(daemonPoll)
-	defer tick.Stop()
-	for {
-		out, _ := os.ReadFile(d.log)
-		if strings.Contains(string(out), ready) {
-			return nil
-		}
-		select {
-		case <-d.done:
-			return fmt.Errorf("%s in %s exited during start:\n%s", d.name, d.ns, tail(out))
-		case <-deadline.C:
-			return fmt.Errorf("%s in %s not ready after %v:\n%s", d.name, d.ns, daemonReadyTimeout, tail(out))
-		case <-ctx.Done():
-			return fmt.Errorf("%s in %s: %w", d.name, d.ns, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// stop ends the daemon: SIGTERM, then SIGKILL.
-func (d *labDaemon) stop() error {
-	if d.cmd == nil || d.cmd.Process == nil || d.done == nil {
-		return nil
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(daemonStopTimeout):
-		_ = d.cmd.Process.Kill()
-		<-d.done
 	}
 	return nil
 }
@@ -164,7 +76,7 @@ func (b *kernelBuilder) nat64Router(s SiteSpec, outer string, dns netip.Addr) er
 	}
 	// tayga -d logs to stdout, block-buffered into a file: stdbuf makes
 	// its start-up lines arrive as they are written.
-	if err := b.startDaemon(outer, dir, "Dynamic pool:", "stdbuf", "-oL", "tayga", "-c", tayga, "-d"); err != nil {
+	if err := b.startDaemon(outer, dir, []string{"Dynamic pool:"}, "stdbuf", "-oL", "tayga", "-c", tayga, "-d"); err != nil {
 		return err
 	}
 	return b.startDNS64(outer, dir, dns)
@@ -203,5 +115,5 @@ func (b *kernelBuilder) startDNS64(ns, dir string, addr netip.Addr) error {
 	if err := errors.Join(os.WriteFile(zone, []byte(z), 0o600), os.WriteFile(conf, []byte(c), 0o600)); err != nil {
 		return fmt.Errorf("unbound config: %w", err)
 	}
-	return b.startDaemon(ns, dir, "start of service", "unbound", "-d", "-c", conf)
+	return b.startDaemon(ns, dir, []string{"start of service"}, "unbound", "-d", "-c", conf)
 }

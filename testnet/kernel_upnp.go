@@ -20,7 +20,6 @@ package testnet
 //     address, with the address unchanged.
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -31,10 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -47,19 +43,11 @@ const (
 	// upnpTable is miniupnpd's nftables table (family inet); its chain
 	// names are miniupnpd's defaults.
 	upnpTable = "miniupnpd"
-	// upnpReadyTimeout bounds miniupnpd's start: it reads its config,
-	// runs STUN against the router itself and opens its sockets, which
-	// takes milliseconds; a slow CI machine gets ample margin.
-	upnpReadyTimeout = 5 * time.Second
-	// upnpStopTimeout is how long miniupnpd may take to remove its rules
-	// after SIGTERM before it is killed.
-	upnpStopTimeout = 2 * time.Second
-	// upnpPollInterval is how often the log is checked during start.
-	upnpPollInterval = 20 * time.Millisecond
 )
 
-// upnpReadyLines are what miniupnpd logs once each service listens.
-var upnpReadyLines = []string{"HTTP listening on port", "Listening for NAT-PMP/PCP traffic"}
+// upnpReadyLines are what miniupnpd logs once each service listens and
+// its rules are in place.
+var upnpReadyLines = []string{"HTTP listening on port", "Listening for NAT-PMP/PCP traffic", "Port forwarding is now enabled"}
 
 // miniupnpdPath finds the binary.
 func miniupnpdPath() (string, error) {
@@ -107,13 +95,10 @@ func checkKernelPortMapping(t Topology) error {
 	return nil
 }
 
-// upnpDaemon is one running miniupnpd and what it needs.
+// upnpDaemon is what one miniupnpd needs besides its process (a
+// labDaemon): its directory and the STUN responder on the router's WAN.
 type upnpDaemon struct {
-	ns   string
 	dir  string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has been waited for
 	stun net.PacketConn
 	srvd chan struct{} // closed when the STUN responder has returned
 }
@@ -131,7 +116,7 @@ func (b *kernelBuilder) startPortMapping(i int, s SiteSpec) error {
 		return err
 	}
 	ns := b.k.ns(role)
-	d := &upnpDaemon{ns: ns}
+	d := &upnpDaemon{}
 	b.k.mu.Lock()
 	b.k.stops = append(b.k.stops, d.stop)
 	b.k.mu.Unlock()
@@ -185,89 +170,15 @@ func (b *kernelBuilder) startPortMapping(i int, s SiteSpec) error {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("miniupnpd config: %w", err)
 	}
-	d.log = filepath.Join(d.dir, "miniupnpd.log")
-	logf, err := os.Create(d.log)
-	if err != nil {
-		return fmt.Errorf("miniupnpd log: %w", err)
-	}
-	defer logf.Close()
 	// -d keeps it in the foreground (and logging to stderr), so this
 	// process owns it; the pid file goes to the lab's directory.
-	d.cmd = exec.Command("ip", "netns", "exec", ns, bin, "-d", "-f", confPath, "-P", filepath.Join(d.dir, "miniupnpd.pid"))
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// If this process dies without tearing the lab down, the kernel
-	// kills miniupnpd too (`ip netns exec` execs it, keeping the signal).
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	d.done = make(chan struct{})
-	go func() {
-		defer close(d.done)
-		// Pdeathsig fires when the thread that started the child ends:
-		// keep this goroutine, and its thread, until the child exits.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := d.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = d.cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("start miniupnpd in %s: %w", ns, err)
-	}
-	return d.waitReady(b.ctx)
+	return b.startDaemon(ns, d.dir, upnpReadyLines, bin, "-d", "-f", confPath, "-P", filepath.Join(d.dir, "miniupnpd.pid"))
 }
 
-// waitReady polls miniupnpd's log until every service listens.
-func (d *upnpDaemon) waitReady(ctx context.Context) error {
-	deadline := time.NewTimer(upnpReadyTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(upnpPollInterval)
-	defer tick.Stop()
-	for {
-		b, _ := os.ReadFile(d.log)
-		ready := true
-		for _, l := range upnpReadyLines {
-			ready = ready && strings.Contains(string(b), l)
-		}
-		if ready && strings.Contains(string(b), "Port forwarding is now enabled") {
-			return nil
-		}
-		select {
-		case <-d.done:
-			return fmt.Errorf("miniupnpd in %s exited during start:\n%s", d.ns, tail(b))
-		case <-deadline.C:
-			return fmt.Errorf("miniupnpd in %s not ready after %v:\n%s", d.ns, upnpReadyTimeout, tail(b))
-		case <-ctx.Done():
-			return fmt.Errorf("miniupnpd in %s: %w", d.ns, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// tail is the end of a log, for error messages.
-func tail(b []byte) string {
-	const keep = 2000
-	if len(b) > keep {
-		b = b[len(b)-keep:]
-	}
-	return string(b)
-}
-
-// stop ends miniupnpd (SIGTERM, then SIGKILL), the STUN responder, and
-// removes the files. Idempotent through kernelLab.teardown.
+// stop ends the STUN responder and removes the files; miniupnpd itself,
+// registered later, has stopped by then (stops run last first).
 func (d *upnpDaemon) stop() error {
 	var errs []error
-	if d.cmd != nil && d.cmd.Process != nil && d.done != nil {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(upnpStopTimeout):
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-	}
 	if d.stun != nil {
 		_ = d.stun.Close()
 		<-d.srvd

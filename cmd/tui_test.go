@@ -134,23 +134,7 @@ func TestTUIProbeInTmux(t *testing.T) {
 	bin := natlabBinary(t)
 	// A fixed loopback port would collide with parallel runs: ask the
 	// kernel for a free one, then give it to the server.
-	port := freeLoopbackUDPPort(t)
-	server := fmt.Sprintf("127.0.0.1:%d", port)
-	srv := exec.Command(bin, "serve", "--listen", server)
-	srvOut, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	// Its first line says it listens: a probe started before would find
-	// the port closed and say the server is down.
-	if _, err := bufio.NewReader(srvOut).ReadString('\n'); err != nil {
-		t.Fatalf("serve: %v", err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, srvOut) }()
+	server := startServeProcess(t, bin)
 	code := "tuit-estc-odea-bcde"
 	s := newTmux(t, fmt.Sprintf("env NO_COLOR=1 TERM=xterm-256color %s probe --server %s --code %s --pair-timeout 60s; echo EXIT=$?; sleep 60", bin, server, code))
 	screen := s.waitFor(20*time.Second, "waiting for the peer", code)
@@ -190,6 +174,29 @@ func TestTUIProbeInTmux(t *testing.T) {
 	}
 }
 
+// startServeProcess runs `natlab serve` on a free loopback port until the
+// test ends and returns its address once its first line says it listens:
+// a probe started before would find the port closed and say the server
+// is down.
+func startServeProcess(t *testing.T, bin string) string {
+	t.Helper()
+	server := fmt.Sprintf("127.0.0.1:%d", freeLoopbackUDPPort(t))
+	srv := exec.Command(bin, "serve", "--listen", server)
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	if _, err := bufio.NewReader(srvOut).ReadString('\n'); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, srvOut) }()
+	return server
+}
+
 func freeLoopbackUDPPort(t *testing.T) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -223,21 +230,7 @@ func TestTUIFleetInTmux(t *testing.T) {
 // the user stopping it (exit 130, one line), not an internal error.
 func TestTUIQuitEarlyInTmux(t *testing.T) {
 	bin := natlabBinary(t)
-	port := freeLoopbackUDPPort(t)
-	server := fmt.Sprintf("127.0.0.1:%d", port)
-	srv := exec.Command(bin, "serve", "--listen", server)
-	srvOut, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	if _, err := bufio.NewReader(srvOut).ReadString('\n'); err != nil {
-		t.Fatalf("serve: %v", err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, srvOut) }()
+	server := startServeProcess(t, bin)
 	s := newTmux(t, fmt.Sprintf("env NO_COLOR=1 TERM=xterm-256color %s probe --server %s; echo EXIT=$?; sleep 60", bin, server))
 	s.waitFor(20*time.Second, "waiting for the peer")
 	s.keys("q")

@@ -416,7 +416,7 @@ func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
 		}
 	}()
 	out := newReplyBatch()
-	relayOut := newPeerOut(readBatch)
+	relayOut := newBatchOut(readBatch)
 	fast := s.turnDemux(local)
 	for {
 		n, err := pc.ReadBatch(msgs, 0)

@@ -167,7 +167,7 @@ func (fp *fastPath) answered(p []byte, client netip.AddrPort) {
 
 // fromClient forwards ChannelData b from client on a live route, through
 // out when there is one; false means pion handles it.
-func (fp *fastPath) fromClient(b []byte, client netip.AddrPort, out *peerOut) bool {
+func (fp *fastPath) fromClient(b []byte, client netip.AddrPort, out *batchOut) bool {
 	if len(b) < 4 || b[0] < 0x40 || b[0] > 0x7F {
 		return false
 	}
@@ -181,7 +181,7 @@ func (fp *fastPath) fromClient(b []byte, client netip.AddrPort, out *peerOut) bo
 		return false // pion answers what is malformed or expired as it does today
 	}
 	if out != nil && r.relay.batch != nil {
-		out.add(r.relay, b[4:4+n], r.peerUDP)
+		out.add(r.relay.batch, b[4:4+n], r.peerUDP)
 	} else {
 		_ = r.relay.writePeer(b[4:4+n], r.peer)
 	}
@@ -288,7 +288,7 @@ func (c *trackedPacketConn) writePeer(b []byte, to netip.AddrPort) error {
 // (padded to 4 bytes, as pion does); buf holds the payload at buf[4:4+n]
 // and has room for the padding. Frames for UDP clients join out when
 // there is one. False means pion handles it.
-func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort, out *fastOut) bool {
+func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort, out *batchOut) bool {
 	v, ok := c.peers.Load(from)
 	if !ok {
 		return false
@@ -305,7 +305,7 @@ func (c *trackedPacketConn) toClient(buf []byte, n int, from netip.AddrPort, out
 		end++
 	}
 	if out != nil && r.owner.batch != nil {
-		out.add(r.owner, buf[:end], r.client)
+		out.add(r.owner.batch, buf[:end], r.client)
 	} else {
 		_ = r.owner.send(buf[:end], r.key.client)
 	}

@@ -22,16 +22,15 @@ type relayReader struct {
 	bufs     [][]byte
 	max      int // payload bound: pion's read buffer, as before
 	n, index int
-	out      fastOut
+	out      *batchOut
 }
 
 func newRelayReader(uc *net.UDPConn, max int) *relayReader {
 	r := &relayReader{pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, relayBatch), bufs: make([][]byte, relayBatch), max: max,
-		out: fastOut{msgs: make([]ipv4.Message, relayBatch)}}
+		out: newBatchOut(relayBatch)}
 	for i := range r.msgs {
 		r.bufs[i] = make([]byte, 4+max+3)
 		r.msgs[i].Buffers = [][]byte{r.bufs[i][4 : 4+max]}
-		r.out.msgs[i].Buffers = make([][]byte, 1)
 	}
 	return r
 }
@@ -49,7 +48,7 @@ func (r *relayReader) next(c *trackedPacketConn) ([]byte, netip.AddrPort, error)
 			}
 			ap := ua.AddrPort()
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			if c.toClient(r.bufs[i], r.msgs[i].N, ap, &r.out) {
+			if c.toClient(r.bufs[i], r.msgs[i].N, ap, r.out) {
 				continue
 			}
 			r.out.flush()
@@ -64,67 +63,39 @@ func (r *relayReader) next(c *trackedPacketConn) ([]byte, netip.AddrPort, error)
 	}
 }
 
-// fastOut collects ChannelData frames for the UDP clients of one server
-// socket, to send them with one sendmmsg.
-type fastOut struct {
-	fp   *fastPath
+// batchOut collects datagrams for one socket, to send them with one
+// sendmmsg: ChannelData frames for the UDP clients of a server socket,
+// or a client read batch's payloads for a relay socket. A datagram for
+// another socket sends what was collected first.
+type batchOut struct {
+	to   *ipv4.PacketConn
 	msgs []ipv4.Message
 	n    int
 }
 
-func (o *fastOut) add(fp *fastPath, b []byte, to *net.UDPAddr) {
-	if o.fp != fp || o.n == len(o.msgs) {
-		o.flush()
-		o.fp = fp
-	}
-	o.msgs[o.n].Buffers[0] = b
-	o.msgs[o.n].Addr = to
-	o.n++
-}
-
-// flush sends the collected frames; a datagram the kernel refuses is
-// lost, as pion's WriteTo errors are.
-func (o *fastOut) flush() {
-	for sent := 0; sent < o.n; {
-		k, err := o.fp.batch.WriteBatch(o.msgs[sent:o.n], 0)
-		if err != nil || k == 0 {
-			break
-		}
-		sent += k
-	}
-	o.n = 0
-}
-
-// peerOut collects a client read batch's ChannelData payloads for their
-// relay sockets, to send each socket's run with one sendmmsg.
-type peerOut struct {
-	relay *trackedPacketConn
-	msgs  []ipv4.Message
-	n     int
-}
-
-func newPeerOut(size int) *peerOut {
-	o := &peerOut{msgs: make([]ipv4.Message, size)}
+func newBatchOut(size int) *batchOut {
+	o := &batchOut{msgs: make([]ipv4.Message, size)}
 	for i := range o.msgs {
 		o.msgs[i].Buffers = make([][]byte, 1)
 	}
 	return o
 }
 
-func (o *peerOut) add(relay *trackedPacketConn, b []byte, to *net.UDPAddr) {
-	if o.relay != relay || o.n == len(o.msgs) {
+func (o *batchOut) add(to *ipv4.PacketConn, b []byte, addr *net.UDPAddr) {
+	if o.to != to || o.n == len(o.msgs) {
 		o.flush()
-		o.relay = relay
+		o.to = to
 	}
 	o.msgs[o.n].Buffers[0] = b
-	o.msgs[o.n].Addr = to
+	o.msgs[o.n].Addr = addr
 	o.n++
 }
 
-// flush sends the collected payloads.
-func (o *peerOut) flush() {
+// flush sends the collected datagrams; one the kernel refuses is lost,
+// as pion's WriteTo errors are.
+func (o *batchOut) flush() {
 	for sent := 0; sent < o.n; {
-		k, err := o.relay.batch.WriteBatch(o.msgs[sent:o.n], 0)
+		k, err := o.to.WriteBatch(o.msgs[sent:o.n], 0)
 		if err != nil || k == 0 {
 			break
 		}

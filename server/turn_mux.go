@@ -414,7 +414,7 @@ type guardConn struct {
 	pending []byte
 	once    sync.Once
 	fast    *fastPath
-	out     *peerOut // ChannelData payloads batched for sendmmsg, read goroutine only
+	out     *batchOut // ChannelData payloads batched for sendmmsg, read goroutine only
 
 	// Writes are coalesced: Write queues a frame and a flusher writes
 	// whatever has queued in one system call, so a busy relay stream costs
@@ -532,7 +532,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		}
 		g.first = false
 		if g.out == nil {
-			g.out = newPeerOut(streamBatch)
+			g.out = newBatchOut(streamBatch)
 		}
 		if frame == nil {
 			g.out.flush()

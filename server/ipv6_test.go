@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -76,26 +75,11 @@ func TestTURNIPv6(t *testing.T) {
 	need6(t)
 	leakcheck.Check(t)
 	srv := startTURN6(t)
-	a, err := allocate(t, srv, relay.UDP, user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := allocate(t, srv, relay.TCP, user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := permittedPair(t, srv, relay.UDP, relay.TCP)
 	for _, r := range []netip.AddrPort{a.Relayed, b.Relayed} {
 		if r.Addr() != netip.IPv6Loopback() || r.Port() == 0 {
 			t.Fatalf("relayed address %v, want [::1]:port", r)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), turnTestTimeout)
-	defer cancel()
-	if err := a.Permit(ctx, b.Relayed); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Permit(ctx, a.Relayed); err != nil {
-		t.Fatal(err)
 	}
 	buf := make([]byte, 100)
 	for i := range 3 {

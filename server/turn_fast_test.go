@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -42,22 +41,7 @@ func TestTURNChannelFastPath(t *testing.T) {
 	for _, tr := range []relay.Transport{relay.UDP, relay.TCP} {
 		t.Run(string(tr), func(t *testing.T) {
 			srv := startTURN(t, nil)
-			a, err := allocate(t, srv, tr, user, pass)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := allocate(t, srv, relay.UDP, user, pass)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), turnTestTimeout)
-			defer cancel()
-			if err := a.Permit(ctx, b.Relayed); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.Permit(ctx, a.Relayed); err != nil {
-				t.Fatal(err)
-			}
+			a, b := permittedPair(t, srv, tr, relay.UDP)
 			exchangeBoth(t, a, b, 20, "bound")
 			burst(t, a, b, 32) // many frames per stream read: batched sends
 			burst(t, b, a, 32)

@@ -61,6 +61,29 @@ func allocate(t *testing.T, srv *server.Server, tr relay.Transport, u, p string)
 	return a, err
 }
 
+// permittedPair allocates a over trA and b over trB on srv, each with a
+// permission for the other's relayed address.
+func permittedPair(t *testing.T, srv *server.Server, trA, trB relay.Transport) (a, b *relay.Allocation) {
+	t.Helper()
+	a, err := allocate(t, srv, trA, user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = allocate(t, srv, trB, user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), turnTestTimeout)
+	defer cancel()
+	if err := a.Permit(ctx, b.Relayed); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Permit(ctx, a.Relayed); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 func turnCode(err error) int {
 	var te *stun.TurnError
 	if errors.As(err, &te) {
@@ -250,22 +273,7 @@ func TestTURNPeerPolicy(t *testing.T) {
 func TestTURNRelayToRelay(t *testing.T) {
 	leakcheck.Check(t)
 	srv := startTURN(t, nil)
-	a, err := allocate(t, srv, relay.UDP, user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := allocate(t, srv, relay.TCP, user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), turnTestTimeout)
-	defer cancel()
-	if err := a.Permit(ctx, b.Relayed); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Permit(ctx, a.Relayed); err != nil {
-		t.Fatal(err)
-	}
+	a, b := permittedPair(t, srv, relay.UDP, relay.TCP)
 	buf := make([]byte, 100)
 	for i := range 5 { // channel binding happens after the first write
 		if _, err := a.Conn.WriteTo([]byte("hello"), net.UDPAddrFromAddrPort(b.Relayed)); err != nil {

@@ -62,6 +62,26 @@ type AllocOptions struct {
 	TLSConfig *tls.Config
 	// Timeout bounds the whole allocation (AllocTimeout if zero).
 	Timeout time.Duration
+	// Family is the relayed address's family, asked for with
+	// REQUESTED-ADDRESS-FAMILY (RFC 6156); IPv6 also reaches the server
+	// over IPv6 (a name resolves to its IPv6 address). "" asks for IPv6
+	// when Server is an IPv6 literal, and leaves the server's default
+	// (IPv4) otherwise.
+	Family Family
+}
+
+// v6 reports whether the server is reached over IPv6.
+func (o AllocOptions) v6() bool { return o.Family == IPv6 || is6(o.Server) }
+
+// requested is the REQUESTED-ADDRESS-FAMILY to send, 0 for none.
+func (o AllocOptions) requested() byte {
+	switch {
+	case o.Family == IPv4:
+		return familyIPv4
+	case o.Family == IPv6, o.Family == "" && is6(o.Server):
+		return familyIPv6
+	}
+	return 0
 }
 
 // Allocation is a relayed transport address on a TURN server.
@@ -98,15 +118,22 @@ func Allocate(ctx context.Context, o AllocOptions) (*Allocation, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	start := time.Now()
+	if o.Family != "" && o.Family != IPv4 && o.Family != IPv6 {
+		return nil, fmt.Errorf("relay family %q: want ipv4 or ipv6", o.Family)
+	}
 	base, err := dial(ctx, o)
 	if err != nil {
 		return nil, err
+	}
+	conn := base
+	if f := o.requested(); f != 0 {
+		conn = &familyConn{PacketConn: base, family: f, password: o.Password}
 	}
 	logs := logging.NewDefaultLoggerFactory()
 	logs.DefaultLogLevel = logging.LogLevelDisabled
 	client, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: o.Server, Username: o.Username, Password: o.Password, Realm: o.Realm,
-		Conn: base, Net: familyNet{o.Net, is6(o.Server)}, LoggerFactory: logs, RTO: clientRTO,
+		Conn: conn, Net: familyNet{o.Net, o.v6()}, LoggerFactory: logs, RTO: clientRTO,
 	})
 	if err != nil {
 		_ = base.Close()
@@ -145,6 +172,12 @@ func Allocate(ctx context.Context, o AllocOptions) (*Allocation, error) {
 		ap := ua.AddrPort()
 		a.Relayed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
+	if f := o.requested(); f != 0 && a.Relayed.Addr().Is6() != (f == familyIPv6) {
+		// A server that ignores REQUESTED-ADDRESS-FAMILY (pion/turn's
+		// does) relays in its own family: not the relay asked for.
+		_ = a.Close()
+		return nil, fmt.Errorf("allocate on %s over %s: asked for an %s relayed address, got %s", o.Server, o.Transport, familyName(f), a.Relayed)
+	}
 	return a, nil
 }
 
@@ -154,7 +187,7 @@ func dial(ctx context.Context, o AllocOptions) (net.PacketConn, error) {
 	switch o.Transport {
 	case UDP:
 		network, any := "udp4", "0.0.0.0:0"
-		if is6(o.Server) {
+		if o.v6() {
 			network, any = "udp6", "[::]:0"
 		}
 		c, err := o.Net.ListenPacket(network, any)
@@ -167,7 +200,7 @@ func dial(ctx context.Context, o AllocOptions) (net.PacketConn, error) {
 		return nil, fmt.Errorf("relay transport %q: want udp, tcp or tls", o.Transport)
 	}
 	tcpNet := "tcp4"
-	if is6(o.Server) {
+	if o.v6() {
 		tcpNet = "tcp6"
 	}
 	ra, err := o.Net.ResolveTCPAddr(tcpNet, o.Server)

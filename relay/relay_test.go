@@ -26,6 +26,12 @@ const testUser, testPass = "alice", "wonderland"
 // loopback (refused by default) on purpose.
 func startServer(t *testing.T, withTLS bool) *server.Server {
 	t.Helper()
+	return startServerOn(t, netip.MustParseAddrPort("127.0.0.1:0"), withTLS)
+}
+
+// startServerOn is startServer on the given primary address.
+func startServerOn(t *testing.T, primary netip.AddrPort, withTLS bool) *server.Server {
+	t.Helper()
 	n, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +48,7 @@ func startServer(t *testing.T, withTLS bool) *server.Server {
 		tc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		tc.TLSAddr = netip.MustParseAddrPort("127.0.0.1:0")
 	}
-	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0")}, TURN: tc})
+	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: primary}, TURN: tc})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,11 @@ func StartCoturnOn(t testing.TB, run Runner, primary netip.AddrPort, altIP netip
 
 // WaitSTUN sends Binding requests to addr until one is answered.
 func WaitSTUN(addr netip.AddrPort, d time.Duration) error {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	network, local := "udp4", "127.0.0.1:0"
+	if addr.Addr().Is6() {
+		network, local = "udp6", "[::]:0"
+	}
+	c, err := net.ListenPacket(network, local)
 	if err != nil {
 		return err
 	}

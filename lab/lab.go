@@ -141,7 +141,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer srv.Close()
 	var sockets6 []netip.AddrPort // the IPv6 server's, in a dual-stack lab
 	if len(lab.Server.Addrs6) == 2 {
-		srv6, err := startServer6(lab, log)
+		srv6, err := StartServer6(lab, log)
 		if err != nil {
 			return nil, err
 		}
@@ -278,17 +278,21 @@ func Compare(e testnet.Expected, p *natclass.Profile) []string {
 	return out
 }
 
-// startServer6 starts natlab's server on the lab server's two IPv6
-// addresses and both ports (STUN only: the IPv6 lab checks profiles).
-func startServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+// StartServer6 starts natlab's server (STUN, rendezvous and TURN) on the
+// lab server's two IPv6 addresses and both ports, as StartServer does
+// over IPv4: TURN relays IPv6 here, for probes' IPv6 relay (RelayConfig6).
+func StartServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+	if len(lab.Server.Addrs6) < 2 {
+		return nil, errors.New("start lab IPv6 server: the lab server has no IPv6 addresses (a dual-stack kernel lab has)")
+	}
 	addrs := server.Addrs{
 		Primary: netip.AddrPortFrom(lab.Server.Addrs6[0], STUNPort),
 		AltIP:   lab.Server.Addrs6[1],
 		AltPort: STUNAltPort,
 	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log})
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: TURNConfig()})
 	if err != nil {
-		return nil, fmt.Errorf("start lab IPv6 STUN server: %w", err)
+		return nil, fmt.Errorf("start lab IPv6 server: %w", err)
 	}
 	return srv, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
-	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -79,8 +78,7 @@ func probePair(t *testing.T, six [2]string) [2]*probe.Report {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	srv6, err := server.Listen(tl.Server.Net, server.Config{Addrs: server.Addrs{
-		Primary: netip.AddrPortFrom(tl.Server.Addrs6[0], lab.STUNPort), AltIP: tl.Server.Addrs6[1], AltPort: lab.STUNAltPort}})
+	srv6, err := lab.StartServer6(tl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

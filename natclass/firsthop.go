@@ -14,18 +14,20 @@ import (
 // ErrFirstHopSilent means the first router sent no ICMP error in time.
 var ErrFirstHopSilent = errors.New("the first router did not answer a TTL 1 datagram")
 
-// FirstHop sends one UDP datagram with TTL 1 toward beyond and returns the
-// router that answered with an ICMP error (Time Exceeded, or Destination
-// Unreachable when it is beyond itself) and the round trip: the gateway's
-// RTT, which bounds how long anything the gateway is asked may take. It
-// needs Linux kernel sockets (IP_RECVERR); elsewhere, and on emulated
-// networks, it returns an error at once.
+// FirstHop sends one UDP datagram with TTL 1 (IPv6: hop limit 1) toward
+// beyond and returns the router that answered with an ICMP error (Time
+// Exceeded, or Destination Unreachable when it is beyond itself) and the
+// round trip: the gateway's RTT, which bounds how long anything the
+// gateway is asked may take. It needs Linux kernel sockets (IP_RECVERR,
+// IPV6_RECVERR); elsewhere, and on emulated networks, it returns an
+// error at once.
 func FirstHop(ctx context.Context, n transport.Net, beyond netip.AddrPort) (netip.Addr, time.Duration, error) {
-	c, err := n.ListenPacket("udp4", "0.0.0.0:0")
+	fam := FamilyOf(beyond.Addr())
+	c, err := n.ListenPacket(fam.udp(), fam.wildcard())
 	if err != nil {
 		return netip.Addr{}, 0, fmt.Errorf("open UDP socket: %w", err)
 	}
-	h, err := newHopConn(c, 1)
+	h, err := newHopConn(c, 1, fam == IPv6)
 	if err != nil {
 		_ = c.Close()
 		return netip.Addr{}, 0, err

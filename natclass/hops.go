@@ -51,11 +51,20 @@ const (
 	silentHop = "*"
 )
 
-// ICMP types the trace understands (RFC 792).
+// ICMP types the trace understands (RFC 792), and their ICMPv6
+// counterparts (RFC 4443), which the readers translate to them.
 const (
-	icmpTypeDestUnreachable = 3
-	icmpTypeTimeExceeded    = 11
+	icmpTypeDestUnreachable  = 3
+	icmpTypeTimeExceeded     = 11
+	icmp6TypeDestUnreachable = 1
+	icmp6TypeTimeExceeded    = 3
 )
+
+// errNAT64Depth: through a NAT64 the path changes family at the
+// translator, and the NATs in front of its IPv4 side are out of the
+// IPv6 trace's sight (their ICMPv4 errors come back under the NAT64
+// prefix, from the translator's view of the IPv4 internet).
+var errNAT64Depth = errors.New("the path crosses a NAT64: the NATs on its IPv4 side do not show in an IPv6 trace")
 
 // errNoKernelSocket means the socket is not a kernel socket (a lab's
 // emulated network): the ICMP errors the trace needs do not exist there.
@@ -115,8 +124,8 @@ func (p *Profile) addHops(o hopsOutcome) {
 // address as the server saw it.
 func (d *discovery) startHops(ctx context.Context, nat bool, mapped netip.Addr) func() hopsOutcome {
 	var t *trace
-	err := errors.New("the hop trace measures IPv4 paths only") // IPV6_UNICAST_HOPS and IPV6_RECVERR are not wired up
-	if d.opts.Family != IPv6 {
+	err := errNAT64Depth
+	if !d.opts.NAT64.IsValid() {
 		t, err = newTrace(d.opts.Net, d.primary, max(hopRTTs*d.rtt, minHopWait))
 	}
 	if err != nil {
@@ -150,15 +159,18 @@ type trace struct {
 	wg     sync.WaitGroup
 }
 
+// newTrace opens the trace's sockets, of to's family (IPv6: the hop
+// limit stands for the TTL), and sends the first requests.
 func newTrace(n transport.Net, to netip.AddrPort, wait time.Duration) (*trace, error) {
 	t := &trace{to: to, wait: wait, events: make(chan hopEvent, 4*maxHops), done: make(chan struct{})}
+	fam := FamilyOf(to.Addr())
 	for ttl := 1; ttl <= maxHops; ttl++ {
-		c, err := n.ListenPacket("udp4", "0.0.0.0:0")
+		c, err := n.ListenPacket(fam.udp(), fam.wildcard())
 		if err != nil {
 			t.close()
 			return nil, fmt.Errorf("open UDP socket: %w", err)
 		}
-		h, err := newHopConn(c, ttl)
+		h, err := newHopConn(c, ttl, fam == IPv6)
 		if err != nil {
 			_ = c.Close() // never used
 			t.close()
@@ -269,7 +281,8 @@ func (t *trace) gather(ctx context.Context) (hops []netip.Addr, end int, reached
 }
 
 // insideNAT reports whether a hop's address is in the part of the network
-// a NAT hides: private (RFC 1918), shared (RFC 6598) or link-local.
+// a NAT hides: private (RFC 1918; for IPv6 unique-local, fc00::/7, the
+// LAN prefix behind NAT66 and NPTv6), shared (RFC 6598) or link-local.
 func insideNAT(a netip.Addr) bool {
 	return a.IsPrivate() || cgnatPrefix.Contains(a) || a.IsLinkLocalUnicast()
 }

@@ -17,7 +17,7 @@ func TestHopsNotRunOffLinux(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := newHopConn(c, 1); err == nil || !strings.Contains(err.Error(), runtime.GOOS) {
+	if _, err := newHopConn(c, 1, false); err == nil || !strings.Contains(err.Error(), runtime.GOOS) {
 		t.Errorf("newHopConn = %v; want the reason naming %s", err, runtime.GOOS)
 	}
 	var p Profile

@@ -61,6 +61,16 @@ func TestReadTrace(t *testing.T) {
 			[]string{"10.0.0.1", "100.64.0.1"}, "destination unreachable"},
 		{"NAT not on the path", hops(a("198.51.100.1")), 2, true, pub, true, 0,
 			[]string{"198.51.100.1", "203.0.113.10"}, "the NAT does not show"},
+		// IPv6: a firewall without translation is no NAT, whatever its
+		// hop; NAT66 and NPTv6 routers answer from the unique-local LAN.
+		{"IPv6 firewall", hops(a("2001:db8:200::1"), a("2001:db8:100::1")), 3, true, a("2001:db8:200::5"), false, 0,
+			[]string{"2001:db8:200::1", "2001:db8:100::1", "203.0.113.10"}, ""},
+		{"IPv6 NAT66", hops(a("fd00::1"), a("2001:db8:100::1")), 3, true, a("2001:db8:100::2"), true, 1,
+			[]string{"fd00::1", "2001:db8:100::1", "203.0.113.10"}, ""},
+		{"IPv6 NAT66 answering from its WAN", hops(a("2001:db8:100::2"), a("2001:db8:100::1")), 3, true, a("2001:db8:100::2"), true, 1,
+			[]string{"2001:db8:100::2", "2001:db8:100::1", "203.0.113.10"}, ""},
+		{"IPv6 NAT66 with a global inside", hops(a("2001:db8:300::1"), a("2001:db8:100::1")), 3, true, a("2001:db8:100::2"), true, 0,
+			[]string{"2001:db8:300::1", "2001:db8:100::1", "203.0.113.10"}, "the NAT does not show"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,17 +160,24 @@ func TestHopsLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	addr := srv.Addrs().Primary.String()
+	srv6, err := server.Listen(std, server.Config{Addrs: server.Addrs{Primary: netip.MustParseAddrPort("[::1]:0")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv6.Close()
 	for _, tc := range []struct {
 		name string
 		n    transport.Net
-	}{{"kernel", std}, {"opaque", opaqueNet{std}}} {
+		srv  netip.AddrPort
+		fam  Family
+	}{{"kernel", std, srv.Addrs().Primary, IPv4}, {"opaque", opaqueNet{std}, srv.Addrs().Primary, IPv4},
+		{"kernel6", std, srv6.Addrs().Primary, IPv6}, {"opaque6", opaqueNet{std}, srv6.Addrs().Primary, IPv6}} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "kernel" && runtime.GOOS != "linux" {
+			if strings.HasPrefix(tc.name, "kernel") && runtime.GOOS != "linux" {
 				t.Skip("the trace reads IP_RECVERR, which is Linux only")
 			}
 			before := runtime.NumGoroutine()
-			p, err := Discover(context.Background(), Options{Net: tc.n, Servers: []string{addr}, AllocSamples: -1})
+			p, err := Discover(context.Background(), Options{Net: tc.n, Servers: []string{tc.srv.String()}, AllocSamples: -1, Family: tc.fam})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,11 +188,11 @@ func TestHopsLoopback(t *testing.T) {
 				}
 			}
 			switch tc.name {
-			case "kernel":
-				if p.NATDepth == nil || *p.NATDepth != 0 || !slices.Equal(p.Hops, []string{"127.0.0.1"}) || len(nr) != 0 {
-					t.Errorf("nat_depth %v hops %q not_run %+v, want 0, [127.0.0.1]", p.NATDepth, p.Hops, nr)
+			case "kernel", "kernel6":
+				if lo := tc.srv.Addr().String(); p.NATDepth == nil || *p.NATDepth != 0 || !slices.Equal(p.Hops, []string{lo}) || len(nr) != 0 {
+					t.Errorf("nat_depth %v hops %q not_run %+v, want 0, [%s]", p.NATDepth, p.Hops, nr, lo)
 				}
-			case "opaque":
+			default:
 				if p.NATDepth != nil || p.Hops != nil || len(nr) != 1 || !strings.Contains(nr[0].Reason, "not a kernel socket") {
 					t.Errorf("nat_depth %v hops %q not_run %+v, want not run", p.NATDepth, p.Hops, nr)
 				}
@@ -215,8 +232,20 @@ func TestTraceLoopbackEnds(t *testing.T) {
 	}
 	closedAddr := closed.LocalAddr().(*net.UDPAddr).AddrPort()
 	_ = closed.Close()
+	// The same over IPv6: ICMPv6 port unreachable (type 1 code 4) from
+	// IPV6_RECVERR's queue.
+	mute6, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute6.Close()
+	closed6, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr6 := closed6.LocalAddr().(*net.UDPAddr).AddrPort()
+	_ = closed6.Close()
 	d := &discovery{opts: Options{Net: std}}
-	lo := netip.MustParseAddr("127.0.0.1")
 	for _, tc := range []struct {
 		name    string
 		to      netip.AddrPort
@@ -225,6 +254,8 @@ func TestTraceLoopbackEnds(t *testing.T) {
 	}{
 		{"closed port", closedAddr, true, 0},
 		{"mute", mute.LocalAddr().(*net.UDPAddr).AddrPort(), false, minHopWait},
+		{"closed port IPv6", closedAddr6, true, 0},
+		{"mute IPv6", mute6.LocalAddr().(*net.UDPAddr).AddrPort(), false, minHopWait},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
@@ -241,7 +272,8 @@ func TestTraceLoopbackEnds(t *testing.T) {
 			if el < tc.minTime || el > minHopWait+time.Second {
 				t.Errorf("took %v", el)
 			}
-			if o := readTrace(hops, end, reached, lo, lo, false); reached && (o.reason != "" || !slices.Equal(o.hops, []string{"127.0.0.1"})) {
+			lo := tc.to.Addr()
+			if o := readTrace(hops, end, reached, lo, lo, false); reached && (o.reason != "" || !slices.Equal(o.hops, []string{lo.String()})) {
 				t.Errorf("outcome %+v", o)
 			}
 			for end := time.Now().Add(time.Second); runtime.NumGoroutine() > before && time.Now().Before(end); {

@@ -36,8 +36,8 @@ type PeerPath struct {
 	Reason string   `json:"reason,omitempty"`
 }
 
-// TracePeer sends binding-shaped packets with TTL 1, 2, … toward the
-// peer's public address (its discard port) and counts the routers that
+// TracePeer sends binding-shaped packets with TTL 1, 2, … (IPv6: hop
+// limit) toward the peer's public address (its discard port) and counts the routers that
 // answer Time Exceeded at or beyond openingTTL. A silent end is taken to
 // be the peer's router (routers drop what is addressed to them at closed
 // ports; a router that also never sends Time Exceeded would be counted as
@@ -45,8 +45,8 @@ type PeerPath struct {
 func TracePeer(ctx context.Context, n transport.Net, peer netip.Addr, openingTTL int, rtt time.Duration) PeerPath {
 	openingTTL = max(openingTTL, minOpeningTTL)
 	pp := PeerPath{OpeningTTL: openingTTL}
-	if !peer.Is4() {
-		pp.Reason = fmt.Sprintf("peer address %v is not IPv4", peer)
+	if !peer.IsValid() {
+		pp.Reason = "no peer address to trace toward"
 		return pp
 	}
 	t, err := newTrace(n, netip.AddrPortFrom(peer, discardPort), max(hopRTTs*rtt, minHopWait))

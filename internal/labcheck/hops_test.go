@@ -122,3 +122,66 @@ func TestNATDepthInProcess(t *testing.T) {
 	}
 	t.Logf("not_run %+v; check took %.0f ms", nr, p.DurationMillis)
 }
+
+// TestNATDepthKernelIPv6 traces over IPv6 (hop limit, IPV6_RECVERR) from
+// a host behind each translating or firewalling IPv6 preset. A router
+// that only filters is no NAT: depth 0 though its hop is on the path.
+// NAT66 and NPTv6 answer from the unique-local LAN they hide: depth 1.
+func TestNATDepthKernelIPv6(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds network namespaces")
+	}
+	presets := []string{"ipv6-firewall", "ipv6-open", "nat66", "nptv6"}
+	topo, err := testnet.IPv6Topology(presets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), labTimeout)
+	defer cancel()
+	lab, err := testnet.Start(ctx, topo, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab unavailable: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	addrs := server.Addrs{Primary: netip.AddrPortFrom(testnet.ServerAddrs6[0], 3478), AltIP: testnet.ServerAddrs6[1], AltPort: 3479}
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	server6 := testnet.ServerAddrs6[0].String()
+	for i, tt := range []struct {
+		depth int
+		hops  []string // site i's LAN router, the internet router, the server
+	}{
+		{0, []string{"2001:db8:200::1", "2001:db8:100::1", server6}},
+		{0, []string{"2001:db8:200:1::1", "2001:db8:100:1::1", server6}},
+		{1, []string{"fd00:0:0:2::1", "2001:db8:100:2::1", server6}},
+		{1, []string{"fd00:0:0:3::1", "2001:db8:100:3::1", server6}},
+	} {
+		t.Run(presets[i], func(t *testing.T) {
+			site := lab.Sites[i]
+			p, err := natclass.Discover(ctx, natclass.Options{Net: site.Host.Net, Servers: []string{addrs.Primary.String()}, Family: natclass.IPv6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range p.NotRun {
+				if n.Test == natclass.TestNATDepth {
+					t.Errorf("nat_depth not run: %s", n.Reason)
+				}
+			}
+			if p.NATDepth == nil || *p.NATDepth != tt.depth || !slices.Equal(p.Hops, tt.hops) {
+				t.Errorf("nat_depth %v hops %q, want %d %q", p.NATDepth, p.Hops, tt.depth, tt.hops)
+			}
+			if got := p.OpeningTTL(); got != 2 {
+				t.Errorf("opening hop limit %d, want 2", got)
+			}
+			if p.NATDepth != nil {
+				t.Logf("%s: %s nat_depth %d hops %v in %.0f ms", presets[i], p.Translation, *p.NATDepth, p.Hops, p.DurationMillis)
+			}
+		})
+	}
+}

@@ -138,11 +138,11 @@ func runLab(ctx context.Context, o *LabOptions) error {
 				lo.Topology, err = testnet.IPv6Topology()
 			} else {
 				lo.Topology, err = labTopology(o.NATA, o.NATB, o.Shape)
-				lo.Topology.Segment = o.Segment
 			}
 			if err != nil {
 				return nil, err
 			}
+			lo.Topology.Segment = o.Segment
 			return lab.Run(ctx, lo)
 		},
 		toTUI:   func(r *lab.Report) tui.Result { return tui.Result{Lab: r} },

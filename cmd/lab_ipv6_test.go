@@ -54,9 +54,11 @@ func TestLabIPv6Command(t *testing.T) {
 	if !strings.Contains(strings.Join(rep.Server, " "), "[2001:db8:10::10]:3478") {
 		t.Errorf("server %v lacks the IPv6 sockets", rep.Server)
 	}
+	// The text view, on the shared segment: the NAT66 router (site d)
+	// has its WAN address on the server's /64.
 	s, out, _ = testStreams()
-	if code := Main([]string{"lab", "--kernel", "--ipv6"}, s); code != ExitOK || !strings.Contains(out.String(), "\nIPv6\nsite  ipv6 preset") ||
-		!strings.Contains(out.String(), "nptv6          port-restricted-cone  nptv6") {
+	if code := Main([]string{"lab", "--kernel", "--ipv6", "--topology", "shared"}, s); code != ExitOK || !strings.Contains(out.String(), "\nIPv6\nsite  ipv6 preset") ||
+		!strings.Contains(out.String(), "nptv6          port-restricted-cone  nptv6") || !strings.Contains(out.String(), "nat66        EIM      APDF       preserving  [2001:db8:10::103]:") {
 		t.Errorf("exit %d, text:\n%s", code, out)
 	}
 }

@@ -16,11 +16,20 @@ import (
 // equals its preset, and the IPv6 profile equals the IPv6 preset —
 // filtering, nat_type, port allocation, the translation detected and the
 // address the server saw.
+// The shared segment (routers and server on one /64, no router between)
+// must give the same profiles.
 func TestLabIPv6(t *testing.T) {
+	for _, seg := range testnet.Segments() {
+		t.Run(string(seg), func(t *testing.T) { testLabIPv6(t, seg) })
+	}
+}
+
+func testLabIPv6(t *testing.T, seg testnet.Segment) {
 	topo, err := testnet.IPv6Topology()
 	if err != nil {
 		t.Fatal(err)
 	}
+	topo.Segment = seg
 	ctx, cancel := context.WithTimeout(context.Background(), labBound)
 	defer cancel()
 	rep, err := lab.Run(ctx, lab.Options{Backend: testnet.Kernel, Topology: topo})
@@ -29,6 +38,9 @@ func TestLabIPv6(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("lab.Run: %v", err)
+	}
+	if rep.Topology != string(seg) {
+		t.Errorf("report topology %q, want %q", rep.Topology, seg)
 	}
 	if len(rep.Sites) != len(testnet.IPv6Presets()) {
 		t.Fatalf("%d sites, want one per IPv6 preset", len(rep.Sites))

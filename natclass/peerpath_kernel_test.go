@@ -50,3 +50,61 @@ func TestTracePeerKernel(t *testing.T) {
 		})
 	}
 }
+
+// TestTracePeerKernelIPv6 traces with hop limits toward each IPv6 site's
+// public address from every other one. Toward a NAT66 site, whose
+// public address is its router's own, the count is the IPv4 one: none on
+// the shared segment, the internet router on the routed topology. Toward
+// a site whose host keeps a global address (firewall, open, NPTv6) the
+// peer's router forwards, so it is one more router between: the opening
+// packet expires there before the router's conntrack keeps it.
+func TestTracePeerKernelIPv6(t *testing.T) {
+	presets := []string{"nat66", "ipv6-firewall", "nptv6", "ipv6-open"}
+	for _, seg := range testnet.Segments() {
+		t.Run(string(seg), func(t *testing.T) {
+			top, err := testnet.IPv6Topology(presets...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			top.Segment = seg
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			lab, err := testnet.Start(ctx, top, testnet.Kernel)
+			if errors.Is(err, testnet.ErrNeedPrivileges) {
+				t.Skipf("kernel lab: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lab.Close()
+			base := 1
+			if seg == testnet.Shared {
+				base = 0
+			}
+			for i, from := range lab.Sites {
+				for j, to := range lab.Sites {
+					if i == j {
+						continue
+					}
+					want := base
+					if presets[j] != "nat66" {
+						want++
+					}
+					pp := natclass.TracePeer(ctx, from.Host.Net, to.Public6, 2, time.Millisecond)
+					t.Logf("%s → %s (%s): hops %v, routers between %v %s", presets[i], presets[j], to.Public6, pp.Hops, deref(pp.RoutersBetween), pp.Reason)
+					if pp.RoutersBetween == nil || *pp.RoutersBetween != want {
+						t.Errorf("%s → %s: routers between %v (%s), want %d", presets[i], presets[j], pp.RoutersBetween, pp.Reason, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// deref shows a measured count, or -1 for none, in logs.
+func deref(n *int) int {
+	if n == nil {
+		return -1
+	}
+	return *n
+}

@@ -148,6 +148,8 @@ type kernelBuilder struct {
 	k       *kernelLab
 	ctx     context.Context
 	handles map[string]*netlink.Handle
+	shared  bool       // Topology.Segment is Shared
+	seg6    []seg6Port // the shared segment's IPv6 members so far (kernel_ipv6.go)
 }
 
 func (b *kernelBuilder) stage(name string) error {
@@ -397,7 +399,7 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	if err := k.takeLock(); err != nil {
 		return nil, err
 	}
-	b := &kernelBuilder{k: k, ctx: ctx, handles: map[string]*netlink.Handle{}}
+	b := &kernelBuilder{k: k, ctx: ctx, handles: map[string]*netlink.Handle{}, shared: t.shared()}
 	defer func() {
 		for _, h := range b.handles {
 			h.Close()
@@ -425,7 +427,10 @@ func startKernel(ctx context.Context, t Topology) (lab *Lab, err error) {
 	loss["srv"] = t.ServerLink.Loss
 	if t.shared() {
 		err = b.sharedServer(inet, srv)
-	} else if err = b.routedServer(inet, srv, t.ServerLink.Delay); err == nil && t.ipv6() {
+	} else {
+		err = b.routedServer(inet, srv, t.ServerLink.Delay)
+	}
+	if err == nil && t.ipv6() {
 		err = b.server6(inet, srv)
 	}
 	if err != nil {

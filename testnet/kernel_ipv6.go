@@ -11,11 +11,19 @@ package testnet
 //	srv 2001:db8:10::10, ::11 ── inet ── 2001:db8:100:i::2 router ── host
 //	                                      LAN 2001:db8:200:i::/64 (no NAT)
 //	                                       or fd00:0:0:i::/64 (NAT66, NPTv6)
+//
+// On the shared segment (kernel_segment.go) the bridge carries IPv6 too:
+// the server and every router's WAN (2001:db8:10::100+i) are on one /64,
+// 2001:db8:10::/64, and each member routes the others' global LAN
+// prefixes to their routers with static routes, as routers sharing a
+// building LAN are configured by hand: no router between any two.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -27,6 +35,10 @@ import (
 
 const nftTable6 = "natlab6"
 
+// anyDst6 is the IPv6 default route's destination, spelled out for an
+// on-link default route.
+var anyDst6 = netip.MustParsePrefix("::/0")
+
 // checkKernelIPv6 rejects IPv6 where this backend does not build it,
 // before any namespace exists.
 func checkKernelIPv6(t Topology) error {
@@ -35,8 +47,6 @@ func checkKernelIPv6(t Topology) error {
 			continue
 		}
 		switch {
-		case t.shared():
-			return fmt.Errorf("site %q: IPv6 on the %s topology: %w", s.Name, Shared, ErrNotSupported)
 		case s.NAT.Inner != nil || s.NAT.Carrier:
 			return fmt.Errorf("site %q: IPv6 behind a carrier-grade or double NAT: %w", s.Name, ErrNotSupported)
 		case s.NAT.Mapping == "":
@@ -108,8 +118,57 @@ func forward6(ns string) error {
 	return setSysctls(ns, map[string]string{"net/ipv6/conf/all/forwarding": "1"})
 }
 
+// seg6Port is a member of the shared segment over IPv6: its interface
+// on the bridge, its addresses there, and the global prefix it routes
+// (invalid for the server and a NAT66 router, whose LAN is not routed).
+type seg6Port struct {
+	ns, ifc string
+	addrs   []netip.Addr
+	routed  netip.Prefix
+}
+
+// join6 plugs a member into the shared segment's IPv6: with every member
+// before it, static neighbour entries both ways (no neighbour discovery
+// to race, as on the routed links) and routes to each other's prefixes.
+func (b *kernelBuilder) join6(p seg6Port) error {
+	for _, m := range b.seg6 {
+		if err := b.neigh6(m.ns, m.ifc, m.addrs, p.ns, p.ifc, p.addrs); err != nil {
+			return err
+		}
+		if p.routed.IsValid() {
+			if err := b.route(m.ns, m.ifc, p.routed, p.addrs[0]); err != nil {
+				return err
+			}
+		}
+		if m.routed.IsValid() {
+			if err := b.route(p.ns, p.ifc, m.routed, m.addrs[0]); err != nil {
+				return err
+			}
+		}
+	}
+	b.seg6 = append(b.seg6, p)
+	return nil
+}
+
+// sharedServer6 puts the server's IPv6 addresses on the shared segment.
+func (b *kernelBuilder) sharedServer6(inet, srv string) error {
+	// As for IPv4: bridged frames must not meet ip6tables' hooks.
+	if err := setSysctls(inet, map[string]string{"net/bridge/bridge-nf-call-ip6tables": "0"}); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, a := range ServerAddrs6 {
+		if err := b.addr6(srv, "eth0", netip.PrefixFrom(a, 64)); err != nil {
+			return err
+		}
+	}
+	return b.join6(seg6Port{ns: srv, ifc: "eth0", addrs: ServerAddrs6[:]})
+}
+
 // server6 gives the server link its IPv6 addresses.
 func (b *kernelBuilder) server6(inet, srv string) error {
+	if b.shared {
+		return b.sharedServer6(inet, srv)
+	}
 	if err := forward6(inet); err != nil {
 		return err
 	}
@@ -134,15 +193,21 @@ func (b *kernelBuilder) server6(inet, srv string) error {
 // ip6 program; it returns the host's address and the one the internet
 // sees.
 func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS string) (host, public netip.Addr, err error) {
-	gw, wan := siteWAN6(i)
+	_, wan := siteWAN6(i)
+	if b.shared {
+		wan = sharedWAN6(i)
+	}
 	lan := siteGlobal6(i)
 	if s.IPv6.Translation == natclass.TranslationNAT66 || s.IPv6.Translation == natclass.TranslationNPTv6 {
 		lan = siteULA6(i)
 	}
 	host, public = in6(lan, iidHost), in6(lan, iidHost)
+	// The site's global prefix is routed to its router (with NPTv6 the
+	// router maps it onto the LAN); a NAT66 LAN is not routed.
+	routed := siteGlobal6(i)
 	switch s.IPv6.Translation {
 	case natclass.TranslationNAT66:
-		public = wan
+		public, routed = wan, netip.Prefix{}
 	case natclass.TranslationNPTv6:
 		public = in6(siteGlobal6(i), iidHost)
 	}
@@ -150,21 +215,13 @@ func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS str
 		return host, public, err
 	}
 	steps := []func() error{
-		func() error { return b.addr6(inet, inetIf, netip.PrefixFrom(gw, 64)) },
-		func() error { return b.addr6(outer, "wan", netip.PrefixFrom(wan, 64)) },
-		func() error { return b.route(outer, "wan", netip.Prefix{}, gw) },
+		func() error { return b.wan6(i, inet, inetIf, outer, wan, routed) },
 		func() error { return b.addr6(outer, "lan", netip.PrefixFrom(in6(lan, iidRouter), 64)) },
 		func() error { return b.addr6(hostNS, "eth0", netip.PrefixFrom(host, 64)) },
 		func() error { return b.route(hostNS, "eth0", netip.Prefix{}, in6(lan, iidRouter)) },
-		func() error { return b.neigh6(inet, inetIf, []netip.Addr{gw}, outer, "wan", []netip.Addr{wan}) },
 		func() error {
 			return b.neigh6(outer, "lan", []netip.Addr{in6(lan, iidRouter)}, hostNS, "eth0", []netip.Addr{host})
 		},
-	}
-	if s.IPv6.Translation != natclass.TranslationNAT66 {
-		// The site's global prefix is routed to its router (with NPTv6
-		// the router maps it onto the LAN).
-		steps = append(steps, func() error { return b.route(inet, inetIf, siteGlobal6(i), wan) })
 	}
 	for _, st := range steps {
 		if err := st(); err != nil {
@@ -180,6 +237,40 @@ func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS str
 		return host, public, withPrivErr(fmt.Errorf("router %s: ip6: %w", outer, err))
 	}
 	return host, public, nil
+}
+
+// wan6 gives site i's router its IPv6 WAN address wan: on a routed link
+// to the internet router (its default route, and routed sent its way),
+// or on the shared segment beside the server and the other routers.
+func (b *kernelBuilder) wan6(i int, inet, inetIf, outer string, wan netip.Addr, routed netip.Prefix) error {
+	if err := b.addr6(outer, "wan", netip.PrefixFrom(wan, 64)); err != nil {
+		return err
+	}
+	if b.shared {
+		// An on-link default route, as for IPv4 on the segment: what is
+		// not a member's prefix is sent to the switch (and there dies).
+		// An NPTv6 router forwards its own unsolicited global prefix
+		// there as on the routed topology it sends it back upstream.
+		if err := b.route(outer, "wan", anyDst6, netip.Addr{}); err != nil {
+			return err
+		}
+		return b.join6(seg6Port{ns: outer, ifc: "wan", addrs: []netip.Addr{wan}, routed: routed})
+	}
+	gw, _ := siteWAN6(i)
+	steps := []func() error{
+		func() error { return b.addr6(inet, inetIf, netip.PrefixFrom(gw, 64)) },
+		func() error { return b.route(outer, "wan", netip.Prefix{}, gw) },
+		func() error { return b.neigh6(inet, inetIf, []netip.Addr{gw}, outer, "wan", []netip.Addr{wan}) },
+	}
+	if routed.IsValid() {
+		steps = append(steps, func() error { return b.route(inet, inetIf, routed, wan) })
+	}
+	for _, st := range steps {
+		if err := st(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // router6Rules is a site router's IPv6 program: the stateful firewall

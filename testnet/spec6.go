@@ -146,6 +146,12 @@ func siteWAN6(i int) (gw, router netip.Addr) {
 	return p, netip.AddrFrom16(b)
 }
 
+// sharedWAN6 is site i's router on the shared segment: in the server's
+// /64, 2001:db8:10::100 + i.
+func sharedWAN6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x00, 0x10, 14: 1, 15: byte(i)})
+}
+
 // siteGlobal6 is site i's global /64: its LAN without translation, the
 // prefix NPTv6 maps the LAN onto.
 func siteGlobal6(i int) netip.Prefix {

@@ -219,9 +219,12 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 func writeSiteNotes(w io.Writer, r *lab.Report) {
 	for _, s := range r.Sites {
 		var notes []string
-		if s.Profile == nil {
+		switch {
+		case s.Profile == nil && s.Error == "" && s.IPv6Preset != "":
+			// An IPv6-only site (NAT64): its row says so, nothing to add.
+		case s.Profile == nil:
 			notes = append(notes, "error: "+s.Error)
-		} else {
+		default:
 			notes = append(notes, fmt.Sprintf("mapped address %s, TCP %s", orDash(s.Profile.MappedAddress), s.Profile.TCP.Brief()))
 			for _, n := range s.Profile.NotRun {
 				notes = append(notes, fmt.Sprintf("not run: %s: %s", n.Test, n.Reason))
@@ -388,46 +391,6 @@ func newCmdLabClean(s IOStreams) *cobra.Command {
 					fmt.Fprintln(w, "removed", r)
 				}
 				return nil
-			})
-		},
-	}
-	addOutputFlags(c, &out)
-	return c
-}
-
-func newCmdLabPresets(s IOStreams) *cobra.Command {
-	var out outputFlags
-	c := &cobra.Command{
-		Use:   "presets",
-		Short: "List the lab's NAT presets and the profile each should produce",
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			type preset struct {
-				Name     string           `json:"name"`
-				NAT      testnet.NAT      `json:"nat"`
-				Expected testnet.Expected `json:"expected"`
-			}
-			var ps []preset
-			for _, name := range testnet.Presets() {
-				n, err := testnet.Preset(name)
-				if err != nil {
-					return err
-				}
-				ps = append(ps, preset{name, n, n.Expect()})
-			}
-			doc := struct {
-				Schema        string   `json:"schema"`
-				NatlabVersion string   `json:"natlab_version"`
-				Presets       []preset `json:"presets"`
-			}{"natlab.lab-presets/v1", buildinfo.Version(), ps}
-			return report(s.Out, out, doc, func(w io.Writer) error {
-				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "preset\tnat_type\tmapping\tfiltering\tports\thairpin")
-				for _, p := range ps {
-					e := p.Expected
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)), e.Hairpinning)
-				}
-				return tw.Flush()
 			})
 		},
 	}

@@ -361,6 +361,7 @@ func TestREADMEJSONExamples(t *testing.T) {
 		"natlab.serve/v1": func() any { return &serveStatus{} },
 		fleet.Schema:      func() any { return &fleet.Report{} },
 		VersionSchema:     func() any { return &versionDocument{} },
+		LabPresetsSchema:  func() any { return &labPresetsDocument{} },
 	}
 	checked := 0
 	for i, b := range blocks {

@@ -177,3 +177,53 @@ var (
 	iidRouter = [8]byte{7: 1}
 	iidHost   = [8]byte{0x50, 0x54, 0x00, 0xff, 0xfe, 0x00, 0x00, 0x02}
 )
+
+// Router says in words what a router with this IPv6 behaviour does, and
+// with which tool, for listings (`natlab lab presets`).
+func (n NAT6) Router() string {
+	var s string
+	switch n.Translation {
+	case natclass.TranslationNone:
+		s = "no translation: the LAN has a global /64"
+	case natclass.TranslationNAT66:
+		s = "NAT66 masquerade (nft masquerade): the unique-local LAN leaves with the router's WAN address"
+	case natclass.TranslationNPTv6:
+		s = "prefix translation (nft snat ip6 prefix to): the unique-local LAN /64 onto a global one, interface ID and port kept"
+	case natclass.TranslationNAT64:
+		s = "IPv6-only LAN; NAT64 (tayga) and DNS64 (unbound) on the router, the NAT64's IPv4 side behind the site's IPv4 NAT"
+	default:
+		s = "translation " + n.Translation
+	}
+	if n.Firewall {
+		return s + "; stateful firewall: inbound only replies (conntrack established/related)"
+	}
+	return s + "; no filter: anything inbound is forwarded"
+}
+
+// Preset6Info is an IPv6 preset as `natlab lab presets` lists it.
+type Preset6Info struct {
+	Name string `json:"name"`
+	// Router is what the site's router does to IPv6, in words.
+	Router string `json:"router"`
+	IPv6   NAT6   `json:"ipv6"`
+	// IPv4Preset is the IPv4 preset of the preset's dual-stack site.
+	IPv4Preset string `json:"ipv4_preset"`
+	// Expected is the IPv6 profile the site's host should measure.
+	Expected Expected6 `json:"expected"`
+}
+
+// IPv6PresetInfos lists the IPv6 presets in IPv6Presets' order, each
+// with the profile its site should produce (through NAT64: the site's
+// IPv4 preset seen through the translator).
+func IPv6PresetInfos() ([]Preset6Info, error) {
+	var out []Preset6Info
+	for _, name := range IPv6Presets() {
+		t, err := IPv6Topology(name)
+		if err != nil {
+			return nil, err
+		}
+		s := t.Sites[0]
+		out = append(out, Preset6Info{Name: name, Router: s.IPv6.Router(), IPv6: *s.IPv6, IPv4Preset: s.Preset, Expected: s.Expect6()})
+	}
+	return out, nil
+}

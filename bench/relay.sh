@@ -10,6 +10,8 @@
 #   bench/relay.sh                      (defaults)
 #   TIME=5s BYTES=134217728 RUNS=3 bench/relay.sh
 #   NATLAB=/path/to/natlab bench/relay.sh   (use a built binary)
+#   FAMILY=6 bench/relay.sh             (both servers on ::1: TURN over IPv6,
+#                                        IPv6 relayed addresses)
 #
 # Needs: go, python3, turnserver (Debian package coturn).
 set -euo pipefail
@@ -18,6 +20,12 @@ cd "$(dirname "$0")/.."
 dur=${TIME:-3s}
 bytes=${BYTES:-67108864}
 runs=${RUNS:-3}
+# lo is the loopback address both servers listen and relay on, host the
+# form it takes in host:port.
+lo=127.0.0.1 host=127.0.0.1 af=AF_INET
+if [[ ${FAMILY:-4} == 6 ]]; then
+	lo=::1 host='[::1]' af=AF_INET6
+fi
 
 if ! command -v turnserver >/dev/null; then
 	echo "bench/relay.sh: turnserver not found (Debian package coturn)" >&2
@@ -40,25 +48,26 @@ fi
 go build -o "$work/relaybench" ./bench/relaybench
 
 free_port() {
-	python3 -c 'import socket
+	python3 -c 'import socket, sys
+af, lo = getattr(socket, sys.argv[1]), sys.argv[2]
 for _ in range(100):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    u = socket.socket(af, socket.SOCK_DGRAM); u.bind((lo, 0)); p = u.getsockname()[1]
+    t = socket.socket(af, socket.SOCK_STREAM)
     try:
-        t.bind(("127.0.0.1", p)); print(p); break
+        t.bind((lo, p)); print(p); break
     except OSError: pass
-    finally: u.close(); t.close()'
+    finally: u.close(); t.close()' "$af" "$lo"
 }
 
-# Wait until something answers STUN on 127.0.0.1:$1.
+# Wait until something answers STUN on $host:$1.
 wait_stun() {
 	for _ in $(seq 50); do
-		if "$work/relaybench" -mode stun -server "127.0.0.1:$1" -sockets 1 -window 1 -time 100ms 2>/dev/null | grep -q '"answered":[1-9]'; then
+		if "$work/relaybench" -mode stun -server "$host:$1" -sockets 1 -window 1 -time 100ms 2>/dev/null | grep -q '"answered":[1-9]'; then
 			return 0
 		fi
 		sleep 0.1
 	done
-	echo "bench/relay.sh: nothing answers on 127.0.0.1:$1" >&2
+	echo "bench/relay.sh: nothing answers on $host:$1" >&2
 	exit 1
 }
 
@@ -66,12 +75,12 @@ echo "alice:wonderland" >"$work/users"
 np=$(free_port)
 # One client floods from one address here: the per-source limits (which
 # coturn does not have) are turned off to measure speed, not policy.
-"$work/natlab" serve --listen "127.0.0.1:$np" --users "$work/users" --user-quota 0 \
+"$work/natlab" serve --listen "$host:$np" --users "$work/users" --user-quota 0 \
 	--binding-rate 0 --turn-rate 0 >"$work/natlab.log" 2>&1 &
 pids+=($!)
 natlab_pid=$!
 cp=$(free_port)
-turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$cp" \
+turnserver -n --listening-ip "$lo" --relay-ip "$lo" --listening-port "$cp" \
 	--realm natlab --lt-cred-mech --user alice:wonderland --allow-loopback-peers \
 	--no-tls --no-dtls --no-cli --log-file "$work/coturn.log" >/dev/null 2>&1 &
 pids+=($!)
@@ -82,7 +91,7 @@ wait_stun "$cp"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
-echo "# natlab serve 127.0.0.1:$np vs coturn $(turnserver --version 2>/dev/null | head -1) 127.0.0.1:$cp; $(nproc) CPUs"
+echo "# natlab serve $host:$np vs coturn $(turnserver --version 2>/dev/null | head -1) $host:$cp; $(nproc) CPUs"
 echo "# TURN: 2 allocations relaying to each other, bursts of <= $bytes bytes / $dur each way, best of $runs, the servers taking turns; server CPU per relayed Mbit, median of the runs"
 # cpu_ticks is a process's user+system CPU time in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -93,7 +102,7 @@ hz=$(getconf CLK_TCK)
 turn_once() { # server port pid transport
 	local c0 c1 out
 	c0=$(cpu_ticks "$3")
-	out=$("$work/relaybench" -mode turn -server "127.0.0.1:$2" -transport "$4" -bytes "$bytes" -time "$dur" -runs 1)
+	out=$("$work/relaybench" -mode turn -server "$host:$2" -transport "$4" -bytes "$bytes" -time "$dur" -runs 1)
 	c1=$(cpu_ticks "$3")
 	echo "$((c1 - c0)) $out" >>"$work/$1.$4"
 }
@@ -133,7 +142,7 @@ echo "# STUN: Binding requests, 8 sockets x 32 outstanding, $dur"
 declare -A rps=()
 for who in natlab coturn; do
 	port=$np; [[ $who == coturn ]] && port=$cp
-	out=$("$work/relaybench" -mode stun -server "127.0.0.1:$port" -time "$dur")
+	out=$("$work/relaybench" -mode stun -server "$host:$port" -time "$dur")
 	rps[$who]=$(field "$out" responses_per_s)
 	printf '%-8s %12s responses/s\n' "$who" "${rps[$who]}"
 done

@@ -145,9 +145,13 @@ type stunResult struct {
 // benchSTUN keeps `window` Binding requests outstanding on each socket for
 // dur and counts the answers.
 func benchSTUN(ctx context.Context, server string, sockets, window int, dur time.Duration) (stunResult, error) {
-	to, err := net.ResolveUDPAddr("udp4", server)
+	to, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
 		return stunResult{}, err
+	}
+	network, local := "udp4", net.IPv4(127, 0, 0, 1)
+	if to.IP.To4() == nil {
+		network, local = "udp6", net.IPv6loopback
 	}
 	var sent, answered atomic.Uint64
 	ctx, cancel := context.WithTimeout(ctx, dur)
@@ -156,7 +160,7 @@ func benchSTUN(ctx context.Context, server string, sockets, window int, dur time
 	errc := make(chan error, sockets)
 	start := time.Now()
 	for range sockets {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		c, err := net.ListenUDP(network, &net.UDPAddr{IP: local})
 		if err != nil {
 			return stunResult{}, err
 		}

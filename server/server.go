@@ -316,7 +316,7 @@ func (s *Server) count(rep Reply) {
 
 func (s *Server) serveUDP(local netip.AddrPort, c net.PacketConn) {
 	defer s.wg.Done()
-	if uc, ok := c.(*net.UDPConn); ok && local.Addr().Is4() {
+	if uc, ok := c.(*net.UDPConn); ok {
 		s.serveUDPBatch(local, uc)
 		return
 	}
@@ -403,7 +403,7 @@ const readBatch = 32
 // datagrams per system call, answers the batch's Binding requests itself
 // and sends those answers together (see replyBatch).
 func (s *Server) serveUDPBatch(local netip.AddrPort, uc *net.UDPConn) {
-	pc := ipv4.NewPacketConn(uc)
+	pc := newBatchConn(uc)
 	msgs := make([]ipv4.Message, readBatch)
 	bufs := make([]*[]byte, readBatch)
 	for i := range msgs {
@@ -491,7 +491,7 @@ func (b *replyBatch) add(rep Reply) {
 }
 
 // flush sends the collected responses and empties the batch.
-func (s *Server) flush(pc *ipv4.PacketConn, b *replyBatch) {
+func (s *Server) flush(pc batchConn, b *replyBatch) {
 	for sent := 0; sent < b.n; {
 		k, err := pc.WriteBatch(b.msgs[sent:b.n], 0)
 		if err != nil {

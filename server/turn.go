@@ -16,7 +16,6 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/turn/v4"
-	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
 	"github.com/natlab/natlab/internal/opslog"
@@ -453,8 +452,8 @@ func (g *trackingGenerator) AllocatePacketConn(network string, port int) (net.Pa
 	g.t.sockets[tc] = struct{}{}
 	la := netaddr.AddrPort(c.LocalAddr())
 	tc.port = la.Port()
-	if uc, ok := c.(*net.UDPConn); ok && la.Addr().Is4() {
-		tc.batch = ipv4.NewPacketConn(uc)
+	if uc, ok := c.(*net.UDPConn); ok {
+		tc.batch = newBatchConn(uc)
 	}
 	g.t.relayByPort[tc.port] = tc
 	g.t.mu.Unlock()
@@ -478,7 +477,7 @@ type trackedPacketConn struct {
 	port   uint16
 	fbuf   []byte
 	rd     *relayReader
-	batch  *ipv4.PacketConn // for sendmmsg, IPv4 kernel sockets only
+	batch  batchConn // for sendmmsg, kernel sockets only
 }
 
 type lastAddr struct {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
-	"golang.org/x/net/ipv4"
 
 	"github.com/natlab/natlab/internal/netaddr"
 )
@@ -81,11 +80,11 @@ func (r *fastRoute) live(now int64) bool { return now < r.expires.Load() }
 // demultiplexer or one TCP/TLS stream.
 type fastPath struct {
 	t      *turnRelay
-	local  netip.AddrPort   // the server side of the 5-tuple, as pion sees it
-	udp    net.PacketConn   // UDP clients: the server's socket
-	batch  *ipv4.PacketConn // the same, for sendmmsg (IPv4 kernel sockets)
-	stream *guardConn       // stream clients
-	routes sync.Map         // routeKey → *fastRoute
+	local  netip.AddrPort // the server side of the 5-tuple, as pion sees it
+	udp    net.PacketConn // UDP clients: the server's socket
+	batch  batchConn      // the same, for sendmmsg (kernel sockets)
+	stream *guardConn     // stream clients
+	routes sync.Map       // routeKey → *fastRoute
 
 	mu      sync.Mutex
 	pending map[pendingKey]pendingBind
@@ -93,8 +92,8 @@ type fastPath struct {
 
 func newFastPath(t *turnRelay, local net.Addr, udp net.PacketConn, stream *guardConn) *fastPath {
 	fp := &fastPath{t: t, local: netaddr.AddrPort(local), udp: udp, stream: stream, pending: map[pendingKey]pendingBind{}}
-	if uc, ok := udp.(*net.UDPConn); ok && fp.local.Addr().Is4() {
-		fp.batch = ipv4.NewPacketConn(uc)
+	if uc, ok := udp.(*net.UDPConn); ok {
+		fp.batch = newBatchConn(uc)
 	}
 	return fp
 }

@@ -17,7 +17,7 @@ const relayBatch = 16
 // a ChannelData header before the payload and padding after it, so a
 // datagram becomes its frame in place.
 type relayReader struct {
-	pc       *ipv4.PacketConn
+	pc       batchConn
 	msgs     []ipv4.Message
 	bufs     [][]byte
 	max      int // payload bound: pion's read buffer, as before
@@ -26,7 +26,7 @@ type relayReader struct {
 }
 
 func newRelayReader(uc *net.UDPConn, max int) *relayReader {
-	r := &relayReader{pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, relayBatch), bufs: make([][]byte, relayBatch), max: max,
+	r := &relayReader{pc: newBatchConn(uc), msgs: make([]ipv4.Message, relayBatch), bufs: make([][]byte, relayBatch), max: max,
 		out: newBatchOut(relayBatch)}
 	for i := range r.msgs {
 		r.bufs[i] = make([]byte, 4+max+3)
@@ -68,7 +68,7 @@ func (r *relayReader) next(c *trackedPacketConn) ([]byte, netip.AddrPort, error)
 // or a client read batch's payloads for a relay socket. A datagram for
 // another socket sends what was collected first.
 type batchOut struct {
-	to   *ipv4.PacketConn
+	to   batchConn
 	msgs []ipv4.Message
 	n    int
 }
@@ -81,7 +81,7 @@ func newBatchOut(size int) *batchOut {
 	return o
 }
 
-func (o *batchOut) add(to *ipv4.PacketConn, b []byte, addr *net.UDPAddr) {
+func (o *batchOut) add(to batchConn, b []byte, addr *net.UDPAddr) {
 	if o.to != to || o.n == len(o.msgs) {
 		o.flush()
 		o.to = to

@@ -34,13 +34,25 @@ func exchangeBoth(t *testing.T, a, b *relay.Allocation, n int, tag string) {
 }
 
 // Channels pion/turn bound are relayed by natlab's fast path in both
-// directions, over UDP and TCP; an expired route falls back to pion, and
-// an allocation's routes go with it.
+// directions, over UDP and TCP, IPv4 and IPv6; an expired route falls
+// back to pion, and an allocation's routes go with it.
 func TestTURNChannelFastPath(t *testing.T) {
 	leakcheck.Check(t)
-	for _, tr := range []relay.Transport{relay.UDP, relay.TCP} {
-		t.Run(string(tr), func(t *testing.T) {
-			srv := startTURN(t, nil)
+	for _, c := range []struct {
+		name  string
+		start func(*testing.T) *server.Server
+		tr    relay.Transport
+	}{
+		{"udp", func(t *testing.T) *server.Server { return startTURN(t, nil) }, relay.UDP},
+		{"tcp", func(t *testing.T) *server.Server { return startTURN(t, nil) }, relay.TCP},
+		{"udp6", startTURN6, relay.UDP},
+		{"tcp6", startTURN6, relay.TCP},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name[len(c.name)-1] == '6' {
+				need6(t)
+			}
+			srv, tr := c.start(t), c.tr
 			a, b := permittedPair(t, srv, tr, relay.UDP)
 			exchangeBoth(t, a, b, 20, "bound")
 			burst(t, a, b, 32) // many frames per stream read: batched sends

@@ -64,9 +64,11 @@ type AllocOptions struct {
 	Timeout time.Duration
 	// Family is the relayed address's family, asked for with
 	// REQUESTED-ADDRESS-FAMILY (RFC 6156); IPv6 also reaches the server
-	// over IPv6 (a name resolves to its IPv6 address). "" asks for IPv6
-	// when Server is an IPv6 literal, and leaves the server's default
-	// (IPv4) otherwise.
+	// over IPv6 (a name resolves to its IPv6 address). "" sends no such
+	// attribute, and the server relays in its default family: natlab
+	// serve in the family the client reached it in, an RFC 6156 server
+	// (coturn) IPv4. So an IPv6-only host behind NAT64 reaching an IPv4
+	// relay at its synthesised address leaves it "".
 	Family Family
 }
 
@@ -78,7 +80,7 @@ func (o AllocOptions) requested() byte {
 	switch {
 	case o.Family == IPv4:
 		return familyIPv4
-	case o.Family == IPv6, o.Family == "" && is6(o.Server):
+	case o.Family == IPv6:
 		return familyIPv6
 	}
 	return 0

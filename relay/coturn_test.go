@@ -116,12 +116,13 @@ func TestCoturnAuthSecret(t *testing.T) {
 // listening on ::1 only, over UDP and TCP, and relays between them.
 // coturn follows RFC 6156 (an IPv4 relay unless the client asks), so
 // this works only because Allocate sends REQUESTED-ADDRESS-FAMILY, which
-// pion/turn's client does not; asking for IPv4 gets coturn's 440.
+// pion/turn's client does not; asking for IPv4, or for nothing, gets
+// coturn's 440.
 func TestCoturnIPv6(t *testing.T) {
 	need6(t)
 	addr := startCoturnOn(t, netip.AddrPortFrom(netip.IPv6Loopback(), freePort6(t)), "--lt-cred-mech", "--user", testUser+":"+testPass)
 	for _, tr := range []Transport{UDP, TCP} {
-		figs := allocatePair6(t, AllocOptions{Server: addr.String(), Transport: tr, Username: testUser, Password: testPass})
+		figs := allocatePair6(t, AllocOptions{Server: addr.String(), Transport: tr, Username: testUser, Password: testPass, Family: IPv6})
 		for i, f := range figs {
 			t.Logf("coturn over %s/IPv6, side %d: %+v", tr, i, f)
 			if f.Echoes == 0 || f.ThroughputInMbps <= 0 {
@@ -132,9 +133,11 @@ func TestCoturnIPv6(t *testing.T) {
 	n, _ := stdnet.NewNet()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	_, err := Allocate(ctx, AllocOptions{Net: n, Server: addr.String(), Username: testUser, Password: testPass, Family: IPv4})
-	if err == nil || !strings.Contains(err.Error(), "440") {
-		t.Errorf("IPv4 relay from coturn on ::1: err %v, want its 440", err)
+	for _, f := range []Family{IPv4, ""} {
+		_, err := Allocate(ctx, AllocOptions{Net: n, Server: addr.String(), Username: testUser, Password: testPass, Family: f})
+		if err == nil || !strings.Contains(err.Error(), "440") {
+			t.Errorf("family %q from coturn on ::1 (IPv4 by default): err %v, want its 440", f, err)
+		}
 	}
 }
 

@@ -73,13 +73,20 @@ type Client struct {
 	rtt time.Duration
 }
 
-// Dial opens a socket on n for talking to the server at addr (host:port).
+// Dial opens a socket on n for talking to the server at addr (host:port):
+// an IPv4 socket for an IPv4 server, an IPv6 one for an IPv6 server (the
+// server's own IPv6 address, or its IPv4 address synthesised into a
+// NAT64 prefix by an IPv6-only host). A name resolves to IPv4 first.
 func Dial(n transport.Net, addr string) (*Client, error) {
-	ua, err := n.ResolveUDPAddr("udp4", addr)
+	ua, err := resolveServer(n, addr)
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous server %s: %w", addr, err)
 	}
-	conn, err := n.ListenPacket("udp4", ":0")
+	network, local := "udp4", "0.0.0.0:0"
+	if ua.IP.To4() == nil {
+		network, local = "udp6", "[::]:0"
+	}
+	conn, err := n.ListenPacket(network, local)
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous socket: %w", err)
 	}
@@ -95,7 +102,15 @@ func Dial(n transport.Net, addr string) (*Client, error) {
 // blocked; the protocol is the same, one JSON message per line.
 func DialTCP(ctx context.Context, n transport.Net, addr string) (*Client, error) {
 	d := n.CreateDialer(&net.Dialer{Timeout: dialTimeout})
-	conn, err := d.Dial("tcp4", addr)
+	ua, err := resolveServer(n, addr)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous server %s: %w", addr, err)
+	}
+	network := "tcp4"
+	if ua.IP.To4() == nil {
+		network = "tcp6"
+	}
+	conn, err := d.Dial(network, ua.String())
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous server %s over TCP: %w", addr, err)
 	}
@@ -106,6 +121,15 @@ func DialTCP(ctx context.Context, n transport.Net, addr string) (*Client, error)
 	}
 	sc := &streamConn{Conn: conn, br: bufio.NewReaderSize(conn, MaxMessage+2)}
 	return &Client{conn: sc, server: conn.RemoteAddr(), token: tok, Silence: silenceLimit}, nil
+}
+
+// resolveServer resolves addr, an IPv4 address before an IPv6 one: the
+// server's rendezvous answers on both families alike.
+func resolveServer(n transport.Net, addr string) (*net.UDPAddr, error) {
+	if ua, err := n.ResolveUDPAddr("udp4", addr); err == nil {
+		return ua, nil
+	}
+	return n.ResolveUDPAddr("udp6", addr)
 }
 
 // Token is this peer's random token (the other peer sees it).

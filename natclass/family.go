@@ -72,10 +72,7 @@ const (
 // via is where to send to reach ap: its synthesised address when the
 // check goes through a NAT64 and ap is IPv4.
 func (d *discovery) via(ap netip.AddrPort) netip.AddrPort {
-	if d.opts.NAT64.IsValid() && ap.Addr().Is4() {
-		return netip.AddrPortFrom(Synthesize(d.opts.NAT64, ap.Addr()), ap.Port())
-	}
-	return ap
+	return Via64(d.opts.NAT64, ap)
 }
 
 // Translation6 says how an IPv6 source address was translated, from the

@@ -49,6 +49,25 @@ func Synthesize(p netip.Prefix, v4 netip.Addr) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
+// Via64 is where an IPv6-only host sends to reach ap through the NAT64
+// with prefix p: ap's synthesised address when ap is IPv4 and p is
+// valid, else ap itself.
+func Via64(p netip.Prefix, ap netip.AddrPort) netip.AddrPort {
+	if p.IsValid() && ap.Addr().Unmap().Is4() {
+		return netip.AddrPortFrom(Synthesize(p, ap.Addr()), ap.Port())
+	}
+	return ap
+}
+
+// From64 is the IPv4 address behind ap when ap is inside the NAT64
+// prefix p (the inverse of Via64), else ap itself.
+func From64(p netip.Prefix, ap netip.AddrPort) netip.AddrPort {
+	if p.IsValid() && p.Contains(ap.Addr()) {
+		return netip.AddrPortFrom(Extract(ap.Addr(), p.Bits()), ap.Port())
+	}
+	return ap
+}
+
 // Extract returns the IPv4 address embedded in a with prefix length
 // bits, the inverse of Synthesize.
 func Extract(a netip.Addr, bits int) netip.Addr {

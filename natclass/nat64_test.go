@@ -36,3 +36,27 @@ func TestSynthesizeRFC6052(t *testing.T) {
 		t.Errorf("a plain AAAA: %v", err)
 	}
 }
+
+// Via64 synthesises IPv4 destinations only, and From64 undoes exactly
+// that.
+func TestVia64(t *testing.T) {
+	p := netip.MustParsePrefix("2001:db8:64::/96")
+	for _, c := range []struct {
+		prefix  netip.Prefix
+		in, via string
+	}{
+		{p, "198.51.100.7:4000", "[2001:db8:64::c633:6407]:4000"},
+		{p, "[::ffff:198.51.100.7]:4000", "[2001:db8:64::c633:6407]:4000"},
+		{p, "[2001:db8:10::10]:3478", "[2001:db8:10::10]:3478"},
+		{netip.Prefix{}, "198.51.100.7:4000", "198.51.100.7:4000"},
+	} {
+		in := netip.MustParseAddrPort(c.in)
+		got := natclass.Via64(c.prefix, in)
+		if got != netip.MustParseAddrPort(c.via) {
+			t.Errorf("Via64(%v, %s) = %s, want %s", c.prefix, in, got, c.via)
+		}
+		if back := natclass.From64(c.prefix, got); back != netip.AddrPortFrom(in.Addr().Unmap(), in.Port()) {
+			t.Errorf("From64(%v, %s) = %s, want %s", c.prefix, got, back, in)
+		}
+	}
+}

@@ -166,10 +166,7 @@ func (t *tcpDiscovery) measure(ctx context.Context, p *TCPProfile, ln net.Listen
 	primary := t.addrs[server]
 	local := t.localAddr(first.local, first.mapped, primary)
 	p.LocalAddress = local.String()
-	other := first.other
-	if t.opts.NAT64.IsValid() && other.Addr().Is4() {
-		other = netip.AddrPortFrom(Synthesize(t.opts.NAT64, other.Addr()), other.Port())
-	}
+	other := Via64(t.opts.NAT64, first.other)
 	if other.IsValid() && (other.Addr() == primary.Addr() || other.Port() == primary.Port()) {
 		other = netip.AddrPort{} // not a usable RFC 5780 plan
 	}

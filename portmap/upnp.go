@@ -129,13 +129,16 @@ func (c *Client) ssdpSearch(ctx context.Context) (string, error) {
 		results <- result{loc, err}
 	}()
 	var errs []error
-	for range 2 {
+	for i := range 2 {
 		r := <-results
 		if r.err == nil || errors.Is(r.err, errRefused) {
 			// An answer, or the gateway's own word that nothing listens:
-			// either settles it, and the other search ends.
+			// either settles it, and the other search ends (unless it
+			// already has: its result was the first).
 			cancel()
-			<-results
+			if i == 0 {
+				<-results
+			}
 			return r.loc, r.err
 		}
 		errs = append(errs, r.err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestCheckThroughNAT64(t *testing.T) {
 		}
 		if !json {
 			t.Logf("natlab check %s\n%s", strings.Join(args, " "), out)
-			for _, w := range []string{"translation      NAT64", "NAT64 prefix     2001:db8:64::/96", "NAT type         port-restricted-cone"} {
+			for _, w := range []string{"translation      NAT64", "NAT64 prefix     2001:db8:64::/96", "NAT type         port-restricted-cone", "NAT depth        3"} {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("text lacks %q:\n%s", w, out)
 				}
@@ -70,7 +71,9 @@ func TestCheckThroughNAT64(t *testing.T) {
 		p := doc.Profile
 		if p == nil || p.Translation != natclass.TranslationNAT64 || p.NAT64Prefix != testnet.NAT64Prefix.String() ||
 			!strings.HasPrefix(p.MappedAddress, site.Public.String()+":") || p.Mapping != natclass.EndpointIndependent ||
-			p.Filtering != natclass.AddressAndPortDependent {
+			p.Filtering != natclass.AddressAndPortDependent || p.NATDepth == nil || *p.NATDepth != 3 || slices.Contains(p.Hints, natclass.HintDoubleNAT) {
+			// Depth 3: the router's IPv6 forwarding, tayga, and the
+			// router's IPv4 NAT (the hop trace through the NAT64).
 			t.Errorf("profile through NAT64: %+v", p)
 		}
 	}

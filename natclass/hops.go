@@ -60,12 +60,6 @@ const (
 	icmp6TypeTimeExceeded    = 3
 )
 
-// errNAT64Depth: through a NAT64 the path changes family at the
-// translator, and the NATs in front of its IPv4 side are out of the
-// IPv6 trace's sight (their ICMPv4 errors come back under the NAT64
-// prefix, from the translator's view of the IPv4 internet).
-var errNAT64Depth = errors.New("the path crosses a NAT64: the NATs on its IPv4 side do not show in an IPv6 trace")
-
 // errNoKernelSocket means the socket is not a kernel socket (a lab's
 // emulated network): the ICMP errors the trace needs do not exist there.
 var errNoKernelSocket = errors.New("the socket is not a kernel socket, so no ICMP errors reach it")
@@ -96,6 +90,9 @@ type hopsOutcome struct {
 	depth  int
 	hops   []string
 	reason string // why the depth is not measured; "" when it is
+	// nat64: the trace crossed a NAT64, so the depth counts the IPv6
+	// routers before it too, and says nothing of how many NATs there are.
+	nat64 bool
 }
 
 // addHops fills the profile's NAT depth, hops, hints and not_run.
@@ -106,7 +103,7 @@ func (p *Profile) addHops(o hopsOutcome) {
 	} else {
 		depth := o.depth
 		p.NATDepth = &depth
-		if depth >= 2 && !slices.Contains(p.Hints, HintDoubleNAT) {
+		if depth >= 2 && !o.nat64 && !slices.Contains(p.Hints, HintDoubleNAT) {
 			p.Hints = append(p.Hints, HintDoubleNAT)
 		}
 	}
@@ -123,11 +120,7 @@ func (p *Profile) addHops(o hopsOutcome) {
 // when it returns. nat is whether our address is translated, mapped our
 // address as the server saw it.
 func (d *discovery) startHops(ctx context.Context, nat bool, mapped netip.Addr) func() hopsOutcome {
-	var t *trace
-	err := errNAT64Depth
-	if !d.opts.NAT64.IsValid() {
-		t, err = newTrace(d.opts.Net, d.primary, max(hopRTTs*d.rtt, minHopWait))
-	}
+	t, err := newTrace(d.opts.Net, d.primary, max(hopRTTs*d.rtt, minHopWait))
 	if err != nil {
 		d.log.Debug("hops", "err", err)
 		o := hopsOutcome{reason: err.Error()}
@@ -136,7 +129,12 @@ func (d *discovery) startHops(ctx context.Context, nat bool, mapped netip.Addr) 
 	ch := make(chan hopsOutcome, 1)
 	go func() {
 		hops, end, reached := t.gather(ctx)
-		o := readTrace(hops, end, reached, d.primary.Addr(), mapped, nat)
+		var o hopsOutcome
+		if p := d.opts.NAT64; p.IsValid() {
+			o = readTrace64(hops, end, reached, d.primary.Addr(), mapped, p)
+		} else {
+			o = readTrace(hops, end, reached, d.primary.Addr(), mapped, nat)
+		}
 		if err := ctx.Err(); err != nil && o.reason != "" {
 			o.reason = fmt.Sprintf("interrupted: %v", err)
 		}
@@ -293,6 +291,12 @@ func insideNAT(a netip.Addr) bool {
 // lies, a path that never leaves private space and a translated address
 // with no NAT in sight leave it unmeasured, with the reason.
 func readTrace(hops []netip.Addr, end int, reached bool, server, mapped netip.Addr, nat bool) hopsOutcome {
+	return readTraceFrom(hops, end, reached, server, mapped, nat, 0)
+}
+
+// readTraceFrom is readTrace where the first before hops are known to be
+// inside (the IPv6 path to a NAT64, readTrace64), whatever they said.
+func readTraceFrom(hops []netip.Addr, end int, reached bool, server, mapped netip.Addr, nat bool, before int) hopsOutcome {
 	n := len(hops) // hops on the path before its end
 	if end > 0 {
 		n = end
@@ -322,6 +326,8 @@ func readTrace(hops []netip.Addr, end int, reached bool, server, mapped netip.Ad
 	depth, silent, boundary := 0, 0, false
 	for i, a := range hops[:n] {
 		switch {
+		case i < before:
+			depth = i + 1
 		case !a.IsValid():
 			silent = i + 1
 		case insideNAT(a) || a == mapped:

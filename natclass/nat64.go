@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/pion/transport/v4"
@@ -134,4 +135,28 @@ func DiscoverNAT64(ctx context.Context, n transport.Net, resolver string) (netip
 		}
 	}
 	return NAT64Prefix(aaaa)
+}
+
+// readTrace64 reads a hop trace through a NAT64 (RFC 6146, RFC 7915):
+// the translator turns the ICMPv4 errors of the IPv4 routers beyond it
+// into ICMPv6 ones from their addresses synthesised under the prefix p,
+// so those hops are read as an IPv4 trace reads its own (private or the
+// NAT's mapped address: inside; public: beyond). The IPv6 hops before
+// the first of them lead to the translator, and an opening packet must
+// pass them all: when the translator's IPv4 side is already public, the
+// NAT64 itself is the NAT, and the depth is the hops up to it.
+func readTrace64(hops []netip.Addr, end int, reached bool, server, mapped netip.Addr, p netip.Prefix) hopsOutcome {
+	first := slices.IndexFunc(hops, func(h netip.Addr) bool { return h.IsValid() && p.Contains(h) })
+	if first < 0 {
+		return hopsOutcome{reason: fmt.Sprintf("no hop answered from beyond the NAT64 (prefix %s) within %d hops", p, len(hops))}
+	}
+	v4 := slices.Clone(hops)
+	for i, h := range v4 {
+		if h.IsValid() && p.Contains(h) {
+			v4[i] = Extract(h, p.Bits())
+		}
+	}
+	o := readTraceFrom(v4, end, reached, From64(p, netip.AddrPortFrom(server, 0)).Addr(), mapped, true, first)
+	o.nat64 = true
+	return o
 }

@@ -77,4 +77,38 @@ func TestWriteIPv6Stage(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("no IPv6 stage printed %q", b.String())
 	}
+	// With the IPv6 plan: both profiles, then a row per technique.
+	fr := &probe.FamilyResult{
+		Self: &natclass.Profile{NATType: natclass.SymmetricFirewall, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent,
+			MappedAddress: "[2001:db8:200:0:5054:ff:fe00:2]:56214", Translation: natclass.TranslationNone},
+		Peer: &natclass.Summary{NATType: natclass.PortRestrictedCone, Mapping: natclass.EndpointIndependent, Filtering: natclass.AddressAndPortDependent, Mapped: "[2001:db8:100:3::2]:51848"},
+		Techniques: []probe.TechniqueResult{
+			{Technique: natclass.DirectUDP, Predicted: natclass.Success, Measured: natclass.Success, Attempts: 3, TimeToFirstPacketMillis: 75, RTTMillis: 0.3, Reason: "both mappings are endpoint-independent"},
+			{Technique: natclass.MappedUDP, Predicted: natclass.Skipped, Measured: natclass.Skipped, Reason: "port mapping is asked over IPv4 only"},
+		},
+	}
+	b.Reset()
+	if err := writeIPv6Stage(&b, fr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\nIPv6\nthis host  symmetric-firewall    EIM APDF, TCP not measured\npeer       port-restricted-cone  EIM APDF, TCP not measured\n",
+		"  this host mapped [2001:db8:200:0:5054:ff:fe00:2]:56214 (translation none)\n  peer mapped [2001:db8:100:3::2]:51848\n",
+		"\nudp          success    success   3      75.0 ms       0.30 ms\n    both mappings are endpoint-independent\n",
+		"udp-portmap  skipped    skipped   0      -             -\n    port mapping is asked over IPv4 only\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("IPv6 rows lack %q:\n%s", want, b.String())
+		}
+	}
+	for _, l := range strings.Split(b.String(), "\n") {
+		if len([]rune(l)) > textWidth {
+			t.Errorf("line over %d columns: %q", textWidth, l)
+		}
+	}
+	b.Reset()
+	_ = writeIPv6Stage(&b, nil)
+	if b.Len() != 0 {
+		t.Errorf("no IPv6 stage printed %q", b.String())
+	}
 }

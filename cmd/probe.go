@@ -451,20 +451,40 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 	return writeIPv6Stage(w, r.IPv6)
 }
 
-// writeIPv6Stage is the IPv6 punch's line (probe --server6), wrapped to
-// textWidth.
+// writeIPv6Stage is the IPv6 side of a probe (--server6): both sides'
+// IPv6 profiles, then the IPv6 techniques, predicted from those profiles
+// and measured, as the IPv4 table is; a result without rows (a peer
+// before the IPv6 plan) is one line. Fits textWidth.
 func writeIPv6Stage(w io.Writer, f *probe.FamilyResult) error {
 	if f == nil {
 		return nil
 	}
-	line := fmt.Sprintf("udp over IPv6: %s", f.Measured)
-	if f.Measured == natclass.Success {
-		line += fmt.Sprintf(", first packet %.1f ms, rtt %.2f ms, peer %s", f.TimeToFirstPacketMillis, f.RTTMillis, f.Remote)
-	} else if f.Error != "" {
-		line += " (" + f.Error + ")"
+	if len(f.Techniques) == 0 {
+		line := fmt.Sprintf("udp over IPv6: %s", f.Measured)
+		if f.Measured == natclass.Success {
+			line += fmt.Sprintf(", first packet %.1f ms, rtt %.2f ms, peer %s", f.TimeToFirstPacketMillis, f.RTTMillis, f.Remote)
+		} else if f.Error != "" {
+			line += " (" + f.Error + ")"
+		}
+		_, err := fmt.Fprintf(w, "\n%s\n", strings.Join(wrap(line, textWidth), "\n"))
+		return err
 	}
-	_, err := fmt.Fprintf(w, "\n%s\n", strings.Join(wrap(line, textWidth), "\n"))
-	return err
+	fmt.Fprintln(w, "\nIPv6")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var mapped []string
+	if p := f.Self; p != nil {
+		fmt.Fprintf(tw, "this host\t%s\t%s %s, TCP %s\n", p.NATType, p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), p.TCP.Brief())
+		mapped = append(mapped, fmt.Sprintf("  this host mapped %s (translation %s)", orDash(p.MappedAddress), orDash(p.Translation)))
+	}
+	if p := f.Peer; p != nil {
+		fmt.Fprintf(tw, "peer\t%s\t%s %s, TCP %s\n", p.NATType, p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), p.TCPProfile.Brief())
+		mapped = append(mapped, "  peer mapped "+orDash(p.Mapped))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	fmt.Fprintf(w, "%s\n\n", strings.Join(mapped, "\n"))
+	return writeTechniques(w, f.Techniques)
 }
 
 // textWidth is what plain-text reports fit in: a default terminal.

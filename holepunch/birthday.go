@@ -119,7 +119,7 @@ func PunchBirthday(ctx context.Context, cfg BirthdayConfig) (*Path, Result, erro
 	case Spread:
 		n := min(cmp.Or(cfg.Sockets, DefaultBirthdaySockets), MaxBirthdaySockets)
 		for range n {
-			c, err := cfg.Net.ListenPacket("udp4", "0.0.0.0:0")
+			c, err := cfg.Net.ListenPacket(udpSocket(cfg.Peer.Addr()))
 			if err != nil {
 				for _, c := range conns {
 					_ = c.Close()
@@ -139,7 +139,7 @@ func PunchBirthday(ctx context.Context, cfg BirthdayConfig) (*Path, Result, erro
 		c := cfg.Conn
 		if c == nil {
 			var err error
-			if c, err = cfg.Net.ListenPacket("udp4", "0.0.0.0:0"); err != nil {
+			if c, err = cfg.Net.ListenPacket(udpSocket(cfg.Peer.Addr())); err != nil {
 				return fail(fmt.Errorf("birthday: open socket: %w", err))
 			}
 		}

@@ -77,10 +77,21 @@ func ReuseControl(network, address string, c syscall.RawConn) error {
 }
 
 // ListenTCP opens the listener for PunchTCP on port (0: any free port) with
-// ReuseControl, so the caller can hand its port to the peer first.
+// ReuseControl, so the caller can hand its port to the peer first (IPv4).
 func ListenTCP(ctx context.Context, n transport.Net, port uint16) (net.Listener, error) {
+	return ListenTCPFor(ctx, n, netip.IPv4Unspecified(), port)
+}
+
+// ListenTCPFor is ListenTCP for the address family of peer (a punch over
+// IPv6 listens on [::]).
+func ListenTCPFor(ctx context.Context, n transport.Net, peer netip.Addr, port uint16) (net.Listener, error) {
 	lc := &net.ListenConfig{Control: ReuseControl}
-	ln, err := n.CreateListenConfig(lc).Listen(ctx, "tcp4", netip.AddrPortFrom(netip.IPv4Unspecified(), port).String())
+	wild := netip.IPv4Unspecified()
+	network := tcpNetwork(peer)
+	if network == "tcp6" {
+		wild = netip.IPv6Unspecified()
+	}
+	ln, err := n.CreateListenConfig(lc).Listen(ctx, network, netip.AddrPortFrom(wild, port).String())
 	if err != nil {
 		return nil, fmt.Errorf("tcp listen on port %d: %w", port, err)
 	}
@@ -113,7 +124,7 @@ func PunchTCP(ctx context.Context, cfg TCPConfig) (net.Conn, Result, error) {
 	ln := cfg.Listener
 	if ln == nil {
 		var err error
-		if ln, err = ListenTCP(ctx, cfg.Net, cfg.LocalPort); err != nil {
+		if ln, err = ListenTCPFor(ctx, cfg.Net, firstAddr(cfg.Remote), cfg.LocalPort); err != nil {
 			return fail(err)
 		}
 	}
@@ -210,7 +221,7 @@ func (t *tcpPunch) dial(ctx context.Context, port uint16, to netip.AddrPort) {
 		d.Cancel = ctx.Done() //nolint:staticcheck // see above
 		t.attempts.Add(1)
 		began := time.Now()
-		c, err := t.cfg.Net.CreateDialer(d).Dial("tcp4", to.String())
+		c, err := t.cfg.Net.CreateDialer(d).Dial(tcpNetwork(to.Addr()), to.String())
 		if err == nil {
 			t.offer(ctx, c)
 			return

@@ -90,7 +90,7 @@ func PunchUDP(ctx context.Context, cfg Config) (*Path, Result, error) {
 			res.Err = errors.New("holepunch: neither Conn nor Net given")
 			return nil, res, res.Err
 		}
-		c, err := cfg.Net.ListenPacket("udp4", "0.0.0.0:0")
+		c, err := cfg.Net.ListenPacket(udpSocket(firstAddr(cfg.Remote)))
 		if err != nil {
 			res.Err = fmt.Errorf("open punch socket: %w", err)
 			return nil, res, res.Err

@@ -31,13 +31,22 @@ func TestProbeIPv6(t *testing.T) {
 		t.Run(c.six[0]+"×"+c.six[1], func(t *testing.T) {
 			reps := probePair(t, c.six)
 			for i, r := range reps {
-				if r.IPv6 == nil || r.IPv6.Measured != c.want || r.IPv6.Self == nil {
+				if r.IPv6 == nil || r.IPv6.Measured != c.want || r.IPv6.Self == nil || r.IPv6.Peer == nil {
 					t.Fatalf("side %d: ipv6 stage %+v", i, r.IPv6)
 				}
-				for _, tr := range r.Techniques {
-					if tr.Measured != tr.Predicted && tr.Predicted != natclass.UnknownOutcome {
-						t.Errorf("side %d: %s predicted %s, measured %s", i, tr.Technique, tr.Predicted, tr.Measured)
+				if r.IPv6.Self.TCP == nil || r.IPv6.Self.TCP.Reached != natclass.Yes {
+					t.Errorf("side %d: no TCP profile over IPv6: %+v", i, r.IPv6.Self.TCP)
+				}
+				for _, ts := range [][]probe.TechniqueResult{r.Techniques, r.IPv6.Techniques} {
+					for _, tr := range ts {
+						t.Logf("side %d: %s predicted %s measured %s (%s) %s", i, tr.Technique, tr.Predicted, tr.Measured, tr.Reason, tr.Error)
+						if tr.Measured != tr.Predicted {
+							t.Errorf("side %d: %s predicted %s, measured %s", i, tr.Technique, tr.Predicted, tr.Measured)
+						}
 					}
+				}
+				if len(r.IPv6.Techniques) != len(natclass.Techniques) {
+					t.Errorf("side %d: %d IPv6 rows, want one per technique", i, len(r.IPv6.Techniques))
 				}
 				v := r.Verdict
 				t.Logf("side %d: %s", i, v.Summary)

@@ -128,8 +128,14 @@ type Report struct {
 // peerInfo is what a peer sends through the rendezvous when pairing.
 type peerInfo struct {
 	Summary natclass.Summary `json:"summary"`
-	// V6: this peer reaches the server over IPv6 and runs the IPv6
-	// stage (older peers omit it, and neither runs it).
+	// Summary6 is this peer's IPv6 summary: it was profiled over IPv6
+	// and runs the IPv6 technique plan, which both sides run exactly
+	// when both sent one.
+	Summary6 *natclass.Summary `json:"summary6,omitempty"`
+	// V6 is what peers before the IPv6 plan sent instead (they then ran
+	// a UDP-only IPv6 stage of their own). It is no longer sent, so
+	// such a peer skips its stage and a mixed pair never waits at a
+	// barrier the other side does not run.
 	V6 bool `json:"v6,omitempty"`
 }
 
@@ -189,10 +195,11 @@ type agent struct {
 	pm    *portmap.Report
 	peer  natclass.Summary
 	// srv6 and self6: the server's IPv6 address and this host's IPv6
-	// profile (Options.Server6); peerV6: the peer runs the IPv6 stage.
-	srv6   netip.AddrPort
-	self6  *natclass.Profile
-	peerV6 bool
+	// profile (Options.Server6); peer6: the peer's IPv6 summary, when it
+	// runs the IPv6 plan.
+	srv6  netip.AddrPort
+	self6 *natclass.Profile
+	peer6 *natclass.Summary
 	// held is the last confirmed path, kept answering the peer's pings
 	// until the next barrier shows the peer has finished too.
 	held *holepunch.Path
@@ -202,11 +209,8 @@ type agent struct {
 	// so the relay stage can measure it against the relay.
 	direct     *holepunch.Path
 	directTech natclass.Technique
-	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
-	peerOutcomes []natclass.Outcome
-	// step numbers the rendezvous barriers; pathStep is the one that
-	// swapped the path traces, the last before the techniques.
-	step, pathStep int
+	// step numbers the rendezvous barriers.
+	step int
 	// path is this side's trace toward the peer's public address.
 	path *natclass.PeerPath
 	// cleanups undo what a technique set up outside the socket (a port
@@ -295,30 +299,17 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 
-	// Both sides compute the same predictions: A's summary always first.
-	sa, sb := a.summary(), a.peer
-	if a.side == holepunch.SideB {
-		sa, sb = sb, sa
-	}
-	preds := natclass.Predict(sa, sb)
 	rep := &Report{Schema: ProbeSchema, NatlabVersion: buildinfo.Version(), Side: a.side.String(), Server: a.o.Server, Self: a.self, PortMapping: a.pm, Peer: a.peer, Path: a.path}
-	var prev natclass.Outcome
-	for i, p := range preds {
-		tr := a.technique(ctx, i+1, p, &prev)
-		rep.Techniques = append(rep.Techniques, tr)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("probe: %w", ctx.Err())
-		}
-	}
-	// A last barrier: both sides learn the other's last outcome, so they
-	// agree on every technique.
 	defer a.release()
 	defer a.closeDirect()
-	if err := a.agree(ctx, rep, prev); err != nil {
+	f4 := a.family4()
+	if rep.Techniques, err = a.runPlan(ctx, f4, a.predictions(f4)); err != nil {
 		return nil, err
 	}
-	if a.self6 != nil && a.peerV6 {
-		rep.IPv6 = a.ipv6Stage(ctx)
+	if a.runs6() {
+		if rep.IPv6, err = a.ipv6Plan(ctx); err != nil {
+			return nil, err
+		}
 	}
 	rep.Verdict = verdict(rep.Techniques)
 	if a.o.Relay != nil {
@@ -359,7 +350,6 @@ func (a *agent) sharePath(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("path step with the peer: %w", err)
 	}
-	a.pathStep = a.step
 	var theirs stepData
 	if err := json.Unmarshal(raw, &theirs); err != nil {
 		return fmt.Errorf("path step: malformed peer data: %w", err)
@@ -386,9 +376,6 @@ func HostSummary(p *natclass.Profile, pm *portmap.Report, tcp bool) natclass.Sum
 	s.PortMapping = gatewayMaps(pm)
 	return s
 }
-
-// mapped reports whether this host's gateway maps ports.
-func (a *agent) mapped() bool { return gatewayMaps(a.pm) }
 
 // gatewayMaps: a verified test mapping when the check could run, any
 // answering protocol otherwise.
@@ -442,7 +429,7 @@ func (a *agent) pair(ctx context.Context) error {
 			return err
 		}
 	}
-	info, err := json.Marshal(peerInfo{Summary: a.summary(), V6: a.self6 != nil})
+	info, err := json.Marshal(a.info())
 	if err != nil {
 		rz.Close()
 		return fmt.Errorf("peer info: %w", err)
@@ -468,10 +455,21 @@ func (a *agent) pair(ctx context.Context) error {
 		rz.Close()
 		return fmt.Errorf("peer info: %w", err)
 	}
-	a.peer, a.peerV6 = pi.Summary, pi.V6
+	a.peer, a.peer6 = pi.Summary, pi.Summary6
 	a.side, a.sess = sessionFor(rz.Code(), rz.Token(), peer.Token, peer.Slot)
 	a.emit(Event{Stage: StagePair, Message: "paired; peer is " + string(a.peer.NATType), Data: a.peer})
 	return nil
+}
+
+// info is what this side tells the peer at pairing: its summary, and
+// its IPv6 summary when it was profiled over IPv6.
+func (a *agent) info() peerInfo {
+	pi := peerInfo{Summary: a.summary()}
+	if a.self6 != nil {
+		s6 := a.summary6()
+		pi.Summary6 = &s6
+	}
+	return pi
 }
 
 // sessionFor derives the shared session from what both peers know: the
@@ -492,14 +490,36 @@ func sessionFor(code, mine, theirs string, slot int) (holepunch.Side, holepunch.
 	return side, s
 }
 
-// technique runs step k of the plan with the peer.
-func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, prev *natclass.Outcome) TechniqueResult {
+// runPlan tries every technique of preds in f with the peer, in order,
+// then a last barrier where both sides learn the other's last outcome,
+// so they agree on every technique.
+func (a *agent) runPlan(ctx context.Context, f *family, preds []natclass.Prediction) ([]TechniqueResult, error) {
+	var out []TechniqueResult
+	var prev natclass.Outcome
+	for i, p := range preds {
+		out = append(out, a.technique(ctx, f, i+1, p, &prev))
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("probe: %w", ctx.Err())
+		}
+	}
+	if err := a.agree(ctx, f, out, prev); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// technique runs step k of f's plan with the peer.
+func (a *agent) technique(ctx context.Context, f *family, k int, p natclass.Prediction, prev *natclass.Outcome) TechniqueResult {
 	tr := TechniqueResult{Technique: p.Technique, Predicted: p.Outcome, Reason: p.Reason, Measured: natclass.Skipped}
-	a.emit(Event{Stage: StageTechnique, Step: k, Data: p, Message: fmt.Sprintf("%s: predicted %s (%s)", p.Technique, p.Outcome, p.Reason)})
+	label, fam := string(p.Technique), ""
+	if f.v6() {
+		label, fam = string(p.Technique)+" over IPv6", familyIPv6
+	}
+	a.emit(Event{Stage: StageTechnique, Step: k, Family: fam, Data: p, Message: fmt.Sprintf("%s: predicted %s (%s)", label, p.Outcome, p.Reason)})
 	defer func() {
 		*prev = tr.Measured
-		a.emit(Event{Stage: StageTechnique, Step: k, Outcome: tr.Measured, Data: tr,
-			Message: fmt.Sprintf("%s: %s", p.Technique, tr.Measured)})
+		a.emit(Event{Stage: StageTechnique, Step: k, Family: fam, Outcome: tr.Measured, Data: tr,
+			Message: fmt.Sprintf("%s: %s", label, tr.Measured)})
 	}()
 	tries := 1
 	if p.Technique == natclass.DirectTCP && (p.Outcome == natclass.Success || p.Outcome == natclass.UnknownOutcome) {
@@ -521,7 +541,7 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 			break
 		}
 		attempts := tr.Attempts
-		tr = a.attempt(ctx, p, tr, first, prev)
+		tr = a.attempt(ctx, f, p, tr, first, prev)
 		tr.Attempts += attempts
 	}
 	return tr
@@ -529,14 +549,14 @@ func (a *agent) technique(ctx context.Context, k int, p natclass.Prediction, pre
 
 // attempt prepares this side, exchanges candidates with the peer at a
 // barrier, and punches.
-func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr TechniqueResult, first bool, prev *natclass.Outcome) TechniqueResult {
+func (a *agent) attempt(ctx context.Context, f *family, p natclass.Prediction, tr TechniqueResult, first bool, prev *natclass.Outcome) TechniqueResult {
 	var sock *socket
 	my := stepData{RTT: millis.Of(a.rz.RTT())}
 	if first {
 		my.Previous = *prev
 	}
 	if p.Outcome != natclass.Skipped {
-		s, err := a.prepare(ctx, p.Technique)
+		s, err := a.prepare(ctx, f, p.Technique)
 		if err != nil {
 			tr.Measured, tr.Error = natclass.Fail, err.Error()
 			my.Err = err.Error()
@@ -557,8 +577,8 @@ func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr Technique
 		tr.Measured, tr.Error = natclass.Fail, "peer sent malformed step data"
 		return tr
 	}
-	if first && a.step > a.pathStep+1 {
-		a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
+	if first && a.step > f.start+1 {
+		f.peerOutcomes = append(f.peerOutcomes, theirs.Previous)
 	}
 	if sock == nil {
 		return tr
@@ -570,8 +590,8 @@ func (a *agent) attempt(ctx context.Context, p natclass.Prediction, tr Technique
 		}
 		return tr
 	}
-	path, res := a.punch(ctx, p, sock, theirs)
-	if path != nil && a.o.Relay != nil && a.direct == nil {
+	path, res := a.punch(ctx, f, p, sock, theirs)
+	if path != nil && a.o.Relay != nil && a.direct == nil && !f.v6() {
 		// Keep the preferred direct path for the relay stage's
 		// comparison; it keeps answering the peer meanwhile.
 		a.direct, a.directTech = path, p.Technique
@@ -609,21 +629,21 @@ func (a *agent) barrier(ctx context.Context, data any) (json.RawMessage, error) 
 	return raw, err
 }
 
-// agree exchanges the last outcome and merges the peer's view: a path
-// counts only if both sides confirmed it.
-func (a *agent) agree(ctx context.Context, rep *Report, last natclass.Outcome) error {
+// agree exchanges the last outcome of f's plan and merges the peer's
+// view into ts: a path counts only if both sides confirmed it.
+func (a *agent) agree(ctx context.Context, f *family, ts []TechniqueResult, last natclass.Outcome) error {
 	raw, err := a.barrier(ctx, stepData{Previous: last})
 	if err != nil {
-		return fmt.Errorf("final exchange with the peer: %w", err)
+		return fmt.Errorf("final %s exchange with the peer: %w", f.name, err)
 	}
 	var theirs stepData
 	if err := json.Unmarshal(raw, &theirs); err != nil {
-		return fmt.Errorf("final exchange: malformed peer data: %w", err)
+		return fmt.Errorf("final %s exchange: malformed peer data: %w", f.name, err)
 	}
-	a.peerOutcomes = append(a.peerOutcomes, theirs.Previous)
-	for i := range rep.Techniques {
-		t := &rep.Techniques[i]
-		if i < len(a.peerOutcomes) && t.Measured == natclass.Success && a.peerOutcomes[i] != natclass.Success {
+	f.peerOutcomes = append(f.peerOutcomes, theirs.Previous)
+	for i := range ts {
+		t := &ts[i]
+		if i < len(f.peerOutcomes) && t.Measured == natclass.Success && f.peerOutcomes[i] != natclass.Success {
 			// Both directions are confirmed by the punch itself, so this
 			// means the peer timed out just as we succeeded: not usable.
 			t.Measured, t.Error = natclass.Fail, "the peer did not confirm the path"

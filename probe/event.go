@@ -34,13 +34,16 @@ const (
 //	lifetime:  *Keepalive when measured
 //	verdict:   Verdict
 type Event struct {
-	Time    time.Time        `json:"time"`
-	Stage   Stage            `json:"stage"`
-	Message string           `json:"message"`           // one line for people
-	Data    any              `json:"data,omitempty"`    // the stage's result
-	Elapsed float64          `json:"elapsed_ms"`        // since the run started
-	Side    string           `json:"side,omitempty"`    // A or B, once paired
-	Step    int              `json:"step,omitempty"`    // technique number
+	Time    time.Time `json:"time"`
+	Stage   Stage     `json:"stage"`
+	Message string    `json:"message"`        // one line for people
+	Data    any       `json:"data,omitempty"` // the stage's result
+	Elapsed float64   `json:"elapsed_ms"`     // since the run started
+	Side    string    `json:"side,omitempty"` // A or B, once paired
+	Step    int       `json:"step,omitempty"` // technique number (within its family's plan)
+	// Family is "ipv6" for the IPv6 plan's technique events (Step
+	// numbers that plan's techniques); empty for IPv4's.
+	Family  string           `json:"family,omitempty"`
 	Outcome natclass.Outcome `json:"outcome,omitempty"` // set when a technique finishes
 }
 

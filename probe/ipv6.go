@@ -1,33 +1,39 @@
 package probe
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/netip"
 
-	"github.com/natlab/natlab/holepunch"
-	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
 )
 
-// FamilyResult is the IPv6 stage of a probe: this host's IPv6 profile
-// and a UDP hole punch over IPv6 with the peer, beside the IPv4
-// techniques. On IPv6 most hosts sit behind a stateful firewall without
-// NAT: simultaneous sends open it, which is exactly what this measures.
+// FamilyResult is the IPv6 side of a probe: this host's IPv6 profile,
+// the peer's IPv6 summary, and every direct technique over IPv6,
+// predicted from the two measured IPv6 profiles (never from IPv4's) and
+// measured with the peer, as the IPv4 techniques are. On IPv6 most hosts
+// sit behind a stateful firewall without NAT: simultaneous sends open
+// it, which the udp row measures.
 type FamilyResult struct {
 	Server string            `json:"server"`         // natlab serve's IPv6 address
 	Self   *natclass.Profile `json:"self,omitempty"` // this host's IPv6 profile
+	// Peer is the peer's IPv6 summary, as it sent it.
+	Peer *natclass.Summary `json:"peer,omitempty"`
 	// Mapped is this host's address as the server saw it; Remote the
-	// peer's on the path (or the candidate tried).
-	Mapped    string             `json:"mapped_address,omitempty"`
-	Remote    string             `json:"remote,omitempty"`
+	// peer's on the path of Technique (or the candidate tried).
+	Mapped string `json:"mapped_address,omitempty"`
+	Remote string `json:"remote,omitempty"`
+	// Technique is the most preferred IPv6 technique that worked (udp
+	// when none did), Measured its outcome, and the figures its.
 	Technique natclass.Technique `json:"technique"`
 	Measured  natclass.Outcome   `json:"measured"`
 	// TimeToFirstPacketMillis and RTTMillis as for the IPv4 techniques.
 	TimeToFirstPacketMillis float64 `json:"time_to_first_packet_ms,omitempty"`
 	RTTMillis               float64 `json:"rtt_ms,omitempty"`
 	Error                   string  `json:"error,omitempty"`
+	// Techniques are the IPv6 rows, in order of preference, agreed
+	// with the peer.
+	Techniques []TechniqueResult `json:"techniques,omitempty"`
 }
 
 // startProfile6 resolves Options.Server6 and profiles this host over IPv6
@@ -49,11 +55,11 @@ func (a *agent) startProfile6(ctx context.Context) (wait func(), err error) {
 	return func() { <-done }, nil
 }
 
-// profile6 measures this host over IPv6 against o.Server6; nil (and the
-// reason logged) when it cannot.
+// profile6 measures this host over IPv6 against o.Server6, its TCP
+// too (the IPv6 tcp row is predicted from both sides' TCP profiles over
+// IPv6); nil (and the reason logged) when it cannot.
 func (a *agent) profile6(ctx context.Context) *natclass.Profile {
-	p, err := natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server6}, Family: natclass.IPv6,
-		NoTCP: true, Logger: a.log})
+	p, err := natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server6}, Family: natclass.IPv6, Logger: a.log})
 	if err != nil || p.NATType == natclass.UDPBlocked {
 		a.log.Debug("ipv6 profile", "err", err)
 		return nil
@@ -61,76 +67,48 @@ func (a *agent) profile6(ctx context.Context) *natclass.Profile {
 	return p
 }
 
-// ipv6Stage punches over IPv6 with the peer at two barriers: candidates,
-// then both outcomes (a path counts only if both confirmed it). Both
-// sides run it exactly when both announced IPv6 at pairing.
-func (a *agent) ipv6Stage(ctx context.Context) *FamilyResult {
-	fr := &FamilyResult{Server: a.o.Server6, Self: a.self6, Technique: natclass.DirectUDP, Measured: natclass.Fail}
-	a.emit(Event{Stage: StageTechnique, Message: "udp over IPv6: punching"})
-	var my stepData
-	conn, err := a.o.Net.ListenPacket("udp6", "[::]:0")
-	if err == nil {
-		var srflx netip.AddrPort
-		if srflx, err = holepunch.Reflexive(ctx, conn, a.srv6); err == nil {
-			fr.Mapped = srflx.String()
-			my.Candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
-		} else {
-			_ = conn.Close()
+// runs6 reports whether both sides run the IPv6 plan: both were
+// profiled over IPv6 and sent their IPv6 summary at pairing.
+func (a *agent) runs6() bool { return a.self6 != nil && a.peer6 != nil }
+
+// ipv6Plan runs every direct technique over IPv6 with the peer, predicted
+// from both sides' IPv6 summaries, exactly as the IPv4 plan runs.
+func (a *agent) ipv6Plan(ctx context.Context) (*FamilyResult, error) {
+	f := a.family6()
+	preds := a.predictions(f)
+	for i, p := range preds {
+		if p.Technique == natclass.MappedUDP && p.Outcome == natclass.Skipped {
+			// Predict saw no port mapping in either IPv6 summary: it is
+			// never asked over IPv6.
+			preds[i].Reason = "port mapping is asked over IPv4 only (PCP, NAT-PMP, UPnP-IGD): no IPv6 pinhole requested"
 		}
 	}
+	ts, err := a.runPlan(ctx, f, preds)
 	if err != nil {
-		my.Err = "IPv6: " + err.Error()
+		return nil, err
 	}
-	var theirs stepData
-	raw, berr := a.barrier(ctx, my)
-	if berr == nil {
-		berr = json.Unmarshal(raw, &theirs)
-	}
-	var path *holepunch.Path
-	switch {
-	case berr != nil:
-		fr.Error = "peer lost: " + berr.Error()
-	case my.Err != "" || theirs.Err != "" || len(theirs.Candidates) == 0:
-		fr.Error = fmt.Sprintf("no IPv6 candidates: %s%s", my.Err, theirs.Err)
-		if conn != nil && my.Err == "" {
-			_ = conn.Close()
-		}
-	default:
-		fr.Remote = theirs.Candidates[0].Addr.String()
-		sch := holepunch.DefaultSchedule()
-		sch.Opening = openingWindow(a.rz.RTT(), theirs.RTT)
-		sch.Total = punchTimeout
-		var res holepunch.Result
-		path, res, _ = holepunch.PunchUDP(ctx, holepunch.Config{Conn: conn, Session: a.sess, Remote: theirs.Candidates,
-			Timeout: punchTimeout, Schedule: sch, Technique: natclass.DirectUDP, Logger: a.log,
-			// Opening packets with a low hop limit: a NAT66 or firewall
-			// whose first packet from the peer arrives before its own
-			// host's left falls into the conntrack trap as IPv4 NATs do.
-			OpeningTTL: holepunch.DefaultOpeningTTL})
-		if res.Success {
-			fr.Measured, fr.Remote = natclass.Success, res.Remote.String()
-			fr.TimeToFirstPacketMillis, fr.RTTMillis = millis.Of(res.TimeToFirstPacket), millis.Of(res.RTT)
-		} else if res.Err != nil {
-			fr.Error = res.Err.Error()
-		}
-	}
-	a.confirm6(ctx, fr, path)
-	return fr
+	peer := f.peer
+	fr := &FamilyResult{Server: a.o.Server6, Self: a.self6, Peer: &peer, Mapped: a.self6.MappedAddress, Techniques: ts}
+	fr.best()
+	return fr, nil
 }
 
-// confirm6 is the stage's second barrier: the peer's outcome; the path
-// is held until the peer has finished too.
-func (a *agent) confirm6(ctx context.Context, fr *FamilyResult, path *holepunch.Path) {
-	a.held = path
-	raw, err := a.barrier(ctx, stepData{Previous: fr.Measured})
-	var theirs stepData
-	if err == nil {
-		err = json.Unmarshal(raw, &theirs)
+// best fills the v1 fields from the rows: the most preferred technique
+// that worked, else the udp row and why it failed.
+func (fr *FamilyResult) best() {
+	fr.Technique, fr.Measured = natclass.DirectUDP, natclass.Fail
+	for _, t := range fr.Techniques {
+		if t.Measured == natclass.Success {
+			fr.Technique, fr.Measured, fr.Remote = t.Technique, t.Measured, t.Remote
+			fr.TimeToFirstPacketMillis, fr.RTTMillis, fr.Error = t.TimeToFirstPacketMillis, t.RTTMillis, ""
+			return
+		}
 	}
-	if fr.Measured == natclass.Success && (err != nil || theirs.Previous != natclass.Success) {
-		fr.Measured, fr.Error = natclass.Fail, "the peer did not confirm the path"
+	for _, t := range fr.Techniques {
+		if t.Technique == natclass.DirectUDP {
+			fr.Remote, fr.Error = t.Remote, cmp.Or(t.Error, t.Reason)
+		}
 	}
-	a.emit(Event{Stage: StageTechnique, Outcome: fr.Measured, Data: fr, Message: "udp over IPv6: " + string(fr.Measured)})
 }
 
 // preferFamily is the verdict with IPv6 in it: a direct path beats a
@@ -141,19 +119,20 @@ func preferFamily(v Verdict, fr *FamilyResult) Verdict {
 	if fr == nil {
 		return v
 	}
-	six := "UDP hole punch over IPv6"
+	six := fr.Technique.Name() + " over IPv6"
 	if fr.RTTMillis > 0 {
 		six += fmt.Sprintf(", first packet after %.0f ms, direct RTT %.1f ms", fr.TimeToFirstPacketMillis, fr.RTTMillis)
 	}
 	switch {
 	case fr.Measured == natclass.Success && !v.Direct:
-		return Verdict{Direct: true, Technique: natclass.DirectUDP, Family: "ipv6",
+		return Verdict{Direct: true, Technique: fr.Technique, Family: familyIPv6,
 			Summary: "Direct P2P works over IPv6 (prefer it): " + six + "; over IPv4: " + v.Summary}
 	case fr.Measured == natclass.Success:
-		v.Family = "ipv6"
+		v.Family = familyIPv6
+		v.Technique = fr.Technique
 		v.Summary = "Direct P2P works over IPv6 and IPv4; prefer IPv6 (RFC 8305): " + six + "; over IPv4: " + v.Summary
 	default:
-		v.Family = "ipv4"
+		v.Family = familyIPv4
 		v.Summary += "; IPv6: no direct path (" + fr.Error + ")"
 	}
 	return v

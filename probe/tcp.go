@@ -20,13 +20,13 @@ const tcpReflexiveTimeout = 3 * time.Second
 // prepareTCP listens on a port shared with the connect attempts and
 // learns, with a STUN binding over TCP from that same port, the address
 // the peer must connect to.
-func (a *agent) prepareTCP(ctx context.Context) (*socket, error) {
-	ln, err := holepunch.ListenTCP(ctx, a.o.Net, 0)
+func (a *agent) prepareTCP(ctx context.Context, f *family) (*socket, error) {
+	ln, err := holepunch.ListenTCPFor(ctx, a.o.Net, f.srv.Addr(), 0)
 	if err != nil {
 		return nil, err
 	}
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	srflx, err := a.tcpReflexive(ctx, port)
+	srflx, err := a.tcpReflexive(ctx, f, port)
 	if err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("learn the TCP mapping: %w", err)
@@ -35,8 +35,9 @@ func (a *agent) prepareTCP(ctx context.Context) (*socket, error) {
 }
 
 // tcpReflexive sends one STUN Binding request over a TCP connection from
-// local port port to the server and returns the mapped address.
-func (a *agent) tcpReflexive(ctx context.Context, port uint16) (netip.AddrPort, error) {
+// local port port to the server (in family f) and returns the mapped
+// address.
+func (a *agent) tcpReflexive(ctx context.Context, f *family, port uint16) (netip.AddrPort, error) {
 	ctx, cancel := context.WithTimeout(ctx, tcpReflexiveTimeout)
 	defer cancel()
 	d := a.o.Net.CreateDialer(&net.Dialer{
@@ -44,9 +45,9 @@ func (a *agent) tcpReflexive(ctx context.Context, port uint16) (netip.AddrPort, 
 		Control:   holepunch.ReuseControl,
 		Deadline:  time.Now().Add(tcpReflexiveTimeout),
 	})
-	c, err := d.Dial("tcp4", a.srv.String())
+	c, err := d.Dial(f.tcp, f.srv.String())
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("connect to %s: %w", a.srv, err)
+		return netip.AddrPort{}, fmt.Errorf("connect to %s: %w", f.srv, err)
 	}
 	defer c.Close()
 	req, err := stuntx.Request()

@@ -12,27 +12,28 @@ import (
 	"github.com/natlab/natlab/portmap"
 )
 
-// prepare opens this side's socket for a technique and learns what the
-// peer needs to reach it; the result travels in the step's data.
-func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, error) {
+// prepare opens this side's socket for a technique in family f and
+// learns what the peer needs to reach it; the result travels in the
+// step's data.
+func (a *agent) prepare(ctx context.Context, f *family, t natclass.Technique) (*socket, error) {
 	switch t {
 	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.Birthday:
 	case natclass.MappedUDP:
-		if a.mapped() {
+		if f.mapped() {
 			return a.prepareMapped(ctx)
 		}
 	default:
-		return a.prepareTCP(ctx)
+		return a.prepareTCP(ctx, f)
 	}
-	if a.self.NATType == natclass.UDPBlocked {
+	if f.self.NATType == natclass.UDPBlocked {
 		return nil, fmt.Errorf("this host's UDP is blocked")
 	}
-	conn, err := a.o.Net.ListenPacket("udp4", "0.0.0.0:0")
+	conn, err := a.o.Net.ListenPacket(f.udp, f.wildcard)
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
 	s := &socket{conn: conn}
-	srflx, err := holepunch.Reflexive(ctx, conn, a.srv)
+	srflx, err := holepunch.Reflexive(ctx, conn, f.srv)
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("learn server-reflexive address: %w", err)
@@ -40,16 +41,16 @@ func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, err
 	s.srflx = srflx
 	switch t {
 	case natclass.SameLAN:
-		s.candidates = holepunch.HostCandidates(a.o.Net, netaddr.AddrPort(conn.LocalAddr()).Port())
+		s.candidates = f.hostCandidates(a, netaddr.AddrPort(conn.LocalAddr()).Port())
 	case natclass.PredictUDP:
 		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
-		if pa := a.self.PortAllocation; pa != nil && pa.Pattern == natclass.Sequential && a.self.Mapping != natclass.EndpointIndependent {
+		if pa := f.self.PortAllocation; pa != nil && pa.Pattern == natclass.Sequential && f.self.Mapping != natclass.EndpointIndependent {
 			s.predict = max(pa.Step, 1)
 		}
 	case natclass.Birthday:
 		s.candidates = []holepunch.Candidate{{Kind: holepunch.Srflx, Addr: srflx}}
 		s.role = holepunch.Scan
-		if pa := a.self.PortAllocation; pa != nil && pa.Pattern == natclass.Random && a.self.Mapping != natclass.EndpointIndependent {
+		if pa := f.self.PortAllocation; pa != nil && pa.Pattern == natclass.Random && f.self.Mapping != natclass.EndpointIndependent {
 			// The spreading side opens fresh sockets; this one only
 			// told the peer which public address to scan.
 			s.role = holepunch.Spread
@@ -63,7 +64,7 @@ func (a *agent) prepare(ctx context.Context, t natclass.Technique) (*socket, err
 
 // punch runs the technique with the peer's step data. The returned path,
 // if any, is held until the peer has passed the next barrier.
-func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, theirs stepData) (*holepunch.Path, holepunch.Result) {
+func (a *agent) punch(ctx context.Context, f *family, p natclass.Prediction, s *socket, theirs stepData) (*holepunch.Path, holepunch.Result) {
 	t := p.Technique
 	var (
 		path *holepunch.Path
@@ -73,8 +74,8 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.MappedUDP:
 		remote := theirs.Candidates
 		tech := natclass.DirectUDP
-		ttl := a.openingTTL()
-		if a.adjacent() {
+		ttl := f.openingTTL()
+		if f.adjacent() {
 			ttl = 0 // it would reach the peer's router all the same
 		}
 		switch t {
@@ -94,9 +95,9 @@ func (a *agent) punch(ctx context.Context, p natclass.Prediction, s *socket, the
 			OpeningTTL: ttl, Hold: a.hold(p, theirs), Technique: tech, Logger: a.log,
 		})
 	case natclass.Birthday:
-		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, OpeningTTL: a.openingTTL(),
+		cfg := holepunch.BirthdayConfig{Net: a.o.Net, Session: a.sess, Role: s.role, Peer: theirs.Candidates[0].Addr, OpeningTTL: f.openingTTL(),
 			Hold: a.hold(p, theirs), Logger: a.log}
-		if a.adjacent() {
+		if f.adjacent() {
 			cfg.OpeningTTL = -1 // full TTL: no router between to expire at
 		}
 		if p.Outcome != natclass.Success {
@@ -156,10 +157,6 @@ func openingWindow(mine time.Duration, theirsMillis float64) time.Duration {
 	return min(max(startSkew-owd, minOpening), holepunch.DefaultOpening)
 }
 
-// adjacent reports whether either side's trace found no router between
-// the two NATs: then no TTL expires between them.
-func (a *agent) adjacent() bool { return natclass.Adjacent(a.summary(), a.peer) }
-
 // hold is how long this side waits before its first packet to the peer:
 // the opening window when the prediction has the peer open first.
 func (a *agent) hold(p natclass.Prediction, theirs stepData) time.Duration {
@@ -169,12 +166,5 @@ func (a *agent) hold(p natclass.Prediction, theirs stepData) time.Duration {
 	return openingWindow(a.rz.RTT(), theirs.RTT)
 }
 
-// openingTTL passes this host's own NATs and expires before the peer's:
-// one more than the measured NAT depth, or holepunch's default for one NAT
-// when the depth is unknown.
-func (a *agent) openingTTL() int {
-	if ttl := a.self.OpeningTTL(); ttl > 0 {
-		return ttl
-	}
-	return holepunch.DefaultOpeningTTL
-}
+// openingTTL is the IPv4 opening TTL (family4's), for the path trace.
+func (a *agent) openingTTL() int { return (&family{self: a.self}).openingTTL() }

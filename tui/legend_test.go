@@ -49,3 +49,26 @@ func TestTechniqueRowsFromData(t *testing.T) {
 		t.Errorf("an event without data made a row: %+v", s.rows)
 	}
 }
+
+// TestIPv6RowsBesideIPv4: the IPv6 plan's events (Family "ipv6") make
+// rows of their own, shown as "<technique> v6", and never overwrite the
+// IPv4 row of the same technique.
+func TestIPv6RowsBesideIPv4(t *testing.T) {
+	var s probeScreen
+	s.event(probe.Event{Stage: probe.StageTechnique, Step: 2, Outcome: natclass.Fail,
+		Data: probe.TechniqueResult{Technique: natclass.DirectUDP, Predicted: natclass.Fail, Measured: natclass.Fail}})
+	s.event(probe.Event{Stage: probe.StageTechnique, Step: 2, Family: "ipv6", Outcome: natclass.Success,
+		Data: probe.TechniqueResult{Technique: natclass.DirectUDP, Predicted: natclass.Success, Measured: natclass.Success, RTTMillis: 0.3}})
+	if len(s.rows) != 2 || s.rows[0].Measured != natclass.Fail || s.rows[1].Measured != natclass.Success || s.rows[1].family != "ipv6" {
+		t.Fatalf("rows %+v", s.rows)
+	}
+	table := strings.Join(s.table(view{}), "\n")
+	if !strings.Contains(table, "udp v6 ") || strings.Count(table, "udp") != 2 {
+		t.Errorf("table:\n%s", table)
+	}
+	s.done(&probe.Report{Self: &natclass.Profile{}, Techniques: []probe.TechniqueResult{{Technique: natclass.DirectUDP}},
+		IPv6: &probe.FamilyResult{Techniques: []probe.TechniqueResult{{Technique: natclass.DirectUDP}, {Technique: natclass.DirectTCP}}}})
+	if len(s.rows) != 3 || s.rows[2].family != "ipv6" {
+		t.Errorf("report rows %+v", s.rows)
+	}
+}

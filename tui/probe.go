@@ -34,10 +34,12 @@ type probeScreen struct {
 	finished bool
 }
 
-// techRow is one technique as far as the events have told.
+// techRow is one technique as far as the events have told; family is
+// "ipv6" for the IPv6 plan's rows (shown after IPv4's).
 type techRow struct {
 	probe.TechniqueResult
-	done bool
+	done   bool
+	family string
 }
 
 // stageOf maps an event to the screen's stage: the relay techniques are
@@ -89,24 +91,24 @@ func (s *probeScreen) event(e probe.Event) {
 	}
 	if tr, done, ok := techniqueOf(e); ok {
 		tech = tr.Technique
-		s.setRow(tr, done)
+		s.setRow(tr, done, e.Family)
 	}
 	st := stageOf(e, tech)
 	s.stage = st
 	s.seen[st] = true
 }
 
-func (s *probeScreen) setRow(tr probe.TechniqueResult, done bool) {
+func (s *probeScreen) setRow(tr probe.TechniqueResult, done bool, family string) {
 	for i := range s.rows {
-		if s.rows[i].Technique == tr.Technique {
+		if s.rows[i].Technique == tr.Technique && s.rows[i].family == family {
 			if !done && s.rows[i].Predicted != "" && tr.Predicted == "" {
 				tr.Predicted = s.rows[i].Predicted
 			}
-			s.rows[i] = techRow{tr, done}
+			s.rows[i] = techRow{tr, done, family}
 			return
 		}
 	}
-	s.rows = append(s.rows, techRow{tr, done})
+	s.rows = append(s.rows, techRow{tr, done, family})
 }
 
 func (s *probeScreen) done(r *probe.Report) {
@@ -116,7 +118,12 @@ func (s *probeScreen) done(r *probe.Report) {
 	s.peer = &peer
 	s.rows = nil
 	for _, t := range r.Techniques {
-		s.rows = append(s.rows, techRow{t, true})
+		s.rows = append(s.rows, techRow{t, true, ""})
+	}
+	if r.IPv6 != nil {
+		for _, t := range r.IPv6.Techniques {
+			s.rows = append(s.rows, techRow{t, true, "ipv6"})
+		}
 	}
 	v := r.Verdict
 	s.verdict = &v
@@ -271,8 +278,13 @@ func otherSide(side string) string {
 
 // table lists the techniques tried so far.
 func (s *probeScreen) table(v view) []string {
-	const f = "%-14s %-10s %-10s %8s %10s %10s"
-	out := []string{headerStyle.Render(fmt.Sprintf(f, "technique", "predicted", "measured", "attempts", "first pkt", "rtt"))}
+	w := 14 // the longest technique name, and two spaces
+	for _, r := range s.rows {
+		if r.family != "" {
+			w = 17 // and " v6"
+		}
+	}
+	out := []string{headerStyle.Render(fmt.Sprintf("%-*s %-10s %-10s %8s %10s %10s", w, "technique", "predicted", "measured", "attempts", "first pkt", "rtt"))}
 	if len(s.rows) == 0 {
 		return append(out, dimStyle.Render("no technique tried yet"))
 	}
@@ -289,7 +301,11 @@ func (s *probeScreen) table(v view) []string {
 				first, rtt = fmt.Sprintf("%.1f ms", r.TimeToFirstPacketMillis), fmt.Sprintf("%.2f ms", r.RTTMillis)
 			}
 		}
-		line := strings.TrimRight(fmt.Sprintf("%-14s %-10s %s %8s %10s %10s", r.Technique, orDash(string(r.Predicted)),
+		name := string(r.Technique)
+		if r.family == "ipv6" {
+			name += " v6"
+		}
+		line := strings.TrimRight(fmt.Sprintf("%-*s %-10s %s %8s %10s %10s", w, name, orDash(string(r.Predicted)),
 			outcomeStyle(string(r.Measured)).Render(pad(measured, 10)), attempts, first, rtt), " ")
 		if r.done && r.Predicted != "" && r.Measured != r.Predicted {
 			line += failStyle.Render(" ≠") // the prediction was wrong: worth a look
@@ -305,7 +321,8 @@ func (s *probeScreen) chart(width int) []string {
 	var direct, relay *probe.TechniqueResult
 	for i := range s.rows {
 		r := &s.rows[i].TechniqueResult
-		if r.Measured != natclass.Success || r.RTTMillis <= 0 {
+		if r.Measured != natclass.Success || r.RTTMillis <= 0 || s.rows[i].family != "" {
+			// The relay is IPv4's: it is compared with IPv4's direct path.
 			continue
 		}
 		isRelay := r.Technique.IsRelay()

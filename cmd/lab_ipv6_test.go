@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -16,7 +17,8 @@ func TestLabIPv6Flags(t *testing.T) {
 		want string
 	}{
 		{[]string{"lab", "--ipv6"}, "--ipv6 needs --kernel"},
-		{[]string{"lab", "--kernel", "--ipv6", "--matrix"}, "no IPv6 cells yet"},
+		{[]string{"lab", "--ipv6", "--matrix"}, "--ipv6 needs --kernel"},
+		{[]string{"lab", "--kernel", "--ipv6", "--matrix", "--nat-b", "symmetric"}, "--nat-a/--nat-b do not apply"},
 		{[]string{"probe", "--server", "203.0.113.10:3478", "--server6", "2001:db8::1"}, "--server6"},
 		{[]string{"lab", "--kernel", "--ipv6", "--nat-a", "symmetric"}, "--nat-a/--nat-b do not apply"},
 	} {
@@ -24,6 +26,21 @@ func TestLabIPv6Flags(t *testing.T) {
 		if code := Main(c.args, s); code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
 			t.Errorf("%v: exit %d, stderr %q, want %q", c.args, code, errOut, c.want)
 		}
+	}
+}
+
+// `--kernel --ipv6 --matrix` is the IPv6 matrix: the flags reach the run
+// function as such, over every IPv6 preset.
+func TestLabIPv6MatrixFlags(t *testing.T) {
+	s, _, _ := testStreams()
+	var got *LabOptions
+	c := NewCmdLab(s, func(_ context.Context, o *LabOptions) error { got = o; return nil })
+	c.SetArgs([]string{"--kernel", "--ipv6", "--matrix", "--json"})
+	if err := c.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || !got.IPv6 || !got.Matrix || !got.Kernel || got.MatrixPresets != nil {
+		t.Errorf("options %+v", got)
 	}
 }
 
@@ -110,5 +127,48 @@ func TestWriteIPv6Stage(t *testing.T) {
 	_ = writeIPv6Stage(&b, nil)
 	if b.Len() != 0 {
 		t.Errorf("no IPv6 stage printed %q", b.String())
+	}
+}
+
+// `natlab lab --kernel --ipv6 --matrix --json`: one natlab.matrix/v1
+// document over the IPv6 presets whose cells carry their IPv6 rows
+// (ipv6_techniques), every one predicted = measured, nat64 excluded with
+// its reason; its text view shows both grids in 80 columns.
+func TestLabIPv6MatrixCommand(t *testing.T) {
+	s, out, errOut := testStreams()
+	code := Main([]string{"lab", "--kernel", "--ipv6", "--matrix", "--json"}, s)
+	if strings.Contains(errOut.String(), testnet.ErrNeedPrivileges.Error()) {
+		t.Skipf("kernel lab: %s", errOut)
+	}
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+	}
+	var rep lab.MatrixReport
+	if err := decodeStrict(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Match || !rep.IPv6 || len(rep.Pairs) != 10 || rep.Excluded["nat64"] == "" {
+		t.Fatalf("report: match %v, ipv6 %v, %d pairs, excluded %v", rep.Match, rep.IPv6, len(rep.Pairs), rep.Excluded)
+	}
+	for _, p := range rep.Pairs {
+		if len(p.IPv6) == 0 || len(p.Techniques) == 0 {
+			t.Errorf("%s × %s: %d IPv6 rows, %d IPv4 rows", p.A, p.B, len(p.IPv6), len(p.Techniques))
+		}
+	}
+	var b strings.Builder
+	if err := writeMatrix(&b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	for _, want := range []string{"\nIPv6, every technique that worked", "\nA ipv6-firewall  udp+tcp  udp+tcp", "\nIPv4 (every site port-restricted-cone)",
+		"nat64: IPv6-only site", "every measured outcome equals its prediction (10 pairs"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	for _, l := range strings.Split(text, "\n") {
+		if len([]rune(l)) > textWidth {
+			t.Errorf("line over %d columns: %q", textWidth, l)
+		}
 	}
 }

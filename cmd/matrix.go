@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/testnet"
 	"github.com/natlab/natlab/tui"
@@ -19,7 +20,7 @@ func runMatrix(ctx context.Context, o *LabOptions, backend testnet.Backend) erro
 	rep, err := show(ctx, o.IO, o.Output, view[*lab.MatrixReport]{
 		kind: tui.KindMatrix, title: "natlab lab --matrix",
 		run: func(ctx context.Context, emit func(probe.Event)) (*lab.MatrixReport, error) {
-			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Segment: o.Segment, Presets: o.MatrixPresets, Events: emit})
+			return lab.RunMatrix(ctx, lab.MatrixOptions{Backend: backend, Segment: o.Segment, Presets: o.MatrixPresets, IPv6: o.IPv6, Events: emit})
 		},
 		toTUI:   func(r *lab.MatrixReport) tui.Result { return tui.Result{Matrix: r} },
 		fromTUI: func(r tui.Result) *lab.MatrixReport { return r.Matrix },
@@ -53,45 +54,40 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	if r.Topology == string(testnet.Shared) {
 		where += ", routers on one segment"
 	}
-	fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", where)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "\t")
-	for i := range r.Presets {
-		fmt.Fprintf(tw, "%c\t", 'A'+i)
+	if r.IPv6 {
+		fmt.Fprintf(w, "natlab lab --matrix --ipv6 (%s): what works directly, per pair\n\n", where)
+	} else {
+		fmt.Fprintf(w, "natlab lab --matrix (%s): the technique a real application should use, per pair\n\n", where)
 	}
-	fmt.Fprintln(tw)
-	for i, a := range r.Presets {
-		fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
-		for _, b := range r.Presets {
-			c := r.Cell(a, b)
-			cell := "?"
-			switch {
-			case c == nil:
-			case c.Error != "":
-				cell = "error"
-			case c.Best() == "":
-				cell = "none"
-			default:
-				cell = c.Best().Short()
-			}
-			if c != nil && len(c.Mismatches) > 0 {
-				cell += "!"
-			}
-			fmt.Fprintf(tw, "%s\t", cell)
+	best := func(c *lab.MatrixPair) (string, bool) { return c.Best().Short(), len(c.Mismatches) > 0 }
+	if !r.IPv6 {
+		if err := writeGrid(w, r, best); err != nil {
+			return err
 		}
-		fmt.Fprintln(tw)
-	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("write matrix: %w", err)
+	} else {
+		// Two grids of the same pairs, each cell every technique that
+		// worked: the IPv6 rows, then the IPv4 ones (every site's IPv4
+		// side is the same NAT).
+		fmt.Fprintln(w, "IPv6, every technique that worked (predicted from both measured IPv6 profiles):")
+		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.IPv6), mismatched(c, true) }); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nIPv4 (every site %s), every technique that worked:\n", defaultNATA)
+		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.Techniques), mismatched(c, false) }); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(w, "\n%s\n", strings.Join(matrixLegend, "\n"))
 	var ex []string
-	for p, why := range r.Excluded {
-		ex = append(ex, fmt.Sprintf("  %s: %s", p, why))
+	for p := range r.Excluded {
+		ex = append(ex, p)
 	}
 	sort.Strings(ex)
 	if len(ex) > 0 {
-		fmt.Fprintf(w, "\nnot in this matrix:\n%s\n", strings.Join(ex, "\n"))
+		fmt.Fprintf(w, "\nnot in this matrix:\n")
+	}
+	for _, p := range ex {
+		writeWrapped(w, "  "+p+": ", r.Excluded[p])
 	}
 	for _, p := range r.Pairs {
 		for _, m := range p.Mismatches {
@@ -107,4 +103,65 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	}
 	fmt.Fprintf(w, "\n%s (%d pairs, %.1f s)\n", verdict, len(r.Pairs), r.DurationMillis/1000)
 	return nil
+}
+
+// writeGrid is the matrix's grid: each cell what cellOf says of the
+// pair ("none" when it says nothing), "!" when it mismatched.
+func writeGrid(w io.Writer, r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (string, bool)) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "\t")
+	for i := range r.Presets {
+		fmt.Fprintf(tw, "%c\t", 'A'+i)
+	}
+	fmt.Fprintln(tw)
+	for i, a := range r.Presets {
+		fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
+		for _, b := range r.Presets {
+			c := r.Cell(a, b)
+			cell := "?"
+			if c != nil {
+				what, bad := cellOf(c)
+				switch {
+				case c.Error != "":
+					cell = "error"
+				case what == "":
+					cell = "none"
+				default:
+					cell = what
+				}
+				if bad {
+					cell += "!"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t", cell)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write matrix: %w", err)
+	}
+	return nil
+}
+
+// worked is every technique that worked, short names joined by "+", in
+// order of preference ("" when none did).
+func worked(ts []probe.TechniqueResult) string {
+	var out []string
+	for _, t := range ts {
+		if t.Measured == natclass.Success {
+			out = append(out, t.Technique.Short())
+		}
+	}
+	return strings.Join(out, "+")
+}
+
+// mismatched reports whether a cell's IPv6 rows (or its IPv4 ones)
+// differ from their predictions.
+func mismatched(c *lab.MatrixPair, six bool) bool {
+	for _, m := range c.Mismatches {
+		if strings.HasPrefix(m, "ipv6 ") == six {
+			return true
+		}
+	}
+	return false
 }

@@ -368,7 +368,7 @@ func pairSites(ctx context.Context, lab *testnet.Lab, rep *Report, ev *emitter, 
 		}
 	}
 	mp := &MatrixPair{A: cmp.Or(a.Preset, a.Name), B: cmp.Or(b.Preset, b.Name)}
-	reps, err := pairOn(ctx, lab, log)
+	reps, err := pairOn(ctx, lab, "", log)
 	if err != nil {
 		mp.Error = err.Error()
 		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}

@@ -34,8 +34,13 @@ type MatrixOptions struct {
 	// Segment joins each pair's routers: testnet.Routed ("") or Shared.
 	Segment testnet.Segment
 	// Presets to pair (every unordered pair, each with itself too);
-	// testnet.Presets() when empty.
+	// testnet.Presets() when empty, testnet.IPv6Presets() with IPv6.
 	Presets []string
+	// IPv6 pairs IPv6 presets (kernel only): each site dual stack, its
+	// IPv4 side testnet.IPv6Topology's; both probes punch over IPv6 too,
+	// and each cell gains its IPv6 rows, predicted from both measured
+	// IPv6 profiles.
+	IPv6 bool
 	// Events, if set, receives the MatrixPlan first, then one event per
 	// finished pair (Data *MatrixPair); calls do not overlap.
 	Events func(probe.Event)
@@ -47,6 +52,8 @@ type MatrixReport struct {
 	Schema        string `json:"schema"`         // MatrixSchema
 	NatlabVersion string `json:"natlab_version"` // the build that wrote it
 	Backend       string `json:"backend"`        // in-process or kernel
+	// IPv6: the presets are IPv6 presets, each cell has IPv6 rows.
+	IPv6 bool `json:"ipv6,omitempty"`
 	// Topology is what joins the routers: "routed" or "shared".
 	Topology string   `json:"topology,omitempty"`
 	Presets  []string `json:"presets"` // rows and columns
@@ -62,6 +69,9 @@ type MatrixPair struct {
 	A          string                  `json:"a"`
 	B          string                  `json:"b"`
 	Techniques []probe.TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
+	// IPv6 are the IPv6 rows (MatrixOptions.IPv6), side A's view,
+	// agreed with B.
+	IPv6 []probe.TechniqueResult `json:"ipv6_techniques,omitempty"`
 	Relay      *probe.RelayReport      `json:"relay,omitempty"`      // side A's relay stage
 	Verdict    probe.Verdict           `json:"verdict"`
 	Mismatches []string                `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
@@ -71,16 +81,21 @@ type MatrixPair struct {
 // RunMatrix probes every pair of presets in its own lab.
 func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	start := time.Now()
-	presets := o.Presets
-	if len(presets) == 0 {
-		presets = testnet.Presets()
-	}
 	backend := o.Backend
 	if backend == "" {
 		backend = testnet.InProcess
 	}
+	presets := o.Presets
+	switch {
+	case o.IPv6 && backend != testnet.Kernel:
+		return nil, fmt.Errorf("IPv6 matrix on the %s lab: %w (use the kernel lab)", backend, testnet.ErrNotSupported)
+	case len(presets) == 0 && o.IPv6:
+		presets = testnet.IPv6Presets()
+	case len(presets) == 0:
+		presets = testnet.Presets()
+	}
 	ev := newEmitter(o.Events)
-	plan, err := planMatrix(backend, presets)
+	plan, err := planMatrix(backend, presets, o.IPv6)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +108,8 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	if seg == testnet.Shared && backend != testnet.Kernel {
 		return nil, fmt.Errorf("topology %s: %w", seg, testnet.ErrNotSupported)
 	}
-	rep := &MatrixReport{Schema: MatrixSchema, NatlabVersion: buildinfo.Version(), Backend: string(backend), Topology: string(seg), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
+	rep := &MatrixReport{Schema: MatrixSchema, NatlabVersion: buildinfo.Version(), Backend: string(backend), IPv6: o.IPv6, Topology: string(seg), Presets: plan.Presets, Excluded: plan.Excluded, Match: true}
+	cs := cellSpec{backend: backend, seg: seg, ipv6: o.IPv6, log: o.Logger}
 	presets = rep.Presets
 	for i := range presets {
 		for j := i; j < len(presets); j++ {
@@ -114,7 +130,7 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 				return
 			}
 			defer func() { <-sem }()
-			err := runCell(ctx, backend, seg, mp, o.Logger)
+			err := runCell(ctx, cs, mp)
 			if errors.Is(err, testnet.ErrNeedPrivileges) {
 				mu.Lock()
 				fatal = err
@@ -139,16 +155,26 @@ func RunMatrix(ctx context.Context, o MatrixOptions) (*MatrixReport, error) {
 	return rep, nil
 }
 
-// planMatrix is the grid a backend can run: the presets, less those it
-// cannot pair, with why.
-func planMatrix(backend testnet.Backend, presets []string) (MatrixPlan, error) {
+// planMatrix is the grid a backend can run: the presets (IPv6 presets
+// with ipv6), less those it cannot pair, with why.
+func planMatrix(backend testnet.Backend, presets []string, ipv6 bool) (MatrixPlan, error) {
 	plan := MatrixPlan{Backend: string(backend)}
 	for _, p := range presets {
-		n, err := testnet.Preset(p)
-		if err != nil {
-			return MatrixPlan{}, err
+		var why string
+		if ipv6 {
+			n6, err := testnet.Preset6(p)
+			if err != nil {
+				return MatrixPlan{}, err
+			}
+			why = Exclusion6(n6)
+		} else {
+			n, err := testnet.Preset(p)
+			if err != nil {
+				return MatrixPlan{}, err
+			}
+			why = Exclusion(n, backend)
 		}
-		if why := Exclusion(n, backend); why != "" {
+		if why != "" {
 			if plan.Excluded == nil {
 				plan.Excluded = map[string]string{}
 			}
@@ -174,28 +200,56 @@ func Exclusion(n testnet.NAT, backend testnet.Backend) string {
 	return ""
 }
 
+// Exclusion6 says why the IPv6 matrix leaves an IPv6 preset out, or "".
+func Exclusion6(n testnet.NAT6) string {
+	if n.Translation == natclass.TranslationNAT64 {
+		// The probe punches from a host with both families; an
+		// IPv6-only host reaches the IPv4 side only through the NAT64,
+		// which the probe's plan does not use yet.
+		return "IPv6-only site (NAT64): the probe's plans need the host's own IPv4 and IPv6; checked by natlab lab --kernel --ipv6"
+	}
+	return ""
+}
+
+// cellSpec is how every cell of one matrix is built.
+type cellSpec struct {
+	backend testnet.Backend
+	seg     testnet.Segment
+	ipv6    bool
+	log     *slog.Logger
+}
+
 // runCell builds a lab for one pair and runs both probes in it.
-func runCell(ctx context.Context, backend testnet.Backend, seg testnet.Segment, mp *MatrixPair, log *slog.Logger) error {
+func runCell(ctx context.Context, cs cellSpec, mp *MatrixPair) error {
 	fail := func(err error) error {
 		mp.Error = err.Error()
 		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}
 		return err
 	}
-	topo, err := testnet.PairTopology(mp.A, mp.B)
+	var topo testnet.Topology
+	var err error
+	if cs.ipv6 {
+		topo, err = testnet.IPv6Topology(mp.A, mp.B)
+	} else {
+		topo, err = testnet.PairTopology(mp.A, mp.B)
+	}
 	if err != nil {
 		return fail(err)
 	}
-	topo.Segment = seg
-	lab, err := testnet.Start(ctx, topo, backend)
+	topo.Segment = cs.seg
+	lab, err := testnet.Start(ctx, topo, cs.backend)
 	if err != nil {
 		return fail(err)
 	}
 	defer lab.Close()
-	reps, err := RunPair(ctx, lab, log)
+	reps, err := RunPair(ctx, lab, cs.log)
 	if err != nil {
 		return fail(err)
 	}
 	mp.fill(reps[0])
+	if cs.ipv6 && len(mp.IPv6) == 0 {
+		return fail(errors.New("the IPv6 plan did not run: a side has no IPv6 profile"))
+	}
 	return nil
 }
 
@@ -203,14 +257,20 @@ func runCell(ctx context.Context, backend testnet.Backend, seg testnet.Segment, 
 // drew: both agreed on every technique).
 func (mp *MatrixPair) fill(a *probe.Report) {
 	mp.Techniques, mp.Relay, mp.Verdict = a.Techniques, a.Relay, a.Verdict
-	mp.Mismatches = mismatches(a.Techniques)
+	mp.Mismatches = mismatches(a.Techniques, "")
+	if a.IPv6 != nil {
+		mp.IPv6 = a.IPv6.Techniques
+		mp.Mismatches = append(mp.Mismatches, mismatches(a.IPv6.Techniques, "ipv6 ")...)
+	}
 }
 
-func mismatches(ts []probe.TechniqueResult) []string {
+// mismatches lists the rows whose measurement differs from the
+// prediction, each prefixed (the IPv6 rows' with "ipv6 ").
+func mismatches(ts []probe.TechniqueResult, prefix string) []string {
 	var out []string
 	for _, t := range ts {
 		if t.Predicted != t.Measured {
-			m := fmt.Sprintf("%s: predicted %s (%s), measured %s", t.Technique, t.Predicted, t.Reason, t.Measured)
+			m := fmt.Sprintf("%s%s: predicted %s (%s), measured %s", prefix, t.Technique, t.Predicted, t.Reason, t.Measured)
 			if t.Error != "" {
 				m += " (" + t.Error + ")"
 			}
@@ -233,9 +293,9 @@ func (r *MatrixReport) Cell(a, b string) *MatrixPair {
 // Best is the technique a cell's verdict chose, or "" when none worked.
 func (p *MatrixPair) Best() natclass.Technique { return p.Verdict.Technique }
 
-// RunPair starts natlab's server in a running two-site lab and runs a
-// probe on each site's host, paired with a fresh code; it returns both
-// reports, site a's first.
+// RunPair starts natlab's server in a running two-site lab (on both
+// families in a dual-stack lab) and runs a probe on each site's host,
+// paired with a fresh code; it returns both reports, site a's first.
 func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.Report, error) {
 	if len(lab.Sites) != 2 {
 		return nil, fmt.Errorf("a probe pair needs two sites, the lab has %d", len(lab.Sites))
@@ -245,12 +305,22 @@ func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.
 		return nil, err
 	}
 	defer srv.Close()
-	return pairOn(ctx, lab, log)
+	server6 := ""
+	if len(lab.Server.Addrs6) == 2 {
+		srv6, err := startServer6(lab, log)
+		if err != nil {
+			return nil, err
+		}
+		defer srv6.Close()
+		server6 = srv6.Addrs().Primary.String()
+	}
+	return pairOn(ctx, lab, server6, log)
 }
 
 // pairOn runs a probe on each site's host of a lab whose server runs,
-// paired with a fresh code.
-func pairOn(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.Report, error) {
+// paired with a fresh code; with server6 (natlab serve's IPv6 address)
+// the probes punch over IPv6 too.
+func pairOn(ctx context.Context, lab *testnet.Lab, server6 string, log *slog.Logger) ([]*probe.Report, error) {
 	server := netip.AddrPortFrom(lab.Server.Addr(), STUNPort).String()
 	code, err := rendezvous.NewCode()
 	if err != nil {
@@ -264,7 +334,7 @@ func pairOn(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.R
 		go func() {
 			defer wg.Done()
 			reps[i], errs[i] = probe.Run(ctx, probe.Options{
-				Net: site.Host.Net, Server: server, Mode: rendezvous.Meet, Code: code, Logger: log,
+				Net: site.Host.Net, Server: server, Server6: server6, Mode: rendezvous.Meet, Code: code, Logger: log,
 				Gateway: site.Gateway(),
 				// The lab knows which routers run a port-mapping daemon;
 				// asking the others would only wait out the probe's bound.

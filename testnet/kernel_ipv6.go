@@ -291,6 +291,9 @@ func router6Rules(c *nftables.Conn, n NAT6, i int) error {
 	if n.Translation == natclass.TranslationNone {
 		return flush(c)
 	}
+	if n.Translation == natclass.TranslationNAT66 {
+		router6Output(c, t)
+	}
 	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	out := nftIf(expr.MetaKeyOIFNAME, "wan")
@@ -313,6 +316,32 @@ func router6Rules(c *nftables.Conn, n NAT6, i int) error {
 	})...)
 	return flush(c)
 }
+
+// router6Output makes a masquerading router's own answers to the WAN
+// vanish, as the IPv4 routers' do (routerInput): unsolicited UDP and TCP
+// to its address reach its stack, so conntrack records them (the
+// conntrack trap stays real), but its TCP RST and ICMPv6 destination
+// unreachable never leave to the WAN, like at real CPE whose WAN input
+// drops. Without it a peer's TCP simultaneous open toward the router's
+// address is refused at once, and its entry closed, until the host's
+// own SYN has left.
+func router6Output(c *nftables.Conn, t *nftables.Table) {
+	accept := nftables.ChainPolicyAccept
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	drop := nftVerdict(expr.VerdictDrop)
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: nftJoin(nftIf(expr.MetaKeyOIFNAME, "wan"), nftL4(unix.IPPROTO_ICMPV6),
+		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: regV1, Data: []byte{icmp6DestUnreachable}}, drop})})
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: nftJoin(nftIf(expr.MetaKeyOIFNAME, "wan"), nftL4(unix.IPPROTO_TCP),
+		[]expr.Any{&expr.Payload{DestRegister: regV1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
+			&expr.Bitwise{SourceRegister: regV1, DestRegister: regV1, Len: 1, Mask: []byte{tcpFlagRST}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: regV1, Data: []byte{0}}, drop})})
+}
+
+// icmp6DestUnreachable is ICMPv6's "destination unreachable" type (port
+// unreachable is one of its codes).
+const icmp6DestUnreachable = 1
 
 func flush(c *nftables.Conn) error {
 	if err := c.Flush(); err != nil {

@@ -71,8 +71,8 @@ type MatrixPair struct {
 	Techniques []probe.TechniqueResult `json:"techniques,omitempty"` // side A's view, agreed with B
 	// IPv6 are the IPv6 rows (MatrixOptions.IPv6), side A's view,
 	// agreed with B.
-	IPv6 []probe.TechniqueResult `json:"ipv6_techniques,omitempty"`
-	Relay      *probe.RelayReport      `json:"relay,omitempty"`      // side A's relay stage
+	IPv6       []probe.TechniqueResult `json:"ipv6_techniques,omitempty"`
+	Relay      *probe.RelayReport      `json:"relay,omitempty"` // side A's relay stage
 	Verdict    probe.Verdict           `json:"verdict"`
 	Mismatches []string                `json:"mismatches,omitempty"` // techniques whose measurement differs from the prediction
 	Error      string                  `json:"error,omitempty"`
@@ -307,7 +307,7 @@ func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.
 	defer srv.Close()
 	server6 := ""
 	if len(lab.Server.Addrs6) == 2 {
-		srv6, err := startServer6(lab, log)
+		srv6, err := StartServer6(lab, log)
 		if err != nil {
 			return nil, err
 		}

@@ -42,7 +42,10 @@ type ProbeOptions struct {
 	Server string
 	// Server6 is natlab serve's IPv6 address: with it the probe also
 	// punches over IPv6 (when the peer has one too).
-	Server6     string
+	Server6 string
+	// DNS64 is the resolver asked for a NAT64 prefix when the server is
+	// unreachable over IPv4 ("": the system resolver).
+	DNS64       string
 	Join        string
 	Code        string
 	PairTimeout time.Duration
@@ -158,9 +161,9 @@ interrupted, 1 if metrics cannot be served.`,
 			if _, _, err := natclass.ParseServer(o.Server); err != nil {
 				return flagErrorf("--server: %v", err)
 			}
-			if o.Server6 != "" {
-				if _, _, err := natclass.ParseServer(o.Server6); err != nil {
-					return flagErrorf("--server6: %v", err)
+			for _, f := range [][2]string{{"--server6", o.Server6}, {"--dns64", o.DNS64}} {
+				if _, _, err := natclass.ParseServer(f[1]); f[1] != "" && err != nil {
+					return flagErrorf("%s: %v", f[0], err)
 				}
 			}
 			if o.Join != "" && o.Code != "" {
@@ -199,6 +202,7 @@ interrupted, 1 if metrics cannot be served.`,
 		},
 	}
 	c.Flags().StringVar(&o.Server, "server", "", "natlab serve's HOST:PORT (STUN and rendezvous)")
+	c.Flags().StringVar(&o.DNS64, "dns64", "", "DNS64 resolver HOST:PORT for NAT64 discovery (RFC 7050) when the server is unreachable over IPv4 (default: the system resolver)")
 	c.Flags().StringVar(&o.Server6, "server6", "", "natlab serve's IPv6 [HOST]:PORT: also profile and punch over IPv6 when the peer can (the verdict prefers the family that works best)")
 	c.Flags().StringVar(&o.Join, "join", "", "join the pairing CODE the other host printed")
 	c.Flags().StringVar(&o.Code, "code", "", "a pre-shared pairing CODE both hosts pass")
@@ -226,7 +230,7 @@ func probeOptions(o *ProbeOptions) (probe.Options, error) {
 			return probe.Options{}, fmt.Errorf("network stack: %w", err)
 		}
 	}
-	opts := probe.Options{Net: n, Server: o.Server, Server6: o.Server6, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig(), Lifetime: o.Lifetime}
+	opts := probe.Options{Net: n, Server: o.Server, Server6: o.Server6, DNS64: o.DNS64, PairTimeout: o.PairTimeout, Mode: rendezvous.Create, Relay: o.relayConfig(), Lifetime: o.Lifetime}
 	switch {
 	case o.Join != "":
 		opts.Mode, opts.Code = rendezvous.Join, o.Join
@@ -439,6 +443,10 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, r.Self.Mapping.Abbrev("M"), r.Self.Filtering.Abbrev("F"), orDash(r.Self.MappedAddress))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Self.TCP.Brief(), orDash(tcpMapped(r.Self.TCP)))
+	if r.Self.NAT64Prefix != "" {
+		// An IPv6-only host: its IPv4 profile is the NAT64's IPv4 side.
+		fmt.Fprintf(tw, "  via NAT64 %s\t\tIPv6-only host\t%s\n", r.Self.NAT64Prefix, orDash(r.Self.LocalAddress))
+	}
 	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, r.Peer.Mapping.Abbrev("M"), r.Peer.Filtering.Abbrev("F"), orDash(r.Peer.Mapped))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Peer.TCPProfile.Brief(), orDash(peerTCPMapped(r.Peer.TCPProfile)))
 	if err := tw.Flush(); err != nil {

@@ -48,6 +48,9 @@ type Options struct {
 	// Server6, if set, is natlab serve's IPv6 address (host:port): the
 	// probe then also punches over IPv6 when the peer can too.
 	Server6 string
+	// DNS64 is the resolver (host:port) asked for a NAT64 prefix (RFC
+	// 7050) when Server is unreachable over IPv4; "" asks the system's.
+	DNS64 string
 	// Mode and Code: Create with an empty code makes a new one; Join and
 	// Meet need the code.
 	Mode rendezvous.Mode
@@ -200,6 +203,9 @@ type agent struct {
 	srv6  netip.AddrPort
 	self6 *natclass.Profile
 	peer6 *natclass.Summary
+	// nat64 is the NAT64 prefix this IPv6-only host reaches IPv4 through
+	// (profile4); srv is then the server's synthesised address.
+	nat64 netip.Prefix
 	// held is the last confirmed path, kept answering the peer's pings
 	// until the next barrier shows the peer has finished too.
 	held *holepunch.Path
@@ -272,7 +278,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.self, err = natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server}, Logger: a.log})
+	a.self, err = a.profile4(ctx)
 	wait6()
 	if pmDone != nil {
 		<-pmDone
@@ -326,7 +332,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep.Verdict = preferFamily(rep.Verdict, rep.IPv6)
+	rep.Verdict = nat64Verdict(preferFamily(rep.Verdict, rep.IPv6), a.nat64)
 	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = millis.Since(a.start)
 	return rep, nil
@@ -338,7 +344,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 func (a *agent) sharePath(ctx context.Context) error {
 	pp := natclass.PeerPath{Reason: "the peer's public address is unknown"}
 	if ap, err := netip.ParseAddrPort(a.peer.Mapped); err == nil {
-		pp = natclass.TracePeer(ctx, a.o.Net, ap.Addr(), a.openingTTL(), a.rz.RTT())
+		pp = natclass.TracePeer(ctx, a.o.Net, a.via(ap).Addr(), a.openingTTL(), a.rz.RTT())
 	}
 	a.path = &pp
 	msg := "path to the peer: " + pp.Reason
@@ -405,11 +411,11 @@ func (a *agent) pair(ctx context.Context) error {
 	var err error
 	if a.self.NATType == natclass.UDPBlocked {
 		// UDP cannot reach the server: pair over TCP to the same port.
-		if rz, err = rendezvous.DialTCP(ctx, a.o.Net, a.o.Server); err != nil {
+		if rz, err = rendezvous.DialTCP(ctx, a.o.Net, a.rzServer()); err != nil {
 			return fmt.Errorf("%w: no UDP answer from %s, and over TCP: %w", ErrNoPath, a.o.Server, errors.Unwrap(err))
 		}
 	} else {
-		rz, err = rendezvous.Dial(a.o.Net, a.o.Server)
+		rz, err = rendezvous.Dial(a.o.Net, a.rzServer())
 	}
 	if err != nil {
 		return err
@@ -703,7 +709,7 @@ func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, error
 		direct, tech = nil, ""
 		a.closeDirect()
 	}
-	cfg := *a.o.Relay
+	cfg := a.relayVia(*a.o.Relay)
 	cfg.SkipUDP = cfg.SkipUDP || a.self.NATType == natclass.UDPBlocked
 	rs := PrepareRelay(ctx, a.o.Net, cfg, direct, tech)
 	a.direct = nil // PrepareRelay owns it now

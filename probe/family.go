@@ -32,6 +32,9 @@ type family struct {
 	// peerOutcomes[k-1] is the peer's measured outcome of technique k.
 	start        int
 	peerOutcomes []natclass.Outcome
+	// nat64, on an IPv6-only host, is the NAT64 prefix the IPv4 plan
+	// goes through (nat64.go).
+	nat64 netip.Prefix
 }
 
 // v6 reports whether the plan runs over IPv6.
@@ -40,8 +43,10 @@ func (f *family) v6() bool { return f.name == familyIPv6 }
 // family4 is the IPv4 plan's family: the profile, port mapping and path
 // measured at start-up.
 func (a *agent) family4() *family {
-	return &family{name: familyIPv4, udp: "udp4", tcp: "tcp4", wildcard: "0.0.0.0:0",
+	f := &family{name: familyIPv4, udp: "udp4", tcp: "tcp4", wildcard: "0.0.0.0:0",
 		srv: a.srv, self: a.self, pm: a.pm, mine: a.summary(), peer: a.peer, start: a.step}
+	f.through64(a.nat64)
+	return f
 }
 
 // family6 is the IPv6 plan's family: both sides' IPv6 summaries, nothing

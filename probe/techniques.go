@@ -70,6 +70,7 @@ func (a *agent) punch(ctx context.Context, f *family, p natclass.Prediction, s *
 		path *holepunch.Path
 		res  holepunch.Result
 	)
+	theirs.Candidates = f.reach(theirs.Candidates) // through a NAT64: synthesised
 	switch t {
 	case natclass.SameLAN, natclass.DirectUDP, natclass.PredictUDP, natclass.MappedUDP:
 		remote := theirs.Candidates

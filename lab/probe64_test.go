@@ -1,0 +1,133 @@
+package lab_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/server"
+	"github.com/natlab/natlab/testnet"
+)
+
+// TestProbeThroughNAT64 pairs an IPv6-only host behind NAT64 (tayga and
+// unbound on its router; the NAT64's IPv4 side leaves through a
+// port-restricted cone) with a dual-stack host behind a port-restricted
+// cone. The IPv6-only side profiles the NAT64's IPv4 side at the
+// server's synthesised address, pairs there (or over the server's IPv6
+// address), and punches from IPv6 sockets toward the peer's synthesised
+// candidates: every IPv4 technique and the relay are measured as
+// predicted from the two measured profiles. With the IPv6 server both
+// also punch over IPv6, and the verdict prefers it. Each case has its
+// own lab: back to back, one pairing's opening packets would spend the
+// routers' ICMP budget the next one's path trace needs.
+func TestProbeThroughNAT64(t *testing.T) {
+	for _, server6 := range []bool{false, true} {
+		name := "synthesised"
+		if server6 {
+			name = "server6"
+		}
+		t.Run(name, func(t *testing.T) {
+			reps, tl := probe64Pair(t, server6)
+			six := reps[0].Self
+			if six.Translation != natclass.TranslationNAT64 || six.NAT64Prefix != testnet.NAT64Prefix.String() ||
+				!strings.HasPrefix(six.MappedAddress, tl.Sites[0].Public.String()+":") {
+				t.Errorf("the IPv6-only side's profile: %+v", six)
+			}
+			if reps[1].Self.Translation != "" {
+				t.Errorf("the dual-stack side's IPv4 profile says %q", reps[1].Self.Translation)
+			}
+			for i, r := range reps {
+				if r.Path != nil && r.Path.RoutersBetween != nil {
+					t.Logf("side %d (%s): %d routers between, path %v", i, r.Side, *r.Path.RoutersBetween, r.Path.Hops)
+				}
+				rows := r.Techniques
+				if server6 {
+					if r.IPv6 == nil || len(r.IPv6.Techniques) == 0 {
+						t.Fatalf("side %d: no IPv6 rows: %+v", i, r.IPv6)
+					}
+					rows = append(rows, r.IPv6.Techniques...)
+				}
+				for _, tr := range rows {
+					t.Logf("side %d: %-12s predicted %-7s measured %-7s %s %s", i, tr.Technique, tr.Predicted, tr.Measured, tr.Remote, tr.Error)
+					if tr.Measured != tr.Predicted {
+						t.Errorf("side %d: %s predicted %s (%s), measured %s (%s)", i, tr.Technique, tr.Predicted, tr.Reason, tr.Measured, tr.Error)
+					}
+				}
+				t.Logf("side %d: %s", i, r.Verdict.Summary)
+				if !r.Verdict.Direct || server6 != (r.Verdict.Family == "ipv6") {
+					t.Errorf("side %d: verdict %+v", i, r.Verdict)
+				}
+			}
+			if !strings.Contains(reps[0].Verdict.Summary, "NAT64 (prefix "+testnet.NAT64Prefix.String()) {
+				t.Errorf("the IPv6-only side's verdict does not say NAT64: %s", reps[0].Verdict.Summary)
+			}
+		})
+	}
+}
+
+// probe64Pair runs a probe on each site of a nat64 × ipv6-firewall lab
+// (the relay stage too); with server6, natlab serve listens on IPv6 as
+// well, one rendezvous for both families as in natlab serve, and both
+// probes get its IPv6 address.
+func probe64Pair(t *testing.T, server6 bool) ([2]*probe.Report, *testnet.Lab) {
+	t.Helper()
+	topo, err := testnet.IPv6Topology("nat64", "ipv6-firewall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	reg := rendezvous.NewRegistry(nil)
+	srv, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, TURN: lab.TURNConfig(), Addrs: server.Addrs{
+		Primary: netip.AddrPortFrom(tl.Server.Addrs[0], lab.STUNPort), AltIP: tl.Server.Addrs[1], AltPort: lab.STUNAltPort}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	addr6 := ""
+	if server6 {
+		srv6, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, Addrs: server.Addrs{
+			Primary: netip.AddrPortFrom(tl.Server.Addrs6[0], lab.STUNPort), AltIP: tl.Server.Addrs6[1], AltPort: lab.STUNAltPort}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv6.Close() })
+		addr6 = srv6.Addrs().Primary.String()
+	}
+	code, err := rendezvous.NewCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reps [2]*probe.Report
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, site := range tl.Sites {
+		wg.Go(func() {
+			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
+				Server: srv.Addrs().Primary.String(), Server6: addr6, DNS64: site.DNS64.String(), Relay: lab.RelayConfig(tl)})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("side %d: %v", i, err)
+		}
+	}
+	return reps, tl
+}

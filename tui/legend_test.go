@@ -72,3 +72,23 @@ func TestIPv6RowsBesideIPv4(t *testing.T) {
 		t.Errorf("report rows %+v", s.rows)
 	}
 }
+
+// TestMatrixDetailsIPv6: an IPv6 matrix cell's details list the IPv6
+// rows after the IPv4 ones, each "<technique> v6", within 24 rows.
+func TestMatrixDetailsIPv6(t *testing.T) {
+	var rows4, rows6 []probe.TechniqueResult
+	for _, tech := range natclass.Techniques {
+		rows4 = append(rows4, probe.TechniqueResult{Technique: tech, Predicted: natclass.Skipped, Measured: natclass.Skipped, Reason: strings.Repeat("a long reason ", 12)})
+		rows6 = append(rows6, probe.TechniqueResult{Technique: tech, Predicted: natclass.Success, Measured: natclass.Success, Reason: strings.Repeat("why ", 40)})
+	}
+	var s matrixScreen
+	s.done(&lab.MatrixReport{IPv6: true, Presets: []string{"ipv6-firewall"}, Pairs: []lab.MatrixPair{{A: "ipv6-firewall", B: "ipv6-firewall",
+		Techniques: rows4, IPv6: rows6, Verdict: probe.Verdict{Direct: true, Technique: natclass.DirectUDP, Summary: "Direct P2P works over IPv6"}}}})
+	out := s.detailsView(view{width: 80})
+	if !strings.Contains(out, "udp-birthday v6") || !strings.Contains(out, "\nudp-birthday     ") {
+		t.Errorf("details:\n%s", out)
+	}
+	if n := strings.Count(out, "\n") + 1; n > 3+3+2*len(natclass.Techniques)*2 {
+		t.Errorf("%d lines:\n%s", n, out)
+	}
+}

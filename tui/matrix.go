@@ -277,9 +277,23 @@ func (s *matrixScreen) detailsView(v view) string {
 	default:
 		out = append(out, banner(bannerRelay, p.Verdict.Summary, v.width))
 	}
-	const f = "%-14s %-10s %-10s %8s %10s %10s"
-	out = append(out, headerStyle.Render(fmt.Sprintf(f, "technique", "predicted", "measured", "attempts", "first pkt", "rtt")))
+	// An IPv6 matrix's cell has the IPv6 rows too, after IPv4's, named
+	// "<technique> v6", with one line of why each so both fit.
+	type row struct {
+		name string
+		probe.TechniqueResult
+	}
+	var rows []row
 	for _, t := range p.Techniques {
+		rows = append(rows, row{string(t.Technique), t})
+	}
+	w, whyLines := 14, 2
+	for _, t := range p.IPv6 {
+		rows = append(rows, row{string(t.Technique) + " v6", t})
+		w, whyLines = 17, 1
+	}
+	out = append(out, headerStyle.Render(fmt.Sprintf("%-*s %-10s %-10s %8s %10s %10s", w, "technique", "predicted", "measured", "attempts", "first pkt", "rtt")))
+	for _, t := range rows {
 		first, rtt := "", ""
 		if t.Measured == natclass.Success {
 			first, rtt = fmt.Sprintf("%.1f ms", t.TimeToFirstPacketMillis), fmt.Sprintf("%.2f ms", t.RTTMillis)
@@ -288,18 +302,19 @@ func (s *matrixScreen) detailsView(v view) string {
 		if t.Measured != t.Predicted {
 			mark = failStyle.Render(" ≠")
 		}
-		out = append(out, strings.TrimRight(fmt.Sprintf("%-14s %-10s %s %8d %10s %10s", t.Technique, t.Predicted,
+		out = append(out, strings.TrimRight(fmt.Sprintf("%-*s %-10s %s %8d %10s %10s", w, t.name, t.Predicted,
 			outcomeStyle(string(t.Measured)).Render(pad(string(t.Measured), 10)), t.Attempts, first, rtt), " ")+mark)
 		why := t.Reason
 		if t.Error != "" && t.Measured != t.Predicted {
 			why = t.Error
 		}
-		// Wrapped to two lines at most: the reason is the point of this
-		// screen, but eight techniques must still fit 24 rows.
+		// Wrapped to two lines at most (one with IPv6 rows): the reason
+		// is the point of this screen, but every technique must still
+		// fit 24 rows.
 		wrapped := strings.Split(dimStyle.Width(max(v.width-2, 20)).Render("why: "+why), "\n")
-		if len(wrapped) > 2 {
-			wrapped = wrapped[:2]
-			wrapped[1] = truncate(strings.TrimRight(wrapped[1], " ")+" …", v.width-2)
+		if len(wrapped) > whyLines {
+			wrapped = wrapped[:whyLines]
+			wrapped[whyLines-1] = truncate(strings.TrimRight(wrapped[whyLines-1], " ")+" …", v.width-2)
 		}
 		for _, l := range wrapped {
 			out = append(out, "  "+l)

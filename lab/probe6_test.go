@@ -45,6 +45,20 @@ func TestProbeIPv6(t *testing.T) {
 						}
 					}
 				}
+				// The hop-limit trace toward the peer's public IPv6
+				// address (routed: the internet router between, and the
+				// peer's own router when the peer keeps a global
+				// address), swapped with the peer.
+				want := 2
+				if c.six[1-i] == "nat66" {
+					want = 1
+				}
+				other := reps[1-i].IPv6
+				if p := r.IPv6.Path; p == nil || p.RoutersBetween == nil || *p.RoutersBetween != want {
+					t.Errorf("side %d: IPv6 path %+v, want %d routers between", i, p, want)
+				} else if other.Path == nil || r.IPv6.Peer.RoutersBetween == nil || *r.IPv6.Peer.RoutersBetween != *deref6(other.Path) {
+					t.Errorf("side %d: peer's routers between %v, its path %+v", i, r.IPv6.Peer.RoutersBetween, other.Path)
+				}
 				if len(r.IPv6.Techniques) != len(natclass.Techniques) {
 					t.Errorf("side %d: %d IPv6 rows, want one per technique", i, len(r.IPv6.Techniques))
 				}
@@ -56,6 +70,15 @@ func TestProbeIPv6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deref6 is a path's count of routers between (-1: not measured).
+func deref6(p *natclass.PeerPath) *int {
+	n := -1
+	if p.RoutersBetween != nil {
+		n = *p.RoutersBetween
+	}
+	return &n
 }
 
 func probePair(t *testing.T, six [2]string) [2]*probe.Report {

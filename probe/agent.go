@@ -217,8 +217,9 @@ type agent struct {
 	directTech natclass.Technique
 	// step numbers the rendezvous barriers.
 	step int
-	// path is this side's trace toward the peer's public address.
-	path *natclass.PeerPath
+	// path is this side's trace toward the peer's public address; path6
+	// toward its public IPv6 address, when both run the IPv6 plan.
+	path, path6 *natclass.PeerPath
 	// cleanups undo what a technique set up outside the socket (a port
 	// mapping), once its path is released.
 	cleanups []func()
@@ -342,26 +343,41 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 // the count of routers between with the peer at a barrier, so both sides
 // predict from both measurements.
 func (a *agent) sharePath(ctx context.Context) error {
+	pp, theirs, err := a.swapPath(ctx, a.peer.Mapped, a.openingTTL(), "")
+	if err != nil {
+		return err
+	}
+	a.path, a.peer.RoutersBetween = pp, theirs
+	return nil
+}
+
+// swapPath traces toward the peer's public address (mapped, ip:port)
+// with TTLs (IPv6: hop limits) from 1 and swaps the count of routers
+// between at a barrier: this side's path and the peer's count. fam is
+// the event's family ("" for IPv4).
+func (a *agent) swapPath(ctx context.Context, mapped string, ttl int, fam string) (*natclass.PeerPath, *int, error) {
 	pp := natclass.PeerPath{Reason: "the peer's public address is unknown"}
-	if ap, err := netip.ParseAddrPort(a.peer.Mapped); err == nil {
-		pp = natclass.TracePeer(ctx, a.o.Net, a.via(ap).Addr(), a.openingTTL(), a.rz.RTT())
+	if ap, err := netip.ParseAddrPort(mapped); err == nil {
+		pp = natclass.TracePeer(ctx, a.o.Net, a.via(ap).Addr(), ttl, a.rz.RTT())
 	}
-	a.path = &pp
-	msg := "path to the peer: " + pp.Reason
+	over := ""
+	if fam == familyIPv6 {
+		over = " over IPv6"
+	}
+	msg := "path to the peer" + over + ": " + pp.Reason
 	if pp.RoutersBetween != nil {
-		msg = fmt.Sprintf("path to the peer: %d routers between our NATs and the peer's", *pp.RoutersBetween)
+		msg = fmt.Sprintf("path to the peer%s: %d routers between our NATs and the peer's", over, *pp.RoutersBetween)
 	}
-	a.emit(Event{Stage: StagePath, Message: msg, Data: pp})
+	a.emit(Event{Stage: StagePath, Family: fam, Message: msg, Data: pp})
 	raw, err := a.barrier(ctx, stepData{Between: pp.RoutersBetween})
 	if err != nil {
-		return fmt.Errorf("path step with the peer: %w", err)
+		return nil, nil, fmt.Errorf("path%s step with the peer: %w", over, err)
 	}
 	var theirs stepData
 	if err := json.Unmarshal(raw, &theirs); err != nil {
-		return fmt.Errorf("path step: malformed peer data: %w", err)
+		return nil, nil, fmt.Errorf("path%s step: malformed peer data: %w", over, err)
 	}
-	a.peer.RoutersBetween = theirs.Between
-	return nil
+	return &pp, theirs.Between, nil
 }
 
 // summary is what the peer learns of this host.

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"context"
 	"net/netip"
 
 	"github.com/natlab/natlab/holepunch"
@@ -59,7 +60,25 @@ func (a *agent) family6() *family {
 // summary6 is what the peer learns of this host over IPv6 (nil without
 // an IPv6 profile). No port mapping: it is asked over IPv4 only.
 func (a *agent) summary6() natclass.Summary {
-	return HostSummary(a.self6, nil, a.tcp)
+	s := HostSummary(a.self6, nil, a.tcp)
+	if a.path6 != nil {
+		s.RoutersBetween = a.path6.RoutersBetween
+	}
+	return s
+}
+
+// sharePath6 is sharePath over IPv6: the trace with hop limits toward
+// the peer's public IPv6 address, from this host's IPv6 opening hop
+// limit, and the counts swapped at a barrier that both sides run when
+// both run the IPv6 plan. The IPv6 predictions then read both counts
+// (natclass.Adjacent), as the IPv4 ones do.
+func (a *agent) sharePath6(ctx context.Context) error {
+	pp, theirs, err := a.swapPath(ctx, a.peer6.Mapped, (&family{self: a.self6}).openingTTL(), familyIPv6)
+	if err != nil {
+		return err
+	}
+	a.path6, a.peer6.RoutersBetween = pp, theirs
+	return nil
 }
 
 // mapped reports whether this host's gateway maps ports in f.

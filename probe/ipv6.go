@@ -17,8 +17,12 @@ import (
 type FamilyResult struct {
 	Server string            `json:"server"`         // natlab serve's IPv6 address
 	Self   *natclass.Profile `json:"self,omitempty"` // this host's IPv6 profile
-	// Peer is the peer's IPv6 summary, as it sent it.
+	// Peer is the peer's IPv6 summary, as it sent it, with the routers
+	// its trace found toward this host's public IPv6 address.
 	Peer *natclass.Summary `json:"peer,omitempty"`
+	// Path is this side's trace toward the peer's public IPv6 address
+	// (hop limits), as Report.Path is over IPv4.
+	Path *natclass.PeerPath `json:"path,omitempty"`
 	// Mapped is this host's address as the server saw it; Remote the
 	// peer's on the path of Technique (or the candidate tried).
 	Mapped string `json:"mapped_address,omitempty"`
@@ -74,6 +78,9 @@ func (a *agent) runs6() bool { return a.self6 != nil && a.peer6 != nil }
 // ipv6Plan runs every direct technique over IPv6 with the peer, predicted
 // from both sides' IPv6 summaries, exactly as the IPv4 plan runs.
 func (a *agent) ipv6Plan(ctx context.Context) (*FamilyResult, error) {
+	if err := a.sharePath6(ctx); err != nil {
+		return nil, err
+	}
 	f := a.family6()
 	preds := a.predictions(f)
 	for i, p := range preds {
@@ -88,7 +95,7 @@ func (a *agent) ipv6Plan(ctx context.Context) (*FamilyResult, error) {
 		return nil, err
 	}
 	peer := f.peer
-	fr := &FamilyResult{Server: a.o.Server6, Self: a.self6, Peer: &peer, Mapped: a.self6.MappedAddress, Techniques: ts}
+	fr := &FamilyResult{Server: a.o.Server6, Self: a.self6, Peer: &peer, Path: a.path6, Mapped: a.self6.MappedAddress, Techniques: ts}
 	fr.best()
 	return fr, nil
 }

@@ -35,10 +35,6 @@ import (
 
 const nftTable6 = "natlab6"
 
-// anyDst6 is the IPv6 default route's destination, spelled out for an
-// on-link default route.
-var anyDst6 = netip.MustParsePrefix("::/0")
-
 // checkKernelIPv6 rejects IPv6 where this backend does not build it,
 // before any namespace exists.
 func checkKernelIPv6(t Topology) error {
@@ -217,6 +213,19 @@ func (b *kernelBuilder) site6(i int, s SiteSpec, inet, inetIf, outer, hostNS str
 	steps := []func() error{
 		func() error { return b.wan6(i, inet, inetIf, outer, wan, routed) },
 		func() error { return b.addr6(outer, "lan", netip.PrefixFrom(in6(lan, iidRouter), 64)) },
+		func() error {
+			if s.IPv6.Translation != natclass.TranslationNPTv6 {
+				return nil
+			}
+			// The global prefix NPTv6 maps the LAN onto lies behind the
+			// LAN side, as with a stateless RFC 6296 translator: what
+			// comes in for it unsolicited meets the forward filter (and a
+			// hop limit that runs out there, Time Exceeded), instead of
+			// being sent back out of the WAN, where on the shared segment
+			// the router would redirect the sender to a neighbour that
+			// does not exist (measured: the server then lost the host).
+			return b.route(outer, "lan", siteGlobal6(i), netip.Addr{})
+		},
 		func() error { return b.addr6(hostNS, "eth0", netip.PrefixFrom(host, 64)) },
 		func() error { return b.route(hostNS, "eth0", netip.Prefix{}, in6(lan, iidRouter)) },
 		func() error {
@@ -247,13 +256,6 @@ func (b *kernelBuilder) wan6(i int, inet, inetIf, outer string, wan netip.Addr, 
 		return err
 	}
 	if b.shared {
-		// An on-link default route, as for IPv4 on the segment: what is
-		// not a member's prefix is sent to the switch (and there dies).
-		// An NPTv6 router forwards its own unsolicited global prefix
-		// there as on the routed topology it sends it back upstream.
-		if err := b.route(outer, "wan", anyDst6, netip.Addr{}); err != nil {
-			return err
-		}
 		return b.join6(seg6Port{ns: outer, ifc: "wan", addrs: []netip.Addr{wan}, routed: routed})
 	}
 	gw, _ := siteWAN6(i)

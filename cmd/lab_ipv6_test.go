@@ -132,8 +132,8 @@ func TestWriteIPv6Stage(t *testing.T) {
 
 // `natlab lab --kernel --ipv6 --matrix --json`: one natlab.matrix/v1
 // document over the IPv6 presets whose cells carry their IPv6 rows
-// (ipv6_techniques), every one predicted = measured, nat64 excluded with
-// its reason; its text view shows both grids in 80 columns.
+// (ipv6_techniques), every one predicted = measured, nat64 included;
+// its text view shows both grids in 80 columns.
 func TestLabIPv6MatrixCommand(t *testing.T) {
 	s, out, errOut := testStreams()
 	code := Main([]string{"lab", "--kernel", "--ipv6", "--matrix", "--json"}, s)
@@ -147,7 +147,7 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 	if err := decodeStrict(out.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Match || !rep.IPv6 || len(rep.Pairs) != 10 || rep.Excluded["nat64"] == "" {
+	if !rep.Match || !rep.IPv6 || len(rep.Pairs) != 15 || len(rep.Excluded) != 0 {
 		t.Fatalf("report: match %v, ipv6 %v, %d pairs, excluded %v", rep.Match, rep.IPv6, len(rep.Pairs), rep.Excluded)
 	}
 	for _, p := range rep.Pairs {
@@ -161,7 +161,7 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 	}
 	text := b.String()
 	for _, want := range []string{"\nIPv6, every technique that worked", "\nA ipv6-firewall  udp+tcp  udp+tcp", "\nIPv4 (every site port-restricted-cone)",
-		"nat64: IPv6-only site", "every measured outcome equals its prediction (10 pairs"} {
+		"\nC nat64 ", "the TURN relay worked in 15 of 15 pairs", "every measured outcome equals its prediction (15 pairs"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)
 		}

@@ -72,10 +72,11 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.IPv6), mismatched(c, true) }); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "\nIPv4 (every site %s), every technique that worked:\n", defaultNATA)
+		fmt.Fprintf(w, "\nIPv4 (every site %s), every direct technique that worked:\n", defaultNATA)
 		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.Techniques), mismatched(c, false) }); err != nil {
 			return err
 		}
+		fmt.Fprintln(w, relayLine(r))
 	}
 	fmt.Fprintf(w, "\n%s\n", strings.Join(matrixLegend, "\n"))
 	var ex []string
@@ -143,12 +144,12 @@ func writeGrid(w io.Writer, r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (s
 	return nil
 }
 
-// worked is every technique that worked, short names joined by "+", in
-// order of preference ("" when none did).
+// worked is every direct technique that worked, short names joined by
+// "+", in order of preference ("" when none did).
 func worked(ts []probe.TechniqueResult) string {
 	var out []string
 	for _, t := range ts {
-		if t.Measured == natclass.Success {
+		if t.Measured == natclass.Success && !t.Technique.IsRelay() {
 			out = append(out, t.Technique.Short())
 		}
 	}
@@ -164,4 +165,19 @@ func mismatched(c *lab.MatrixPair, six bool) bool {
 		}
 	}
 	return false
+}
+
+// relayLine says in how many pairs the TURN relay (IPv4's) worked, which
+// the grids of direct techniques leave out to fit 80 columns.
+func relayLine(r *lab.MatrixReport) string {
+	n := 0
+	for _, p := range r.Pairs {
+		for _, t := range p.Techniques {
+			if t.Technique.IsRelay() && t.Measured == natclass.Success {
+				n++
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("the TURN relay worked in %d of %d pairs", n, len(r.Pairs))
 }

@@ -92,12 +92,18 @@ type Site struct {
 // StartServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
 // server host with both public addresses and both ports.
 func StartServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+	return startServer(lab, log, rendezvous.NewRegistry(nil))
+}
+
+// startServer is StartServer pairing through reg (a dual-stack lab's two
+// servers share one, as natlab serve's families do).
+func startServer(lab *testnet.Lab, log *slog.Logger, reg *rendezvous.Registry) (*server.Server, error) {
 	addrs := server.Addrs{
 		Primary: netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort),
 		AltIP:   lab.Server.Addrs[1],
 		AltPort: STUNAltPort,
 	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: TURNConfig()})
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: reg, TURN: TURNConfig()})
 	if err != nil {
 		return nil, fmt.Errorf("start lab STUN server: %w", err)
 	}
@@ -282,6 +288,11 @@ func Compare(e testnet.Expected, p *natclass.Profile) []string {
 // lab server's two IPv6 addresses and both ports, as StartServer does
 // over IPv4: TURN relays IPv6 here, for probes' IPv6 relay (RelayConfig6).
 func StartServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
+	return startServer6(lab, log, rendezvous.NewRegistry(nil))
+}
+
+// startServer6 is StartServer6 pairing through reg.
+func startServer6(lab *testnet.Lab, log *slog.Logger, reg *rendezvous.Registry) (*server.Server, error) {
 	if len(lab.Server.Addrs6) < 2 {
 		return nil, errors.New("start lab IPv6 server: the lab server has no IPv6 addresses (a dual-stack kernel lab has)")
 	}
@@ -290,7 +301,7 @@ func StartServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
 		AltIP:   lab.Server.Addrs6[1],
 		AltPort: STUNAltPort,
 	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: rendezvous.NewRegistry(nil), TURN: TURNConfig()})
+	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: reg, TURN: TURNConfig()})
 	if err != nil {
 		return nil, fmt.Errorf("start lab IPv6 server: %w", err)
 	}

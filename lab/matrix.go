@@ -162,11 +162,11 @@ func planMatrix(backend testnet.Backend, presets []string, ipv6 bool) (MatrixPla
 	for _, p := range presets {
 		var why string
 		if ipv6 {
-			n6, err := testnet.Preset6(p)
-			if err != nil {
+			// Every IPv6 preset pairs, nat64's IPv6-only host too (its
+			// IPv4 plan goes through the NAT64).
+			if _, err := testnet.Preset6(p); err != nil {
 				return MatrixPlan{}, err
 			}
-			why = Exclusion6(n6)
 		} else {
 			n, err := testnet.Preset(p)
 			if err != nil {
@@ -196,17 +196,6 @@ func Exclusion(n testnet.NAT, backend testnet.Backend) string {
 		return "UDP is blocked and the in-process lab has no TCP: use --kernel"
 	case n.TCP != nil && inproc:
 		return "TCP differs from UDP; no TCP in-process: use --kernel"
-	}
-	return ""
-}
-
-// Exclusion6 says why the IPv6 matrix leaves an IPv6 preset out, or "".
-func Exclusion6(n testnet.NAT6) string {
-	if n.Translation == natclass.TranslationNAT64 {
-		// The probe punches from a host with both families; an
-		// IPv6-only host reaches the IPv4 side only through the NAT64,
-		// which the probe's plan does not use yet.
-		return "IPv6-only site (NAT64): the probe's plans need the host's own IPv4 and IPv6; checked by natlab lab --kernel --ipv6"
 	}
 	return ""
 }
@@ -300,14 +289,17 @@ func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.
 	if len(lab.Sites) != 2 {
 		return nil, fmt.Errorf("a probe pair needs two sites, the lab has %d", len(lab.Sites))
 	}
-	srv, err := StartServer(lab, log)
+	// One rendezvous for both families, as in natlab serve: a host
+	// behind NAT64 pairs over IPv6 with a peer that pairs over IPv4.
+	reg := rendezvous.NewRegistry(nil)
+	srv, err := startServer(lab, log, reg)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close()
 	server6 := ""
 	if len(lab.Server.Addrs6) == 2 {
-		srv6, err := StartServer6(lab, log)
+		srv6, err := startServer6(lab, log, reg)
 		if err != nil {
 			return nil, err
 		}
@@ -334,7 +326,7 @@ func pairOn(ctx context.Context, lab *testnet.Lab, server6 string, log *slog.Log
 		go func() {
 			defer wg.Done()
 			reps[i], errs[i] = probe.Run(ctx, probe.Options{
-				Net: site.Host.Net, Server: server, Server6: server6, Mode: rendezvous.Meet, Code: code, Logger: log,
+				Net: site.Host.Net, Server: server, Server6: server6, DNS64: dns64(site), Mode: rendezvous.Meet, Code: code, Logger: log,
 				Gateway: site.Gateway(),
 				// The lab knows which routers run a port-mapping daemon;
 				// asking the others would only wait out the probe's bound.
@@ -348,4 +340,13 @@ func pairOn(ctx context.Context, lab *testnet.Lab, server6 string, log *slog.Log
 		return nil, err
 	}
 	return reps, nil
+}
+
+// dns64 is the site's DNS64 resolver for its probe (an IPv6-only site
+// behind NAT64 learns the prefix there), or "".
+func dns64(site *testnet.Site) string {
+	if !site.DNS64.IsValid() {
+		return ""
+	}
+	return site.DNS64.String()
 }

@@ -443,14 +443,14 @@ func writeProbeReport(w io.Writer, r *probe.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "this host (%s)\t%s\t%s %s\t%s\n", r.Side, r.Self.NATType, r.Self.Mapping.Abbrev("M"), r.Self.Filtering.Abbrev("F"), orDash(r.Self.MappedAddress))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Self.TCP.Brief(), orDash(tcpMapped(r.Self.TCP)))
-	if r.Self.NAT64Prefix != "" {
-		// An IPv6-only host: its IPv4 profile is the NAT64's IPv4 side.
-		fmt.Fprintf(tw, "  via NAT64 %s\t\tIPv6-only host\t%s\n", r.Self.NAT64Prefix, orDash(r.Self.LocalAddress))
-	}
 	fmt.Fprintf(tw, "peer\t%s\t%s %s\t%s\n", r.Peer.NATType, r.Peer.Mapping.Abbrev("M"), r.Peer.Filtering.Abbrev("F"), orDash(r.Peer.Mapped))
 	fmt.Fprintf(tw, "  TCP\t\t%s\t%s\n", r.Peer.TCPProfile.Brief(), orDash(peerTCPMapped(r.Peer.TCPProfile)))
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write report: %w", err)
+	}
+	if p := r.Self; p.NAT64Prefix != "" {
+		// An IPv6-only host: its IPv4 profile is the NAT64's IPv4 side.
+		writeWrapped(w, "", fmt.Sprintf("this host is IPv6-only: its IPv4 goes through NAT64 %s", p.NAT64Prefix))
 	}
 	fmt.Fprintln(w)
 	if err := writeTechniques(w, r.Techniques); err != nil {

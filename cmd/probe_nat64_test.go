@@ -87,7 +87,7 @@ func TestProbeThroughNAT64Cmd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("natlab probe %s\n%s", strings.Join(args[:len(args)-1], " "), text.String())
-	for _, w := range []string{"Direct P2P works", "NAT64 (prefix " + testnet.NAT64Prefix.String(), "via NAT64 " + testnet.NAT64Prefix.String()} {
+	for _, w := range []string{"Direct P2P works", "NAT64 (prefix " + testnet.NAT64Prefix.String(), "this host is IPv6-only: its IPv4 goes through NAT64 " + testnet.NAT64Prefix.String()} {
 		if !strings.Contains(text.String(), w) {
 			t.Errorf("text lacks %q", w)
 		}

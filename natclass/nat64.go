@@ -125,6 +125,10 @@ func DiscoverNAT64(ctx context.Context, n transport.Net, resolver string) (netip
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
 		return netip.Prefix{}, ErrNoNAT64
 	}
+	if dnsErr != nil && resolver != "" {
+		// Go names the system's resolver; the query went to ours.
+		dnsErr.Server = resolver
+	}
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("resolve %s AAAA: %w", ipv4onlyName, err)
 	}

@@ -20,6 +20,17 @@ import "fmt"
 //     and the other waits, so the other's moved port is still admitted;
 //   - two filters that look at the port (APDF) refuse the moved port
 //     whoever opens first: punching fails.
+//
+// The trap needs the early packet to end at the router itself: a NAT's
+// public address is its own, so the router receives the packet and its
+// conntrack keeps the flow. A router that does not translate (an IPv6
+// stateful firewall) or translates only the prefix (NPTv6) forwards the
+// packet toward the host's own address, and its filter drops it before
+// conntrack confirms anything: no state, no moved port. Measured on the
+// shared segment with IPv6: when only one side's router receives the
+// other's packets itself, that side opening first makes the punch work
+// whatever the filters; sending at once, it worked or not by who was
+// first.
 
 // Adjacent reports whether a side measured no router between its network
 // and the peer's public address.
@@ -47,6 +58,7 @@ func onSegment(p Prediction, a, b Summary) Prediction {
 	}
 	const lead = "nothing lies between the routers (routers_between 0), so the first packet decides: "
 	fa, fb := a.Filtering, b.Filtering
+	ta, tb := receivesItself(a), receivesItself(b)
 	switch {
 	case fa == EndpointIndependent || fb == EndpointIndependent:
 		side := "A"
@@ -54,6 +66,15 @@ func onSegment(p Prediction, a, b Summary) Prediction {
 			side = "B"
 		}
 		p.Reason += "; " + side + "'s filter admits any sender, so no early packet is refused"
+	case !ta && !tb:
+		p.Reason += "; neither router receives the other's packets itself (no NAT to its own address), so an early packet is dropped by a filter that keeps no state of it"
+	case ta != tb:
+		opener, other := "A", "B"
+		if tb {
+			opener, other = "B", "A"
+		}
+		p.Opener = opener
+		p.Reason = fmt.Sprintf("%s%s's router receives %s's packets itself (its public address is its own), while %s's forwards them to a filter that keeps no state of what it drops: %s opens first and %s waits", lead, opener, other, other, opener, other)
 	case fa == AddressDependent && fb == AddressDependent:
 		p.Reason += "; both filters admit by address, so a port moved by an early packet is still admitted"
 	case fa == AddressDependent || fb == AddressDependent:
@@ -68,4 +89,18 @@ func onSegment(p Prediction, a, b Summary) Prediction {
 		p.Reason = lead + "the first packet to arrive is refused by the other router and moves the other side's port (conntrack), and both filters look at the port, so neither admits the moved port"
 	}
 	return p
+}
+
+// receivesItself reports whether packets sent to s's public address end
+// at s's router (a NAT to the router's own address), where an early one
+// leaves conntrack state; false for a host without NAT and behind NPTv6,
+// whose router forwards them.
+func receivesItself(s Summary) bool {
+	switch {
+	case s.NATType == Open || s.NATType == SymmetricFirewall:
+		return false
+	case s.Translation == TranslationNPTv6:
+		return false
+	}
+	return true
 }

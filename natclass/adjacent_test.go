@@ -12,6 +12,18 @@ func between(s natclass.Summary, n int) natclass.Summary {
 	return s
 }
 
+// IPv6 summaries as the kernel lab's presets measure them: a stateful
+// firewall without NAT, NAT66 masquerade, NPTv6 (all EIM, APDF).
+var (
+	firewall6 = func() natclass.Summary {
+		s := portRestr
+		s.NATType, s.Translation = natclass.SymmetricFirewall, natclass.TranslationNone
+		return s
+	}()
+	nat66  = func() natclass.Summary { s := portRestr; s.Translation = natclass.TranslationNAT66; return s }()
+	nptv66 = func() natclass.Summary { s := portRestr; s.Translation = natclass.TranslationNPTv6; return s }()
+)
+
 // TestPredictAdjacent: where a trace found no router between the NATs,
 // punching that relies on a low-TTL opening fails between two port
 // filters, needs the address filter to open first against a port filter,
@@ -42,6 +54,12 @@ func TestPredictAdjacent(t *testing.T) {
 		{"port filter and random symmetric", between(symRandom, 0), between(portRestr, 0), want{F, ""}, want{natclass.Skipped, ""}, want{F, ""}, F},
 		{"port filter and sequential symmetric", between(portRestr, 0), between(symSeq, 0), want{F, ""}, want{F, ""}, want{natclass.Skipped, ""}, F},
 		{"restricted cone and sequential", between(symSeq, 0), between(restricted, 0), want{S, "B"}, want{S, "B"}, want{natclass.Skipped, ""}, S},
+		// IPv6 on one segment: only a NAT to the router's own address
+		// receives the peer's early packets itself.
+		{"IPv6 firewall and NAT66", between(firewall6, 0), between(nat66, 1), want{S, "B"}, want{natclass.Skipped, ""}, want{natclass.Skipped, ""}, S},
+		{"NPTv6 and NAT66", between(nptv66, 0), between(nat66, 1), want{S, "B"}, want{natclass.Skipped, ""}, want{natclass.Skipped, ""}, S},
+		{"NAT66 and NAT66", between(nat66, 0), between(nat66, 0), want{F, ""}, want{natclass.Skipped, ""}, want{natclass.Skipped, ""}, S},
+		{"IPv6 firewall and NPTv6", between(firewall6, 0), between(nptv66, 0), want{S, ""}, want{natclass.Skipped, ""}, want{natclass.Skipped, ""}, S},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

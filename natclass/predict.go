@@ -42,6 +42,11 @@ type Summary struct {
 	// its own network and this side's public address (TracePeer); nil
 	// when not measured.
 	RoutersBetween *int `json:"routers_between,omitempty"`
+	// Translation is how an IPv6 (or NAT64) profile saw the address
+	// translated (Profile.Translation): a prefix translation (NPTv6)
+	// keeps the host's own address behind the router, which then
+	// forwards what is sent to it, as a firewall does.
+	Translation string `json:"ipv6_translation,omitempty"`
 }
 
 // TCPSummary is the part of a TCP profile a peer needs to predict TCP.
@@ -56,7 +61,7 @@ type TCPSummary struct {
 // Summary returns the profile's summary; tcp is whether the host can try
 // TCP.
 func (p *Profile) Summary(tcp bool) Summary {
-	s := Summary{NATType: p.NATType, Mapping: p.Mapping, Filtering: p.Filtering, Mapped: p.MappedAddress, TCP: tcp}
+	s := Summary{NATType: p.NATType, Mapping: p.Mapping, Filtering: p.Filtering, Mapped: p.MappedAddress, TCP: tcp, Translation: p.Translation}
 	if p.PortAllocation != nil {
 		s.Allocation, s.Step = p.PortAllocation.Pattern, p.PortAllocation.Step
 	}

@@ -29,13 +29,20 @@ import (
 // own lab: back to back, one pairing's opening packets would spend the
 // routers' ICMP budget the next one's path trace needs.
 func TestProbeThroughNAT64(t *testing.T) {
-	for _, server6 := range []bool{false, true} {
-		name := "synthesised"
-		if server6 {
-			name = "server6"
-		}
-		t.Run(name, func(t *testing.T) {
-			reps, tl := probe64Pair(t, server6)
+	for _, c := range []struct {
+		name, v4 string // v4: the NAT64's IPv4 side
+		server6  bool
+	}{
+		{"synthesised", "port-restricted-cone", false},
+		{"server6", "port-restricted-cone", true},
+		// Behind a symmetric IPv4 side the pair needs birthday probing
+		// (random ports) or port prediction (sequential ones): the
+		// IPv6-only side spreads or scans from IPv6 sockets.
+		{"symmetric", "symmetric", false},
+		{"symmetric-sequential", "symmetric-sequential", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			reps, tl := probe64Pair(t, c.v4, c.server6)
 			six := reps[0].Self
 			if six.Translation != natclass.TranslationNAT64 || six.NAT64Prefix != testnet.NAT64Prefix.String() ||
 				!strings.HasPrefix(six.MappedAddress, tl.Sites[0].Public.String()+":") {
@@ -45,26 +52,7 @@ func TestProbeThroughNAT64(t *testing.T) {
 				t.Errorf("the dual-stack side's IPv4 profile says %q", reps[1].Self.Translation)
 			}
 			for i, r := range reps {
-				if r.Path != nil && r.Path.RoutersBetween != nil {
-					t.Logf("side %d (%s): %d routers between, path %v", i, r.Side, *r.Path.RoutersBetween, r.Path.Hops)
-				}
-				rows := r.Techniques
-				if server6 {
-					if r.IPv6 == nil || len(r.IPv6.Techniques) == 0 {
-						t.Fatalf("side %d: no IPv6 rows: %+v", i, r.IPv6)
-					}
-					rows = append(rows, r.IPv6.Techniques...)
-				}
-				for _, tr := range rows {
-					t.Logf("side %d: %-12s predicted %-7s measured %-7s %s %s", i, tr.Technique, tr.Predicted, tr.Measured, tr.Remote, tr.Error)
-					if tr.Measured != tr.Predicted {
-						t.Errorf("side %d: %s predicted %s (%s), measured %s (%s)", i, tr.Technique, tr.Predicted, tr.Reason, tr.Measured, tr.Error)
-					}
-				}
-				t.Logf("side %d: %s", i, r.Verdict.Summary)
-				if !r.Verdict.Direct || server6 != (r.Verdict.Family == "ipv6") {
-					t.Errorf("side %d: verdict %+v", i, r.Verdict)
-				}
+				checkRows(t, i, r, c.server6)
 			}
 			if !strings.Contains(reps[0].Verdict.Summary, "NAT64 (prefix "+testnet.NAT64Prefix.String()) {
 				t.Errorf("the IPv6-only side's verdict does not say NAT64: %s", reps[0].Verdict.Summary)
@@ -73,16 +61,46 @@ func TestProbeThroughNAT64(t *testing.T) {
 	}
 }
 
-// probe64Pair runs a probe on each site of a nat64 × ipv6-firewall lab
-// (the relay stage too); with server6, natlab serve listens on IPv6 as
+// checkRows checks one side's rows (with server6 its IPv6 rows too):
+// each measured as predicted, and a direct verdict in the right family.
+func checkRows(t *testing.T, i int, r *probe.Report, server6 bool) {
+	t.Helper()
+	if r.Path != nil && r.Path.RoutersBetween != nil {
+		t.Logf("side %d (%s): %d routers between, path %v", i, r.Side, *r.Path.RoutersBetween, r.Path.Hops)
+	}
+	rows := r.Techniques
+	if server6 {
+		if r.IPv6 == nil || len(r.IPv6.Techniques) == 0 {
+			t.Fatalf("side %d: no IPv6 rows: %+v", i, r.IPv6)
+		}
+		rows = append(rows, r.IPv6.Techniques...)
+	}
+	for _, tr := range rows {
+		t.Logf("side %d: %-12s predicted %-7s measured %-7s %s %s", i, tr.Technique, tr.Predicted, tr.Measured, tr.Remote, tr.Error)
+		if tr.Measured != tr.Predicted {
+			t.Errorf("side %d: %s predicted %s (%s), measured %s (%s)", i, tr.Technique, tr.Predicted, tr.Reason, tr.Measured, tr.Error)
+		}
+	}
+	t.Logf("side %d: %s", i, r.Verdict.Summary)
+	if !r.Verdict.Direct || server6 != (r.Verdict.Family == "ipv6") {
+		t.Errorf("side %d: verdict %+v", i, r.Verdict)
+	}
+}
+
+// probe64Pair runs a probe on each site of a nat64 × ipv6-firewall lab,
+// the NAT64's IPv4 side the preset v4 (the relay stage too); with server6, natlab serve listens on IPv6 as
 // well, one rendezvous for both families as in natlab serve, and both
 // probes get its IPv6 address.
-func probe64Pair(t *testing.T, server6 bool) ([2]*probe.Report, *testnet.Lab) {
+func probe64Pair(t *testing.T, v4 string, server6 bool) ([2]*probe.Report, *testnet.Lab) {
 	t.Helper()
 	topo, err := testnet.IPv6Topology("nat64", "ipv6-firewall")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if topo.Sites[0].NAT, err = testnet.Preset(v4); err != nil {
+		t.Fatal(err)
+	}
+	topo.Sites[0].Preset = v4
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tl, err := testnet.Start(ctx, topo, testnet.Kernel)

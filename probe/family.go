@@ -100,7 +100,9 @@ func (f *family) openingTTL() int {
 
 // hostCandidates are this host's addresses in f, at port.
 func (f *family) hostCandidates(a *agent, port uint16) []holepunch.Candidate {
-	if f.v6() {
+	if f.v6() || f.nat64.IsValid() {
+		// Behind a NAT64 the IPv4 plan's sockets are IPv6 and the LAN
+		// is IPv6: a peer behind the same NAT64 is reached there.
 		return holepunch.HostCandidates6(a.o.Net, port)
 	}
 	return holepunch.HostCandidates(a.o.Net, port)

@@ -136,7 +136,9 @@ func NewCmdProbe(s IOStreams, runF func(context.Context, *ProbeOptions) error) *
 second joins with --join CODE (or both pass the same --code). Each profiles
 its NAT, the two exchange candidates through the server, and then try every
 direct technique together (UDP hole punching, port prediction, birthday
-probing, TCP simultaneous open), predicted and measured side by side.
+probing, TCP simultaneous open), predicted and measured side by side. On an
+IPv6-only network the IPv4 side goes through the NAT64 that DNS64 reveals
+(RFC 7050; --dns64 to name the resolver).
 
 On a terminal the probe is shown live (stages, both NAT profiles, each
 technique as it is tried, the verdict; q quits, r reruns, ? help: press r on

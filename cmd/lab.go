@@ -214,13 +214,14 @@ func writeLabReport(w io.Writer, r *lab.Report) error {
 }
 
 // writeSiteNotes prints under the table what does not fit a row: each
-// site's mapped address and TCP profile, tests not run, mismatches.
+// site's mapped address and TCP profile (IPv6's too), tests not run,
+// mismatches.
 func writeSiteNotes(w io.Writer, r *lab.Report) {
 	for _, s := range r.Sites {
 		var notes []string
 		switch {
 		case s.Profile == nil && s.Error == "" && s.IPv6Preset != "":
-			// An IPv6-only site (NAT64): its row says so, nothing to add.
+			// An IPv6-only site (NAT64): its row says so.
 		case s.Profile == nil:
 			notes = append(notes, "error: "+s.Error)
 		default:
@@ -228,6 +229,9 @@ func writeSiteNotes(w io.Writer, r *lab.Report) {
 			for _, n := range s.Profile.NotRun {
 				notes = append(notes, fmt.Sprintf("not run: %s: %s", n.Test, n.Reason))
 			}
+		}
+		if s.IPv6 != nil {
+			notes = append(notes, "IPv6 TCP "+s.IPv6.TCP.Brief())
 		}
 		notes = append(notes, s.Mismatches...)
 		for _, n := range notes {

@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -83,10 +84,11 @@ func writeLabPresets(w io.Writer, doc *labPresetsDocument) error {
 	}
 	fmt.Fprintf(w, "\nIPv6 (natlab lab --kernel --ipv6; each site is %s for IPv4)\n", doc.IPv6Presets[0].IPv4Preset)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "preset\tnat_type\ttranslation\tmapping\tfiltering\tports")
+	fmt.Fprintln(tw, "preset\tnat_type\ttranslation\tmapping\tfiltering\tports\ttcp")
 	for _, p := range doc.IPv6Presets {
-		e := p.Expected
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, e.Translation, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)))
+		e, t := p.Expected, p.Expected.TCP
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, e.NATType, e.Translation, orDash(string(e.Mapping)), orDash(string(e.Filtering)), orDash(string(e.Allocation)),
+			strings.Join([]string{t.Mapping.Abbrev("M"), t.Filtering.Abbrev("F"), string(t.Allocation)}, " "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -23,22 +23,28 @@ func TestLabPresetsIPv6(t *testing.T) {
 	if doc.Schema != LabPresetsSchema || len(doc.Presets) != len(testnet.Presets()) || len(doc.IPv6Presets) != len(testnet.IPv6Presets()) {
 		t.Fatalf("document: %s, %d IPv4 presets, %d IPv6", doc.Schema, len(doc.Presets), len(doc.IPv6Presets))
 	}
+	ei, apd := natclass.EndpointIndependent, natclass.AddressAndPortDependent
 	want := map[string]struct {
 		translation string
 		natType     natclass.NATType
 		firewall    bool
+		// the TCP profile over IPv6: mapping, filtering
+		tcp [2]natclass.Behavior
 	}{
-		"ipv6-firewall": {natclass.TranslationNone, natclass.SymmetricFirewall, true},
-		"ipv6-open":     {natclass.TranslationNone, natclass.Open, false},
-		"nat66":         {natclass.TranslationNAT66, natclass.PortRestrictedCone, true},
-		"nptv6":         {natclass.TranslationNPTv6, natclass.PortRestrictedCone, true},
-		"nat64":         {natclass.TranslationNAT64, natclass.PortRestrictedCone, true},
+		"ipv6-firewall":         {natclass.TranslationNone, natclass.SymmetricFirewall, true, [2]natclass.Behavior{ei, apd}},
+		"ipv6-firewall-udp-eif": {natclass.TranslationNone, natclass.Open, true, [2]natclass.Behavior{ei, apd}},
+		"ipv6-open":             {natclass.TranslationNone, natclass.Open, false, [2]natclass.Behavior{ei, ei}},
+		"nat66":                 {natclass.TranslationNAT66, natclass.PortRestrictedCone, true, [2]natclass.Behavior{ei, apd}},
+		"nat66-random":          {natclass.TranslationNAT66, natclass.Symmetric, true, [2]natclass.Behavior{apd, apd}},
+		"nptv6":                 {natclass.TranslationNPTv6, natclass.PortRestrictedCone, true, [2]natclass.Behavior{ei, apd}},
+		"nat64":                 {natclass.TranslationNAT64, natclass.PortRestrictedCone, true, [2]natclass.Behavior{ei, apd}},
 	}
 	routers := map[string]bool{}
 	for _, p := range doc.IPv6Presets {
 		w, ok := want[p.Name]
 		if !ok || p.IPv6.Translation != w.translation || p.Expected.Translation != w.translation || p.IPv6.Firewall != w.firewall ||
-			p.Expected.NATType != w.natType || p.IPv4Preset != "port-restricted-cone" || p.Router == "" || routers[p.Router] {
+			p.Expected.NATType != w.natType || p.IPv4Preset != "port-restricted-cone" || p.Router == "" || routers[p.Router] ||
+			[2]natclass.Behavior{p.Expected.TCP.Mapping, p.Expected.TCP.Filtering} != w.tcp {
 			t.Errorf("IPv6 preset %+v, want %+v", p, w)
 		}
 		routers[p.Router] = true
@@ -48,9 +54,11 @@ func TestLabPresetsIPv6(t *testing.T) {
 		t.Fatalf("text: exit %d", code)
 	}
 	for _, line := range []string{
-		"\nIPv6 (natlab lab --kernel --ipv6; each site is port-restricted-cone for IPv4)\npreset         nat_type",
-		"\nipv6-firewall  symmetric-firewall    none         endpoint-independent  address-and-port-dependent  preserving\n",
-		"\nnat66          NAT66 masquerade (nft masquerade)",
+		"\nIPv6 (natlab lab --kernel --ipv6; each site is port-restricted-cone for IPv4)\npreset                 nat_type",
+		"\nipv6-firewall          symmetric-firewall    none         endpoint-independent        address-and-port-dependent  preserving  EIM APDF preserving\n",
+		"\nipv6-firewall-udp-eif  open                  none         endpoint-independent        endpoint-independent        preserving  EIM APDF preserving\n",
+		"\nnat66-random           symmetric             nat66        address-and-port-dependent  address-and-port-dependent  random      APDM APDF random\n",
+		"\nnat66                  NAT66 masquerade (nft masquerade)",
 	} {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("text lacks %q:\n%s", line, out)

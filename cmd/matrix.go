@@ -61,22 +61,11 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	}
 	best := func(c *lab.MatrixPair) (string, bool) { return c.Best().Short(), len(c.Mismatches) > 0 }
 	if !r.IPv6 {
-		if err := writeGrid(w, r, best); err != nil {
+		if err := writeGrid(w, r, true, best); err != nil {
 			return err
 		}
-	} else {
-		// Two grids of the same pairs, each cell every technique that
-		// worked: the IPv6 rows, then the IPv4 ones (every site's IPv4
-		// side is the same NAT).
-		fmt.Fprintln(w, "IPv6, every technique that worked (predicted from both measured IPv6 profiles):")
-		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.IPv6), mismatched(c, true) }); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "\nIPv4 (every site %s), every direct technique that worked:\n", defaultNATA)
-		if err := writeGrid(w, r, func(c *lab.MatrixPair) (string, bool) { return worked(c.Techniques), mismatched(c, false) }); err != nil {
-			return err
-		}
-		fmt.Fprintln(w, relayLine(r))
+	} else if err := writeGrids6(w, r); err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "\n%s\n", strings.Join(matrixLegend, "\n"))
 	var ex []string
@@ -106,9 +95,52 @@ func writeMatrix(w io.Writer, r *lab.MatrixReport) error {
 	return nil
 }
 
+// writeGrids6 is the IPv6 matrix's text: the presets' letters, then two
+// grids of the same pairs, each cell what worked: the IPv6 rows, then
+// the IPv4 ones (one line when every pair is alike: every site's IPv4
+// side is the same NAT). Rows carry letters only, so seven presets fit
+// in 80 columns.
+func writeGrids6(w io.Writer, r *lab.MatrixReport) error {
+	fmt.Fprintf(w, "presets (every site %s for IPv4):\n", defaultNATA)
+	for i, p := range r.Presets {
+		fmt.Fprintf(w, "  %c %s\n", 'A'+i, p)
+	}
+	fmt.Fprintln(w, "\nIPv6, what worked (predicted from both measured IPv6 profiles):")
+	if err := writeGrid(w, r, false, func(c *lab.MatrixPair) (string, bool) { return worked(c.IPv6), mismatched(c, true) }); err != nil {
+		return err
+	}
+	v4 := func(c *lab.MatrixPair) (string, bool) { return worked(c.Techniques), mismatched(c, false) }
+	if same, ok := uniform(r, v4); ok {
+		fmt.Fprintf(w, "\nIPv4, what worked: %s in every pair\n", same)
+	} else {
+		fmt.Fprintln(w, "\nIPv4, what worked:")
+		if err := writeGrid(w, r, false, v4); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, relayLine(r))
+	return nil
+}
+
+// uniform returns the one cell every pair has, if they all have the same
+// one and none mismatched or failed.
+func uniform(r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (string, bool)) (string, bool) {
+	var same string
+	for i := range r.Pairs {
+		c := &r.Pairs[i]
+		what, bad := cellOf(c)
+		if bad || c.Error != "" || what == "" || (i > 0 && what != same) {
+			return "", false
+		}
+		same = what
+	}
+	return same, len(r.Pairs) > 0
+}
+
 // writeGrid is the matrix's grid: each cell what cellOf says of the
-// pair ("none" when it says nothing), "!" when it mismatched.
-func writeGrid(w io.Writer, r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (string, bool)) error {
+// pair ("none" when it says nothing), "!" when it mismatched. Rows are
+// labelled with the letter and, with names, the preset.
+func writeGrid(w io.Writer, r *lab.MatrixReport, names bool, cellOf func(*lab.MatrixPair) (string, bool)) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "\t")
 	for i := range r.Presets {
@@ -116,7 +148,11 @@ func writeGrid(w io.Writer, r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (s
 	}
 	fmt.Fprintln(tw)
 	for i, a := range r.Presets {
-		fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
+		if names {
+			fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
+		} else {
+			fmt.Fprintf(tw, "%c\t", 'A'+i)
+		}
 		for _, b := range r.Presets {
 			c := r.Cell(a, b)
 			cell := "?"
@@ -145,15 +181,24 @@ func writeGrid(w io.Writer, r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (s
 }
 
 // worked is every direct technique that worked, short names joined by
-// "+", in order of preference ("" when none did).
+// "+" in order of preference, or, when none did, the relay that worked
+// ("" when nothing did): a relay beside a direct path adds nothing to
+// read and would widen every cell.
 func worked(ts []probe.TechniqueResult) string {
-	var out []string
+	var direct, relay []string
 	for _, t := range ts {
-		if t.Measured == natclass.Success && !t.Technique.IsRelay() {
-			out = append(out, t.Technique.Short())
+		switch {
+		case t.Measured != natclass.Success:
+		case t.Technique.IsRelay():
+			relay = append(relay, t.Technique.Short())
+		default:
+			direct = append(direct, t.Technique.Short())
 		}
 	}
-	return strings.Join(out, "+")
+	if len(direct) == 0 {
+		return strings.Join(relay, "+")
+	}
+	return strings.Join(direct, "+")
 }
 
 // mismatched reports whether a cell's IPv6 rows (or its IPv4 ones)
@@ -168,7 +213,7 @@ func mismatched(c *lab.MatrixPair, six bool) bool {
 }
 
 // relayLine says in how many pairs the TURN relay (IPv4's) worked, which
-// the grids of direct techniques leave out to fit 80 columns.
+// the grids leave out where a direct technique worked, to fit 80 columns.
 func relayLine(r *lab.MatrixReport) string {
 	n := 0
 	for _, p := range r.Pairs {

@@ -83,8 +83,8 @@ func TestLabIPv6InProcess(t *testing.T) {
 	}
 }
 
-// TestCompare6: a wrong translation, filtering or address is a mismatch
-// in words.
+// TestCompare6: a wrong translation, filtering, TCP behaviour or address
+// is a mismatch in words.
 func TestCompare6(t *testing.T) {
 	n, err := testnet.Preset6("nptv6")
 	if err != nil {
@@ -93,13 +93,22 @@ func TestCompare6(t *testing.T) {
 	e := n.Expect()
 	p := &natclass.Profile{Family: "ipv6", NATType: e.NATType, Mapping: e.Mapping, Filtering: e.Filtering,
 		PortAllocation: &natclass.PortAllocation{Pattern: natclass.Preserving}, Translation: natclass.TranslationNPTv6,
-		MappedAddress: "[2001:db8:200:1:5054:ff:fe00:2]:4000"}
+		MappedAddress: "[2001:db8:200:1:5054:ff:fe00:2]:4000",
+		TCP: &natclass.TCPProfile{Reached: natclass.Yes, Mapping: e.TCP.Mapping, Filtering: e.TCP.Filtering,
+			PortAllocation: &natclass.PortAllocation{Pattern: natclass.Preserving}}}
 	if m := lab.Compare6(e, "2001:db8:200:1:5054:ff:fe00:2", p); len(m) != 0 {
 		t.Errorf("matching profile: %v", m)
 	}
 	p.Translation, p.Filtering = natclass.TranslationNAT66, natclass.EndpointIndependent
+	p.TCP.Mapping = natclass.AddressAndPortDependent
 	m := lab.Compare6(e, "2001:db8:200:1:5054:ff:fe00:3", p)
-	if len(m) != 3 || !strings.Contains(strings.Join(m, "|"), "ipv6 translation: want nptv6, measured nat66") {
+	if len(m) != 4 || !strings.Contains(strings.Join(m, "|"), "ipv6 translation: want nptv6, measured nat66") ||
+		!strings.Contains(strings.Join(m, "|"), "ipv6 tcp mapping: want endpoint-independent, measured address-and-port-dependent") {
 		t.Errorf("mismatches %q", m)
+	}
+	// An IPv6 check without its TCP profile is a mismatch too.
+	p.TCP = nil
+	if m := lab.Compare6(e, "2001:db8:200:1:5054:ff:fe00:2", p); !strings.Contains(strings.Join(m, "|"), "ipv6 tcp: want a measured TCP profile") {
+		t.Errorf("no TCP: %q", m)
 	}
 }

@@ -352,11 +352,11 @@ func profileSite6(ctx context.Context, ls *Site, o natclass.Options) {
 	ls.IPv6 = p
 }
 
-// Compare6 lists where an IPv6 profile differs from its IPv6 preset and
-// from the address the lab gave the site (public6).
+// Compare6 lists where an IPv6 profile, UDP and TCP, differs from its
+// IPv6 preset and from the address the lab gave the site (public6).
 func Compare6(e testnet.Expected6, public6 string, p *natclass.Profile) []string {
 	var out []string
-	for _, m := range Compare(e.Expected, p) {
+	for _, m := range append(Compare(e.Expected, p), CompareTCP(e.TCP, p.TCP)...) {
 		out = append(out, "ipv6 "+m)
 	}
 	if p.Translation != e.Translation {

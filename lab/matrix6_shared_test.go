@@ -21,7 +21,13 @@ import (
 func TestMatrixIPv6Shared(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), matrixBound)
 	defer cancel()
-	rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: testnet.Kernel, IPv6: true, Segment: testnet.Shared})
+	// The presets the trap rule is about. nat66-random and
+	// ipv6-firewall-udp-eif are left to the routed matrix
+	// (TestMatrixIPv6) and to runs by hand: their 13 cells would double
+	// this test's time, and their birthday probing loads the machine
+	// while the other cells race (see issue-15-presets.md).
+	presets := []string{"ipv6-firewall", "ipv6-open", "nat64", "nat66", "nptv6"}
+	rep, err := lab.RunMatrix(ctx, lab.MatrixOptions{Backend: testnet.Kernel, IPv6: true, Segment: testnet.Shared, Presets: presets})
 	if errors.Is(err, testnet.ErrNeedPrivileges) {
 		t.Skipf("kernel lab: %v", err)
 	}

@@ -14,7 +14,9 @@ func v6(nat bool, m, f natclass.Behavior, a natclass.Allocation, mapped string) 
 }
 
 // TestPredictIPv6 is the IPv6 plan's predictions: natclass.Predict on the
-// two measured IPv6 summaries, whatever the routers are called. A
+// two measured IPv6 summaries, whatever the routers are called (the lab's
+// IPv6 presets produce these summaries: nat66-random,
+// ipv6-firewall-udp-eif; a firewall without TCP is not one). A
 // stateful firewall without NAT measures EIM/APDF, so two of them punch
 // (simultaneous sends open both); a router measured otherwise is
 // predicted otherwise; port mapping is never in an IPv6 summary.
@@ -26,8 +28,10 @@ func TestPredictIPv6(t *testing.T) {
 		nptv6    = v6(true, ei, apd, natclass.Preserving, "[2001:db8:200:4:5054:ff:fe00:2]:40000")
 		// A NAT66 measured with a random port per destination (nft
 		// masquerade random-fully), and a firewall that drops TCP.
-		nat66Random    = v6(true, apd, apd, natclass.Random, "[2001:db8:100:5::2]:40000")
-		firewallNoTCP  = withTCP(firewall, &natclass.TCPSummary{Reached: natclass.No})
+		nat66Random   = v6(true, apd, apd, natclass.Random, "[2001:db8:100:5::2]:40000")
+		firewallNoTCP = withTCP(firewall, &natclass.TCPSummary{Reached: natclass.No})
+		// RFC 6092 REC-17: UDP pinholes (EIF), TCP replies only (APDF).
+		firewallUDPEIF = withTCP(v6(false, ei, ei, natclass.Preserving, "[2001:db8:200:7:5054:ff:fe00:2]:40000"), tcpSum(ei, apd, natclass.Preserving))
 		sameNAT66      = v6(true, ei, apd, natclass.Preserving, "[2001:db8:100:3::2]:41000")
 		S, F, X, U     = natclass.Success, natclass.Fail, natclass.Skipped, natclass.UnknownOutcome
 		firewallTCPOff = withTCP(firewall, nil)
@@ -50,6 +54,10 @@ func TestPredictIPv6(t *testing.T) {
 		{"random nat66 × open", nat66Random, open, [6]natclass.Outcome{X, S, X, S, X, S}},
 		{"random nat66 × random nat66", nat66Random, nat66Random2, [6]natclass.Outcome{X, F, X, F, X, F}},
 		{"firewall without TCP × open", firewallNoTCP, open, [6]natclass.Outcome{X, S, X, X, X, F}},
+		// The pinholes admit the random NAT66's new UDP mapping; its TCP
+		// meets conntrack's port filter.
+		{"UDP-EIF firewall × random nat66", firewallUDPEIF, nat66Random, [6]natclass.Outcome{X, S, X, S, X, F}},
+		{"UDP-EIF firewall × firewall", firewallUDPEIF, firewall, [6]natclass.Outcome{X, S, X, X, X, S}},
 		{"firewall, TCP not measured × firewall", firewallTCPOff, firewall2, [6]natclass.Outcome{X, S, X, X, X, U}},
 		{"two hosts behind one NAT66", nat66, sameNAT66, [6]natclass.Outcome{S, S, X, X, X, S}},
 	} {

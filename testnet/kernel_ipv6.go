@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -47,6 +48,12 @@ func checkKernelIPv6(t Topology) error {
 			return fmt.Errorf("site %q: IPv6 behind a carrier-grade or double NAT: %w", s.Name, ErrNotSupported)
 		case s.NAT.Mapping == "":
 			return fmt.Errorf("site %q: IPv6 on a site whose IPv4 side has no NAT: %w", s.Name, ErrNotSupported)
+		}
+		switch n := s.IPv6; {
+		case n.UDPPinholes && !n.Firewall:
+			return fmt.Errorf("site %q: IPv6 UDP pinholes without a stateful firewall: nothing to open", s.Name)
+		case n.RandomPorts && n.Translation != natclass.TranslationNAT66:
+			return fmt.Errorf("site %q: random ports are masquerade's (NAT66), not %s's", s.Name, n.Translation)
 		}
 		switch s.IPv6.Translation {
 		case natclass.TranslationNone, natclass.TranslationNAT66, natclass.TranslationNPTv6:
@@ -284,11 +291,9 @@ func router6Rules(c *nftables.Conn, n NAT6, i int) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
 	}
 	if n.Firewall {
-		drop := nftables.ChainPolicyDrop
-		fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
-		rule(fwd, append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(expr.VerdictAccept))...)
-		rule(fwd, append(nftIf(expr.MetaKeyIIFNAME, "lan"), nftVerdict(expr.VerdictAccept))...)
+		if err := firewall6(c, t, n); err != nil {
+			return err
+		}
 	}
 	if n.Translation == natclass.TranslationNone {
 		return flush(c)
@@ -300,7 +305,9 @@ func router6Rules(c *nftables.Conn, n NAT6, i int) error {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	out := nftIf(expr.MetaKeyOIFNAME, "wan")
 	if n.Translation == natclass.TranslationNAT66 {
-		rule(post, nftJoin(out, []expr.Any{&expr.Masq{}})...)
+		// random,fully-random: a random port for every new flow, where
+		// plain masquerade keeps the source port while it is free.
+		rule(post, nftJoin(out, []expr.Any{&expr.Masq{Random: n.RandomPorts, FullyRandom: n.RandomPorts}})...)
 		return flush(c)
 	}
 	// NPTv6: `snat ip6 prefix to <global /64>` — NF_NAT_RANGE_NETMAP
@@ -318,6 +325,56 @@ func router6Rules(c *nftables.Conn, n NAT6, i int) error {
 	})...)
 	return flush(c)
 }
+
+// firewall6 is the stateful filter of a site router's forward chain:
+// replies and what the LAN sends pass, nothing else comes in. With UDP
+// pinholes (RFC 6092 REC-17's endpoint-independent filtering for UDP),
+// each UDP packet the LAN sends out adds or refreshes its (source
+// address, source port) in a dynamic set, and UDP from anywhere to a
+// pinhole is admitted, as nft guides write a cone from a set updated on
+// the packet path; TCP keeps the reply-only rule.
+func firewall6(c *nftables.Conn, t *nftables.Table, n NAT6) error {
+	drop := nftables.ChainPolicyDrop
+	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+	rule := func(e ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: e}) }
+	var pinholes *nftables.Set
+	if n.UDPPinholes {
+		pinholes = &nftables.Set{Table: t, ID: setIDPinholes6, Name: "udp_pinholes", Dynamic: true, HasTimeout: true, Timeout: pinholeLifetime6,
+			Concatenation: true, KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)}
+		if err := c.AddSet(pinholes, nil); err != nil {
+			return fmt.Errorf("add UDP pinhole set: %w", err)
+		}
+		// Before the established rule: every outbound packet refreshes
+		// its pinhole (REC-16), not only a flow's first.
+		rule(nftJoin(nftIf(expr.MetaKeyIIFNAME, "lan"), nftL4(unix.IPPROTO_UDP), []expr.Any{
+			&expr.Payload{DestRegister: nftReg32(0), Base: expr.PayloadBaseNetworkHeader, Offset: ip6SaddrOffset, Len: 16},
+			nftThSport(nftReg32(4)),
+			&expr.Dynset{SrcRegKey: nftReg32(0), SetName: pinholes.Name, SetID: pinholes.ID, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: pinholeLifetime6},
+		})...)
+	}
+	rule(append(nftCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nftVerdict(expr.VerdictAccept))...)
+	rule(append(nftIf(expr.MetaKeyIIFNAME, "lan"), nftVerdict(expr.VerdictAccept))...)
+	if pinholes != nil {
+		rule(nftJoin(nftIf(expr.MetaKeyIIFNAME, "wan"), nftL4(unix.IPPROTO_UDP), []expr.Any{
+			&expr.Payload{DestRegister: nftReg32(0), Base: expr.PayloadBaseNetworkHeader, Offset: ip6DaddrOffset, Len: 16},
+			nftThDport(nftReg32(4)),
+			&expr.Lookup{SourceRegister: nftReg32(0), SetName: pinholes.Name, SetID: pinholes.ID},
+			nftVerdict(expr.VerdictAccept),
+		})...)
+	}
+	return nil
+}
+
+// IPv6 header offsets of the addresses.
+const (
+	ip6SaddrOffset = 8
+	ip6DaddrOffset = 24
+)
+
+// pinholeLifetime6 is how long an idle UDP pinhole stays open: RFC 6092
+// REC-14's two minutes.
+const pinholeLifetime6 = 2 * time.Minute
 
 // router6Output makes a masquerading router's own answers to the WAN
 // vanish, as the IPv4 routers' do (routerInput): unsolicited UDP and TCP

@@ -57,6 +57,7 @@ const (
 	setIDAllowed
 	setIDSeqPorts
 	setIDEndpoints
+	setIDPinholes6 // the IPv6 firewall's UDP pinholes (kernel_ipv6.go)
 )
 
 // lossScale is the resolution of the loss rule: `numgen random mod

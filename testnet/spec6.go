@@ -21,6 +21,18 @@ type NAT6 struct {
 	// address-and-port-dependent filtering. Without it anything may come
 	// in (endpoint-independent filtering).
 	Firewall bool `json:"firewall"`
+	// UDPPinholes opens the firewall to UDP from anywhere toward a
+	// (host, port) the LAN has sent UDP from (a dynamic set, refreshed
+	// by outbound packets): endpoint-independent filtering for UDP, as
+	// RFC 6092 REC-17 recommends by default, with TCP still admitted
+	// only as replies (REC-17: UDP's filtering "MAY be independent of the
+	// filtering behavior for TCP"). Needs Firewall.
+	UDPPinholes bool `json:"udp_pinholes,omitempty"`
+	// RandomPorts makes a NAT66 masquerade choose a random port for
+	// every new flow (nft masquerade random,fully-random; iptables
+	// MASQUERADE --random-fully): the mapping then depends on the
+	// destination. Needs TranslationNAT66.
+	RandomPorts bool `json:"random_ports,omitempty"`
 }
 
 // presets6 are the IPv6 behaviours of `natlab lab --ipv6`. Each site's
@@ -38,6 +50,15 @@ var presets6 = map[string]NAT6{
 	// setups): the ULA prefix mapped onto the global one, behind the
 	// stateful firewall.
 	"nptv6": {Translation: natclass.TranslationNPTv6, Firewall: true},
+	// NAT66 masquerade with a random port per flow: how container
+	// networks masquerade a dual-stack cluster's IPv6 pod egress
+	// (kube-router's and flannel's ip6tables `MASQUERADE --random-fully`),
+	// behind conntrack's stateful filter.
+	"nat66-random": {Translation: natclass.TranslationNAT66, Firewall: true, RandomPorts: true},
+	// RFC 6092 REC-17's default for unmanaged CPE: endpoint-independent
+	// filtering for UDP (pinholes per internal address and port), TCP
+	// admitted only as replies, no translation.
+	"ipv6-firewall-udp-eif": {Translation: natclass.TranslationNone, Firewall: true, UDPPinholes: true},
 	// An IPv6-only site: tayga (NAT64) and unbound (DNS64) on the
 	// router, the site's IPv4 preset on the NAT64's IPv4 side.
 	"nat64": {Translation: natclass.TranslationNAT64, Firewall: true},
@@ -69,21 +90,30 @@ func Preset6(name string) (NAT6, error) {
 type Expected6 struct {
 	Expected
 	Translation string `json:"ipv6_translation"`
+	// TCP is the TCP profile over IPv6 (mapping, filtering, ports).
+	TCP Expected `json:"tcp"`
 }
 
-// Expect returns the IPv6 profile a host behind n should see: a
-// translating router keeps the port and maps endpoint-independently
-// (conntrack keeps the source port while it is free), so only filtering
-// differs between the presets.
+// Expect returns the IPv6 profile a host behind n should see, UDP and
+// TCP, from what the router's rules do: a translating router keeps the
+// port while it is free (conntrack), so it maps endpoint-independently
+// unless it randomises ports per flow; a stateful firewall admits only
+// replies (address-and-port-dependent) unless UDP pinholes admit anyone
+// to a (host, port) that sent.
 func (n NAT6) Expect() Expected6 {
-	f := natclass.EndpointIndependent
-	if n.Firewall {
-		f = natclass.AddressAndPortDependent
-	}
 	nat := n.Translation != natclass.TranslationNone
-	e := Expected{Mapping: natclass.EndpointIndependent, Filtering: f, Allocation: natclass.Preserving}
-	e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
-	return Expected6{Expected: e, Translation: n.Translation}
+	proto := func(pinholes bool) Expected {
+		e := Expected{Mapping: natclass.EndpointIndependent, Filtering: natclass.EndpointIndependent, Allocation: natclass.Preserving}
+		if n.RandomPorts {
+			e.Mapping, e.Allocation = natclass.AddressAndPortDependent, natclass.Random
+		}
+		if n.Firewall && !pinholes {
+			e.Filtering = natclass.AddressAndPortDependent
+		}
+		e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
+		return e
+	}
+	return Expected6{Expected: proto(n.UDPPinholes), Translation: n.Translation, TCP: proto(false)}
 }
 
 // Expect6 is the IPv6 profile the site's host should see: its NAT6's,
@@ -93,9 +123,9 @@ func (s SiteSpec) Expect6() Expected6 {
 	if s.IPv6.Translation != natclass.TranslationNAT64 {
 		return s.IPv6.Expect()
 	}
-	e := s.NAT.Expect()
-	e.Hairpinning = natclass.NotChecked
-	return Expected6{Expected: e, Translation: natclass.TranslationNAT64}
+	e, tcp := s.NAT.Expect(), s.NAT.ExpectTCP()
+	e.Hairpinning, tcp.Hairpinning = natclass.NotChecked, natclass.NotChecked
+	return Expected6{Expected: e, Translation: natclass.TranslationNAT64, TCP: tcp}
 }
 
 // IPv6Topology is the lab of `natlab lab --ipv6`: one site per IPv6
@@ -187,6 +217,9 @@ func (n NAT6) Router() string {
 		s = "no translation: the LAN has a global /64"
 	case natclass.TranslationNAT66:
 		s = "NAT66 masquerade (nft masquerade): the unique-local LAN leaves with the router's WAN address"
+		if n.RandomPorts {
+			s = "NAT66 masquerade random,fully-random (iptables MASQUERADE --random-fully): the unique-local LAN leaves with the router's WAN address and a random port per flow"
+		}
 	case natclass.TranslationNPTv6:
 		s = "prefix translation (nft snat ip6 prefix to): the unique-local LAN /64 onto a global one, interface ID and port kept"
 	case natclass.TranslationNAT64:
@@ -194,7 +227,10 @@ func (n NAT6) Router() string {
 	default:
 		s = "translation " + n.Translation
 	}
-	if n.Firewall {
+	switch {
+	case n.Firewall && n.UDPPinholes:
+		return s + "; stateful firewall: UDP pinholes (anyone may send to a host address and port that sent UDP out), TCP inbound only replies"
+	case n.Firewall:
 		return s + "; stateful firewall: inbound only replies (conntrack established/related)"
 	}
 	return s + "; no filter: anything inbound is forwarded"

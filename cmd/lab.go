@@ -107,7 +107,7 @@ IPv6 profiles.`,
 	c.Flags().StringVar(&o.NATB, "nat-b", defaultNATB, "NAT preset of site B (\"\" for one site only)")
 	c.Flags().BoolVar(&o.Kernel, "kernel", false, "use Linux network namespaces and nftables (real NAT, UDP and TCP; needs CAP_NET_ADMIN)")
 	c.Flags().BoolVar(&o.Lifetime, "lifetime", false, "also measure binding lifetimes (slow: waits for mappings to expire)")
-	c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack kernel lab: one site per IPv6 preset (firewall, open, NAT66, NPTv6), both families checked")
+	c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack kernel lab: one site per IPv6 preset (firewalls, NAT66, NPTv6, NAT64), both families checked")
 	c.Flags().StringVar(&topology, "topology", string(testnet.Routed), "what joins the routers: routed (a router between every site and the server) or shared (routers and server on one segment; --kernel)")
 	c.Flags().BoolVar(&o.Matrix, "matrix", false, "pair every preset with every other and try each technique: the P2P feasibility matrix (with --nat-a/--nat-b: those presets only)")
 	addLinkFlags(c, &o.Shape)

@@ -73,6 +73,10 @@ type Options struct {
 	// measure relay and direct paths with the peer, and price the
 	// difference. Both peers must set it (or neither).
 	Relay *RelayConfig
+	// Relay6 is the TURN relay over IPv6, for an IPv6 relayed address
+	// measured beside the IPv4 relay when the IPv6 techniques run; nil
+	// uses Relay's credentials on Server6. Only with Relay.
+	Relay6 *RelayConfig
 	// Lifetime measures this host's binding lifetimes once a direct UDP
 	// path is found (up to LifetimeMax, natclass.DefaultLifetimeMax when
 	// 0) and adds the keepalive it needs to the verdict.
@@ -320,20 +324,20 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 	}
 	rep.Verdict = verdict(rep.Techniques)
 	if a.o.Relay != nil {
-		rr, err := a.relayStage(ctx, rep)
-		if err != nil {
+		if err := a.relayReports(ctx, rep); err != nil {
 			return nil, err
 		}
-		rep.Relay = &rr
-		rep.Techniques = append(rep.Techniques, relayRow(a.summary(), a.peer, rr))
-		rep.Verdict = relayVerdict(rep.Verdict, rr)
 	}
 	if a.o.Lifetime {
 		if err := a.lifetimeStage(ctx, rep); err != nil {
 			return nil, err
 		}
 	}
-	rep.Verdict = nat64Verdict(preferFamily(rep.Verdict, rep.IPv6), a.nat64)
+	v := preferFamily(rep.Verdict, rep.IPv6)
+	if rep.IPv6 != nil {
+		v = relayFamilies(v, rep.Relay, rep.IPv6.Relay)
+	}
+	rep.Verdict = nat64Verdict(v, a.nat64)
 	a.emit(Event{Stage: StageVerdict, Message: rep.Verdict.Summary, Data: rep.Verdict})
 	rep.DurationMillis = millis.Since(a.start)
 	return rep, nil
@@ -711,76 +715,4 @@ func (a *agent) closeDirect() {
 		_ = a.direct.Close()
 		a.direct = nil
 	}
-}
-
-// relayStage allocates on the TURN server and, with the peer, measures the
-// kept direct path (if both still hold the agreed one) and then the relay,
-// at two barriers: offers, then between the measurements (so the bursts
-// do not overlap).
-func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, error) {
-	a.emit(Event{Stage: StageRelay, Message: "allocating on the TURN relay"})
-	direct, tech := a.direct, a.directTech
-	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
-		// The peer did not confirm this path: measuring it would hang.
-		direct, tech = nil, ""
-		a.closeDirect()
-	}
-	cfg := a.relayVia(*a.o.Relay)
-	cfg.SkipUDP = cfg.SkipUDP || a.self.NATType == natclass.UDPBlocked
-	rs := PrepareRelay(ctx, a.o.Net, cfg, direct, tech)
-	a.direct = nil // PrepareRelay owns it now
-	defer rs.Close()
-	raw, err := a.barrier(ctx, rs.Offer())
-	if err != nil {
-		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
-	}
-	var peer RelayOffer
-	if err := json.Unmarshal(raw, &peer); err != nil {
-		return RelayReport{}, fmt.Errorf("relay step: malformed peer offer: %w", err)
-	}
-	tag := RelayTag(a.sess)
-	rs.MeasureDirect(ctx, peer, tag)
-	if _, err := a.barrier(ctx, struct{}{}); err != nil {
-		return RelayReport{}, fmt.Errorf("relay step with the peer: %w", err)
-	}
-	rs.MeasureRelay(ctx, peer, tag)
-	rr := rs.Report()
-	a.emit(Event{Stage: StageRelay, Message: RelaySummary(rep.Verdict.Direct, rr), Data: rr})
-	return rr, nil
-}
-
-// relayVerdict adds the relay stage to the verdict: the cost of relaying
-// when direct works, else which relay to use, or that nothing works.
-func relayVerdict(v Verdict, r RelayReport) Verdict {
-	line := RelaySummary(v.Direct, r)
-	switch {
-	case v.Direct && line != "":
-		v.Summary += "; " + line
-	case !v.Direct && r.Technique != "":
-		v.Technique, v.Summary = r.Technique, line
-	case !v.Direct:
-		v.Summary = line
-	}
-	return v
-}
-
-// relayRow is the relay stage as one more technique row, so every view
-// (table, chart, metrics, matrix) shows it next to the direct ones. Its
-// prediction: a TURN relay reached over UDP works unless a side's UDP is
-// blocked, and then only over TCP or TLS, which that side's TCP profile
-// says it reaches (or not, or was not measured).
-func relayRow(self, peer natclass.Summary, r RelayReport) TechniqueResult {
-	p := natclass.PredictRelay(self, peer)
-	tr := TechniqueResult{Technique: p.Technique, Predicted: p.Outcome, Measured: natclass.Fail,
-		Reason: p.Reason, Attempts: len(r.Attempts), Error: r.Error}
-	if r.Technique != "" && r.Relay != nil {
-		tr.Technique, tr.Measured = r.Technique, natclass.Success
-		tr.RTTMillis = r.Relay.RTTMedianMillis
-		tr.Remote = r.PeerRelayed
-		if r.Technique != natclass.RelayUDP && tr.Reason == "both sides reach the relay over UDP" {
-			// The relay works, but not the way predicted.
-			tr.Predicted = natclass.Fail
-		}
-	}
-	return tr
 }

@@ -38,6 +38,9 @@ type FamilyResult struct {
 	// Techniques are the IPv6 rows, in order of preference, agreed
 	// with the peer.
 	Techniques []TechniqueResult `json:"techniques,omitempty"`
+	// Relay is the IPv6 relay (TURN over IPv6, an IPv6 relayed address)
+	// measured with the peer, as Report.Relay is IPv4's.
+	Relay *RelayReport `json:"relay,omitempty"`
 }
 
 // startProfile6 resolves Options.Server6 and profiles this host over IPv6

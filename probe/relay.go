@@ -39,6 +39,11 @@ type RelayConfig struct {
 	// SkipUDP leaves out the UDP attempt (the profile found UDP blocked,
 	// so waiting for it would only spend the step's time).
 	SkipUDP bool
+	// Family is the relayed address's family, asked for with
+	// REQUESTED-ADDRESS-FAMILY (relay.AllocOptions.Family); relay.IPv6
+	// also reaches the server over IPv6. "" is as before: IPv4, or IPv6
+	// for an IPv6 literal Server.
+	Family relay.Family
 	// Measure configures the measurements (relay defaults if zero).
 	Measure relay.MeasureOptions
 }
@@ -52,6 +57,9 @@ type RelayOffer struct {
 	// Direct is the technique of the direct UDP path this side still
 	// holds for measuring; "" if none.
 	Direct natclass.Technique `json:"d,omitempty"`
+	// V6 is this side's IPv6 relay, when it runs one (both IPv6 plans
+	// ran): the IPv6 relay is measured when both offers carry one.
+	V6 *RelayOffer `json:"6,omitempty"`
 }
 
 // RelayAttempt is one transport tried for the allocation.
@@ -126,7 +134,7 @@ func PrepareRelay(ctx context.Context, n transport.Net, cfg RelayConfig, direct 
 		}
 		a, err := relay.Allocate(ctx, relay.AllocOptions{
 			Net: n, Server: addr, Transport: tr, Username: cfg.Username, Password: cfg.Password,
-			TLSConfig: cfg.TLSConfig, Timeout: relayAllocTimeout,
+			TLSConfig: cfg.TLSConfig, Timeout: relayAllocTimeout, Family: cfg.Family,
 		})
 		at := RelayAttempt{Transport: tr}
 		if err != nil {

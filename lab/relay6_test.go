@@ -1,0 +1,146 @@
+package lab_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/natclass"
+	"github.com/natlab/natlab/probe"
+	"github.com/natlab/natlab/relay"
+	"github.com/natlab/natlab/rendezvous"
+	"github.com/natlab/natlab/server"
+	"github.com/natlab/natlab/testnet"
+)
+
+// TestProbeRelayIPv6: two hosts behind symmetric IPv4 NATs and IPv6
+// firewalls (one translating, NAT66) probe with the relay stage. Besides
+// the IPv4 relay, each allocates on the lab's IPv6 TURN server, gets an
+// IPv6 relayed address on it and measures relay-to-relay with the peer:
+// the IPv6 relay row, last of the IPv6 rows, is predicted and measured
+// success, and the report's ipv6.relay carries its figures.
+func TestProbeRelayIPv6(t *testing.T) {
+	tl, srv6, reps := probeRelayPair(t, [2]string{"ipv6-firewall", "nat66"})
+	for i, r := range reps {
+		if r.Relay == nil || r.Relay.Technique != natclass.RelayUDP {
+			t.Errorf("side %d: IPv4 relay %+v", i, r.Relay)
+		}
+		if r.IPv6 == nil || r.IPv6.Relay == nil || len(r.IPv6.Techniques) == 0 {
+			t.Fatalf("side %d: IPv6 result %+v", i, r.IPv6)
+		}
+		rr := r.IPv6.Relay
+		t.Logf("side %d: IPv6 relay %s ↔ %s over %s: %+v", i, rr.Relayed, rr.PeerRelayed, rr.Transport, rr.Relay)
+		for _, a := range []string{rr.Relayed, rr.PeerRelayed} {
+			if ap, err := netip.ParseAddrPort(a); err != nil || ap.Addr() != tl.Server.Addrs6[0] {
+				t.Errorf("side %d: relayed address %q, want one on %v", i, a, tl.Server.Addrs6[0])
+			}
+		}
+		if rr.Technique != natclass.RelayUDP || rr.Transport != relay.UDP || rr.Relay == nil ||
+			rr.Relay.Echoes == 0 || rr.Relay.RTTMedianMillis <= 0 || rr.Relay.ThroughputMbps <= 0 || !rr.Relay.PeerReported {
+			t.Errorf("side %d: IPv6 relay %+v", i, rr)
+		}
+		row := r.IPv6.Techniques[len(r.IPv6.Techniques)-1]
+		if row.Technique != natclass.RelayUDP || row.Predicted != natclass.Success || row.Measured != natclass.Success || row.Remote != rr.PeerRelayed {
+			t.Errorf("side %d: IPv6 relay row %+v", i, row)
+		}
+	}
+	if st, _ := srv6.TURNStats(); st.AllocationsTotal != 2 {
+		t.Errorf("IPv6 server: %d allocations, want 2", st.AllocationsTotal)
+	}
+}
+
+// probeRelayPair runs a probe with the relay stage on both sites of a
+// kernel lab whose hosts are behind symmetric IPv4 NATs and the given
+// IPv6 presets ("" leaves a site IPv4-only), with the lab's IPv4 and
+// IPv6 servers (STUN, rendezvous, TURN) running.
+func probeRelayPair(t *testing.T, six [2]string) (*testnet.Lab, *server.Server, [2]*probe.Report) {
+	t.Helper()
+	sym, err := testnet.Preset("symmetric")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topo testnet.Topology
+	for i, name := range six {
+		s := testnet.SiteSpec{Name: string(rune('a' + i)), Preset: "symmetric", NAT: sym, IPv6Preset: name}
+		if name != "" {
+			n6, err := testnet.Preset6(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.IPv6 = &n6
+		}
+		topo.Sites = append(topo.Sites, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tl.Close() })
+	srv, err := lab.StartServer(tl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	srv6, err := lab.StartServer6(tl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv6.Close() })
+	code, err := rendezvous.NewCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reps [2]*probe.Report
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, site := range tl.Sites {
+		wg.Go(func() {
+			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
+				Server: netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(), Server6: srv6.Addrs().Primary.String(),
+				Relay: lab.RelayConfig(tl), Relay6: lab.RelayConfig6(tl)})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("side %d: %v", i, err)
+		}
+	}
+	for i, r := range reps {
+		t.Logf("side %d verdict: %s", i, r.Verdict.Summary)
+		if r.Verdict.Summary == "" || strings.Contains(r.Verdict.Summary, "error") {
+			t.Errorf("side %d: verdict %+v", i, r.Verdict)
+		}
+	}
+	return tl, srv6, reps
+}
+
+// TestProbeRelayIPv6Skipped: a dual-stack host probes an IPv4-only peer
+// (both given the IPv6 server). The peer has no IPv6 profile, so neither
+// side runs the IPv6 plan nor, with it, the IPv6 relay: no IPv6 row is
+// reported, the IPv6 server allocates nothing, and the verdict is the
+// IPv4 relay's alone.
+func TestProbeRelayIPv6Skipped(t *testing.T) {
+	_, srv6, reps := probeRelayPair(t, [2]string{"ipv6-firewall", ""})
+	for i, r := range reps {
+		if r.IPv6 != nil {
+			t.Errorf("side %d: IPv6 result %+v without the peer's IPv6", i, r.IPv6)
+		}
+		if r.Relay == nil || r.Relay.Technique != natclass.RelayUDP || r.Verdict.Technique != natclass.RelayUDP || r.Verdict.Family != "" {
+			t.Errorf("side %d: relay %+v, verdict %+v", i, r.Relay, r.Verdict)
+		}
+	}
+	if st, _ := srv6.TURNStats(); st.AllocationsTotal != 0 {
+		t.Errorf("IPv6 server: %d allocations, want none", st.AllocationsTotal)
+	}
+}

@@ -60,21 +60,30 @@ func TestProbeRelayIPv6(t *testing.T) {
 // IPv6 servers (STUN, rendezvous, TURN) running.
 func probeRelayPair(t *testing.T, six [2]string) (*testnet.Lab, *server.Server, [2]*probe.Report) {
 	t.Helper()
-	sym, err := testnet.Preset("symmetric")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var topo testnet.Topology
+	var specs [2]*testnet.NAT6
 	for i, name := range six {
-		s := testnet.SiteSpec{Name: string(rune('a' + i)), Preset: "symmetric", NAT: sym, IPv6Preset: name}
 		if name != "" {
 			n6, err := testnet.Preset6(name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.IPv6 = &n6
+			specs[i] = &n6
 		}
-		topo.Sites = append(topo.Sites, s)
+	}
+	return probeRelayPairSpec(t, specs)
+}
+
+// probeRelayPairSpec is probeRelayPair with the sites' IPv6 behaviours
+// (nil: IPv4 only).
+func probeRelayPairSpec(t *testing.T, six [2]*testnet.NAT6) (*testnet.Lab, *server.Server, [2]*probe.Report) {
+	t.Helper()
+	sym, err := testnet.Preset("symmetric")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topo testnet.Topology
+	for i, n6 := range six {
+		topo.Sites = append(topo.Sites, testnet.SiteSpec{Name: string(rune('a' + i)), Preset: "symmetric", NAT: sym, IPv6: n6})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -142,5 +151,36 @@ func TestProbeRelayIPv6Skipped(t *testing.T) {
 	}
 	if st, _ := srv6.TURNStats(); st.AllocationsTotal != 0 {
 		t.Errorf("IPv6 server: %d allocations, want none", st.AllocationsTotal)
+	}
+}
+
+// TestProbeRelayIPv6TCP: one site's IPv6 firewall drops all UDP (TCP
+// passes). Its IPv6 profile is UDP-blocked with a TCP profile that
+// reached the server, so the IPv6 relay row is predicted relay-tcp; that
+// side allocates on the IPv6 relay over TCP (no UDP attempt), the other
+// over UDP, and the relay works between their IPv6 relayed addresses.
+func TestProbeRelayIPv6TCP(t *testing.T) {
+	_, _, reps := probeRelayPairSpec(t, [2]*testnet.NAT6{
+		{Translation: natclass.TranslationNone, Firewall: true}, {Translation: natclass.TranslationNone, Firewall: true, BlockUDP: true}})
+	for i, r := range reps {
+		if r.IPv6 == nil || r.IPv6.Relay == nil || len(r.IPv6.Techniques) == 0 {
+			t.Fatalf("side %d: IPv6 result %+v", i, r.IPv6)
+		}
+		rr := r.IPv6.Relay
+		t.Logf("side %d: IPv6 relay %s ↔ %s over %s/%s, attempts %+v: %+v", i, rr.Relayed, rr.PeerRelayed, rr.Transport, rr.PeerTransport, rr.Attempts, rr.Relay)
+		wantTr := []relay.Transport{relay.UDP, relay.TCP}[i]
+		if rr.Technique != natclass.RelayTCP || rr.Transport != wantTr || rr.Attempts[0].Transport != wantTr || rr.Relay == nil || rr.Relay.Echoes == 0 {
+			t.Errorf("side %d: IPv6 relay %+v", i, rr)
+		}
+		row := r.IPv6.Techniques[len(r.IPv6.Techniques)-1]
+		if row.Technique != natclass.RelayTCP || row.Predicted != natclass.Success || row.Measured != natclass.Success {
+			t.Errorf("side %d: IPv6 relay row %+v", i, row)
+		}
+		// Without a direct path in either family, the verdict is the IPv6
+		// relay (IPv4's works too: IPv6 is preferred).
+		v := r.Verdict
+		if !v.Direct && (v.Family != "ipv6" || v.Technique != natclass.RelayTCP || !strings.HasPrefix(v.Summary, "Relay required (no direct path over IPv4 or IPv6): use IPv6")) {
+			t.Errorf("side %d: verdict %+v", i, v)
+		}
 	}
 }

@@ -338,6 +338,9 @@ func firewall6(c *nftables.Conn, t *nftables.Table, n NAT6) error {
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
 	rule := func(e ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: e}) }
+	if n.BlockUDP {
+		rule(append(nftL4(unix.IPPROTO_UDP), nftVerdict(expr.VerdictDrop))...)
+	}
 	var pinholes *nftables.Set
 	if n.UDPPinholes {
 		pinholes = &nftables.Set{Table: t, ID: setIDPinholes6, Name: "udp_pinholes", Dynamic: true, HasTimeout: true, Timeout: pinholeLifetime6,

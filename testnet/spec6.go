@@ -33,6 +33,10 @@ type NAT6 struct {
 	// MASQUERADE --random-fully): the mapping then depends on the
 	// destination. Needs TranslationNAT66.
 	RandomPorts bool `json:"random_ports,omitempty"`
+	// BlockUDP makes the firewall drop all UDP over IPv6 (an enterprise
+	// firewall passing TCP only). Needs Firewall. Not a preset: the
+	// probe's IPv6 relay over TCP is tested with it.
+	BlockUDP bool `json:"block_udp,omitempty"`
 }
 
 // presets6 are the IPv6 behaviours of `natlab lab --ipv6`. Each site's
@@ -112,6 +116,9 @@ func (n NAT6) Expect() Expected6 {
 		}
 		e.NATType = natclass.ClassicName(nat, e.Mapping, e.Filtering)
 		return e
+	}
+	if n.BlockUDP {
+		return Expected6{Expected: Expected{NATType: natclass.UDPBlocked}, Translation: n.Translation, TCP: proto(false)}
 	}
 	return Expected6{Expected: proto(n.UDPPinholes), Translation: n.Translation, TCP: proto(false)}
 }

@@ -67,7 +67,10 @@ func (a *agent) startProfile6(ctx context.Context) (wait func(), err error) {
 // IPv6); nil (and the reason logged) when it cannot.
 func (a *agent) profile6(ctx context.Context) *natclass.Profile {
 	p, err := natclass.Discover(ctx, natclass.Options{Net: a.o.Net, Servers: []string{a.o.Server6}, Family: natclass.IPv6, Logger: a.log})
-	if err != nil || p.NATType == natclass.UDPBlocked {
+	// A host whose IPv6 UDP is blocked but whose TCP reached the server
+	// still runs the plan: its UDP rows fail as predicted, and its TCP
+	// and relay (over TCP) rows are what it has.
+	if err != nil || (p.NATType == natclass.UDPBlocked && (p.TCP == nil || p.TCP.Reached != natclass.Yes)) {
 		a.log.Debug("ipv6 profile", "err", err)
 		return nil
 	}

@@ -88,27 +88,35 @@ func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, *Rela
 	return rr, rr6, err
 }
 
-// relay6 measures the IPv6 relay with the peer when both sides offered
-// one (a peer without an IPv6 relay stage offers none, and neither side
-// takes the extra barrier): a barrier first, so the IPv4 measurement is
-// over on both sides, then the measurement.
+// relay6 measures with the peer, when both sides offered an IPv6 relay
+// (a peer without one offers none, and neither side takes these
+// barriers), the IPv6 direct path both kept, if any, then the IPv6 relay,
+// each after a barrier so no two bursts overlap.
 func (a *agent) relay6(ctx context.Context, rs6 *RelaySide, peer *RelayOffer, tag uint64) (*RelayReport, error) {
 	if rs6 == nil {
 		return nil, nil
 	}
 	if peer == nil {
-		rs6.report.Error = "the peer has no IPv6 relay stage"
+		rs6.report.Error = errNoPeerRelay6
 		r := rs6.Report()
 		return &r, nil
 	}
-	if _, err := a.barrier(ctx, struct{}{}); err != nil {
-		return nil, fmt.Errorf("IPv6 relay step with the peer: %w", err)
+	tag ^= relayTag6
+	for _, measure := range []func(context.Context, RelayOffer, uint64){rs6.MeasureDirect, rs6.MeasureRelay} {
+		if _, err := a.barrier(ctx, struct{}{}); err != nil {
+			return nil, fmt.Errorf("IPv6 relay step with the peer: %w", err)
+		}
+		measure(ctx, *peer, tag)
 	}
-	rs6.MeasureRelay(ctx, *peer, tag^relayTag6)
 	r := rs6.Report()
 	a.emit(Event{Stage: StageRelay, Message: "IPv6: " + RelaySummary(false, r), Data: r})
 	return &r, nil
 }
+
+// errNoPeerRelay6 is the IPv6 relay's error when the peer runs the IPv6
+// plan but has no IPv6 relay stage (an older natlab): the row is then
+// skipped, not failed.
+const errNoPeerRelay6 = "the peer has no IPv6 relay stage"
 
 // relayTag6 sets the IPv6 relay's measurement tag apart from the IPv4
 // relay's, so a late IPv4 packet is never counted over IPv6.
@@ -132,8 +140,12 @@ func (a *agent) relayReports(ctx context.Context, rep *Report) error {
 			peer6 = *rep.IPv6.Peer
 		}
 		self6 := a.summary6()
+		row := relayRow(self6, peer6, *rr6)
+		if rr6.Error == errNoPeerRelay6 {
+			row.Measured = natclass.Skipped
+		}
 		rep.IPv6.Relay = rr6
-		rep.IPv6.Techniques = append(rep.IPv6.Techniques, relayRow(self6, peer6, *rr6))
+		rep.IPv6.Techniques = append(rep.IPv6.Techniques, row)
 	}
 	return nil
 }

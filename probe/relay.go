@@ -41,8 +41,8 @@ type RelayConfig struct {
 	SkipUDP bool
 	// Family is the relayed address's family, asked for with
 	// REQUESTED-ADDRESS-FAMILY (relay.AllocOptions.Family); relay.IPv6
-	// also reaches the server over IPv6. "" is as before: IPv4, or IPv6
-	// for an IPv6 literal Server.
+	// also reaches the server over IPv6. "" asks for none: the server
+	// relays in its default family (natlab serve: the one it is reached in).
 	Family relay.Family
 	// Measure configures the measurements (relay defaults if zero).
 	Measure relay.MeasureOptions

@@ -23,7 +23,8 @@ import (
 // the IPv4 relay, each allocates on the lab's IPv6 TURN server, gets an
 // IPv6 relayed address on it and measures relay-to-relay with the peer:
 // the IPv6 relay row, last of the IPv6 rows, is predicted and measured
-// success, and the report's ipv6.relay carries its figures.
+// success, and the report's ipv6.relay carries its figures, with the
+// IPv6 direct path's beside them.
 func TestProbeRelayIPv6(t *testing.T) {
 	tl, srv6, reps := probeRelayPair(t, [2]string{"ipv6-firewall", "nat66"})
 	for i, r := range reps {
@@ -47,6 +48,12 @@ func TestProbeRelayIPv6(t *testing.T) {
 		row := r.IPv6.Techniques[len(r.IPv6.Techniques)-1]
 		if row.Technique != natclass.RelayUDP || row.Predicted != natclass.Success || row.Measured != natclass.Success || row.Remote != rr.PeerRelayed {
 			t.Errorf("side %d: IPv6 relay row %+v", i, row)
+		}
+		// The IPv6 punch worked: its path was kept and measured against
+		// the IPv6 relay, and the verdict says what the relay would cost.
+		if r.IPv6.Measured == natclass.Success && (rr.Direct == nil || rr.DirectTechnique != r.IPv6.Technique || rr.Cost == nil ||
+			!strings.Contains(r.Verdict.Summary, "; over IPv6 "+rr.Cost.Summary)) {
+			t.Errorf("side %d: IPv6 direct %+v (%s), cost %+v, verdict %q", i, rr.Direct, rr.DirectTechnique, rr.Cost, r.Verdict.Summary)
 		}
 	}
 	if st, _ := srv6.TURNStats(); st.AllocationsTotal != 2 {

@@ -219,6 +219,9 @@ type agent struct {
 	// so the relay stage can measure it against the relay.
 	direct     *holepunch.Path
 	directTech natclass.Technique
+	// direct6 is the same over IPv6, for the IPv6 relay's comparison.
+	direct6     *holepunch.Path
+	direct6Tech natclass.Technique
 	// step numbers the rendezvous barriers.
 	step int
 	// path is this side's trace toward the peer's public address; path6
@@ -617,10 +620,10 @@ func (a *agent) attempt(ctx context.Context, f *family, p natclass.Prediction, t
 		return tr
 	}
 	path, res := a.punch(ctx, f, p, sock, theirs)
-	if path != nil && a.o.Relay != nil && a.direct == nil && !f.v6() {
-		// Keep the preferred direct path for the relay stage's
+	if kept, tech := a.keptDirect(f); path != nil && a.o.Relay != nil && *kept == nil {
+		// Keep the family's preferred direct path for the relay stage's
 		// comparison; it keeps answering the peer meanwhile.
-		a.direct, a.directTech = path, p.Technique
+		*kept, *tech = path, p.Technique
 		path = nil
 	}
 	a.held = path
@@ -709,10 +712,20 @@ func (s *socket) close() {
 	})
 }
 
-// closeDirect drops the kept direct path if the relay stage did not take it.
+// closeDirect drops the kept direct paths the relay stage did not take.
 func (a *agent) closeDirect() {
-	if a.direct != nil {
-		_ = a.direct.Close()
-		a.direct = nil
+	for _, d := range []**holepunch.Path{&a.direct, &a.direct6} {
+		if *d != nil {
+			_ = (*d).Close()
+			*d = nil
+		}
 	}
+}
+
+// keptDirect is where f's kept direct path and its technique go.
+func (a *agent) keptDirect(f *family) (**holepunch.Path, *natclass.Technique) {
+	if f.v6() {
+		return &a.direct6, &a.direct6Tech
+	}
+	return &a.direct, &a.directTech
 }

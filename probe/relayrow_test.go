@@ -59,6 +59,8 @@ func TestRelayFamilies(t *testing.T) {
 		{"no relay", none, failed, failed, "", "", "No path: no direct technique and no relay worked over IPv4 or IPv6 (IPv4: no relay (no TURN allocation"},
 		{"direct over IPv6", Verdict{Direct: true, Technique: natclass.DirectUDP, Family: "ipv6", Summary: "Direct"}, ok, ok, natclass.DirectUDP, "ipv6", "Direct"},
 		{"no IPv6 relay stage", none, ok, nil, "", "", none.Summary},
+		{"direct over IPv6, relay priced", Verdict{Direct: true, Technique: natclass.DirectUDP, Family: "ipv6", Summary: "Direct"}, ok,
+			&RelayReport{Technique: natclass.RelayUDP, Relay: fig, Cost: &relay.Cost{Summary: "direct saves 1 ms"}}, natclass.DirectUDP, "ipv6", "Direct; over IPv6 direct saves 1 ms"},
 	} {
 		v := relayFamilies(tc.v, tc.r4, tc.r6)
 		if v.Technique != tc.tech || v.Family != tc.family || !strings.HasPrefix(v.Summary, tc.start) || v.Direct != tc.v.Direct {

@@ -48,7 +48,10 @@ func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, *Rela
 	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
 		// The peer did not confirm this path: measuring it would hang.
 		direct, tech = nil, ""
-		a.closeDirect()
+	}
+	direct6, tech6 := a.direct6, a.direct6Tech
+	if fr := rep.IPv6; direct6 != nil && (fr == nil || fr.Technique != tech6 || fr.Measured != natclass.Success) {
+		direct6, tech6 = nil, ""
 	}
 	cfg := a.relayVia(*a.o.Relay)
 	cfg.SkipUDP = cfg.SkipUDP || a.self.NATType == natclass.UDPBlocked
@@ -56,11 +59,18 @@ func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, *Rela
 	var prep sync.WaitGroup
 	if cfg6 := relay6Config(a.o); cfg6 != nil && rep.IPv6 != nil {
 		cfg6.SkipUDP = cfg6.SkipUDP || a.self6 == nil || a.self6.NATType == natclass.UDPBlocked
-		prep.Go(func() { rs6 = PrepareRelay(ctx, a.o.Net, *cfg6, nil, "") })
+		prep.Go(func() { rs6 = PrepareRelay(ctx, a.o.Net, *cfg6, direct6, tech6) })
 	}
 	rs := PrepareRelay(ctx, a.o.Net, cfg, direct, tech)
-	a.direct = nil // PrepareRelay owns it now
 	prep.Wait()
+	// PrepareRelay owns the paths it took; the others go.
+	if direct != nil {
+		a.direct = nil
+	}
+	if rs6 != nil && direct6 != nil {
+		a.direct6 = nil
+	}
+	a.closeDirect()
 	defer rs.Close()
 	mine := rs.Offer()
 	if rs6 != nil {
@@ -165,11 +175,15 @@ func relayVerdict(v Verdict, r RelayReport) Verdict {
 	return v
 }
 
-// relayFamilies is the verdict when no direct path works in either
-// family and both relays were tried: it names the relay to use and its
-// family (IPv6 when both work, as for direct paths, RFC 8305), with the
-// other family's relay after it.
+// relayFamilies is the verdict with both relays in it: when no direct
+// path works in either family it names the relay to use and its family
+// (IPv6 when both work, as for direct paths, RFC 8305), with the other
+// family's relay after it; when IPv6 is direct, it adds what the IPv6
+// relay would cost against that path.
 func relayFamilies(v Verdict, r4 *RelayReport, r6 *RelayReport) Verdict {
+	if v.Direct && v.Family == familyIPv6 && r6 != nil && r6.Cost != nil {
+		v.Summary += "; over IPv6 " + r6.Cost.Summary
+	}
 	if v.Direct || r4 == nil || r6 == nil {
 		return v
 	}

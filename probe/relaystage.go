@@ -43,7 +43,11 @@ func relay6Config(o Options) *RelayConfig {
 // IPv6 relay beside the IPv4 one and measures it after (relay6); the
 // IPv6 report is nil when it did not run.
 func (a *agent) relayStage(ctx context.Context, rep *Report) (RelayReport, *RelayReport, error) {
-	a.emit(Event{Stage: StageRelay, Message: "allocating on the TURN relay"})
+	msg := "allocating on the TURN relay"
+	if rep.IPv6 != nil && relay6Config(a.o) != nil {
+		msg += " over IPv4 and IPv6"
+	}
+	a.emit(Event{Stage: StageRelay, Message: msg})
 	direct, tech := a.direct, a.directTech
 	if direct != nil && (rep.Verdict.Technique != tech || !rep.Verdict.Direct) {
 		// The peer did not confirm this path: measuring it would hang.
@@ -119,7 +123,7 @@ func (a *agent) relay6(ctx context.Context, rs6 *RelaySide, peer *RelayOffer, ta
 		measure(ctx, *peer, tag)
 	}
 	r := rs6.Report()
-	a.emit(Event{Stage: StageRelay, Message: "IPv6: " + RelaySummary(false, r), Data: r})
+	a.emit(Event{Stage: StageRelay, Family: familyIPv6, Message: "over IPv6: " + RelaySummary(r.Cost != nil, r), Data: r})
 	return &r, nil
 }
 

@@ -120,7 +120,8 @@ func probe64Pair(t *testing.T, v4 string, server6 bool) ([2]*probe.Report, *test
 	t.Cleanup(func() { srv.Close() })
 	addr6 := ""
 	if server6 {
-		srv6, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, Addrs: server.Addrs{
+		// TURN too: the probes relay over IPv6 beside IPv4.
+		srv6, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, TURN: lab.TURNConfig(), Addrs: server.Addrs{
 			Primary: netip.AddrPortFrom(tl.Server.Addrs6[0], lab.STUNPort), AltIP: tl.Server.Addrs6[1], AltPort: lab.STUNAltPort}})
 		if err != nil {
 			t.Fatal(err)

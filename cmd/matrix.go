@@ -212,17 +212,28 @@ func mismatched(c *lab.MatrixPair, six bool) bool {
 	return false
 }
 
-// relayLine says in how many pairs the TURN relay (IPv4's) worked, which
-// the grids leave out where a direct technique worked, to fit 80 columns.
+// relayLine says in how many pairs the TURN relay worked, over IPv4 and
+// over IPv6, which the grids leave out where a direct technique worked,
+// to fit 80 columns.
 func relayLine(r *lab.MatrixReport) string {
-	n := 0
+	n4, n6 := 0, 0
 	for _, p := range r.Pairs {
-		for _, t := range p.Techniques {
-			if t.Technique.IsRelay() && t.Measured == natclass.Success {
-				n++
-				break
-			}
+		if relayWorked(p.Techniques) {
+			n4++
+		}
+		if relayWorked(p.IPv6) {
+			n6++
 		}
 	}
-	return fmt.Sprintf("the TURN relay worked in %d of %d pairs", n, len(r.Pairs))
+	return fmt.Sprintf("the TURN relay worked in %d of %d pairs, over IPv6 in %d", n4, len(r.Pairs), n6)
+}
+
+// relayWorked reports whether a relay row of ts succeeded.
+func relayWorked(ts []probe.TechniqueResult) bool {
+	for _, t := range ts {
+		if t.Technique.IsRelay() && t.Measured == natclass.Success {
+			return true
+		}
+	}
+	return false
 }

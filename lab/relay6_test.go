@@ -191,3 +191,28 @@ func TestProbeRelayIPv6TCP(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeRelayNoDirectPath: symmetric IPv4 NATs and, over IPv6, two
+// NAT66 routers that pick a random port per flow: no direct technique
+// works in either family (each predicted to fail, as measured). Both
+// relays work, and the verdict names the one to use and its family:
+// IPv6, preferred as for direct paths, with IPv4's relay after it.
+func TestProbeRelayNoDirectPath(t *testing.T) {
+	_, _, reps := probeRelayPair(t, [2]string{"nat66-random", "nat66-random"})
+	for i, r := range reps {
+		if r.IPv6 == nil || r.IPv6.Relay == nil || r.Relay == nil {
+			t.Fatalf("side %d: IPv6 %+v, relay %+v", i, r.IPv6, r.Relay)
+		}
+		for _, tr := range append(append([]probe.TechniqueResult{}, r.Techniques...), r.IPv6.Techniques...) {
+			if tr.Measured != tr.Predicted || (tr.Measured == natclass.Success) != tr.Technique.IsRelay() {
+				t.Errorf("side %d: %s predicted %s, measured %s (%s)", i, tr.Technique, tr.Predicted, tr.Measured, tr.Error)
+			}
+		}
+		v := r.Verdict
+		if v.Direct || v.Family != "ipv6" || v.Technique != natclass.RelayUDP ||
+			!strings.HasPrefix(v.Summary, "Relay required (no direct path over IPv4 or IPv6): use IPv6 (preferred, RFC 8305): Relay over UDP (TURN)") ||
+			!strings.Contains(v.Summary, "; IPv4: Relay over UDP (TURN)") {
+			t.Errorf("side %d: verdict %+v", i, v)
+		}
+	}
+}

@@ -1,19 +1,11 @@
 package lab_test
 
 import (
-	"context"
-	"errors"
-	"net/netip"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
-	"github.com/natlab/natlab/rendezvous"
-	"github.com/natlab/natlab/testnet"
 )
 
 // TestProbeIPv6 pairs two hosts whose IPv4 NATs are symmetric (no direct
@@ -83,57 +75,6 @@ func deref6(p *natclass.PeerPath) *int {
 
 func probePair(t *testing.T, six [2]string) [2]*probe.Report {
 	t.Helper()
-	sym, err := testnet.Preset("symmetric")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var topo testnet.Topology
-	for i, name := range six {
-		n6, err := testnet.Preset6(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		topo.Sites = append(topo.Sites, testnet.SiteSpec{Name: string(rune('a' + i)), Preset: "symmetric", NAT: sym, IPv6: &n6, IPv6Preset: name})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv6, err := lab.StartServer6(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv6.Close()
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reps [2]*probe.Report
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, site := range tl.Sites {
-		wg.Go(func() {
-			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
-				Server:  netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(),
-				Server6: srv6.Addrs().Primary.String()})
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("side %d: %v", i, err)
-		}
-	}
+	_, _, reps := probeDualStack(t, presets6(t, six), false)
 	return reps
 }

@@ -63,9 +63,14 @@ func TestProbeRelayIPv6(t *testing.T) {
 
 // probeRelayPair runs a probe with the relay stage on both sites of a
 // kernel lab whose hosts are behind symmetric IPv4 NATs and the given
-// IPv6 presets ("" leaves a site IPv4-only), with the lab's IPv4 and
-// IPv6 servers (STUN, rendezvous, TURN) running.
+// IPv6 presets ("" leaves a site IPv4-only).
 func probeRelayPair(t *testing.T, six [2]string) (*testnet.Lab, *server.Server, [2]*probe.Report) {
+	t.Helper()
+	return probeDualStack(t, presets6(t, six), true)
+}
+
+// presets6 are the named IPv6 behaviours (nil for "").
+func presets6(t *testing.T, six [2]string) [2]*testnet.NAT6 {
 	t.Helper()
 	var specs [2]*testnet.NAT6
 	for i, name := range six {
@@ -77,12 +82,15 @@ func probeRelayPair(t *testing.T, six [2]string) (*testnet.Lab, *server.Server, 
 			specs[i] = &n6
 		}
 	}
-	return probeRelayPairSpec(t, specs)
+	return specs
 }
 
-// probeRelayPairSpec is probeRelayPair with the sites' IPv6 behaviours
-// (nil: IPv4 only).
-func probeRelayPairSpec(t *testing.T, six [2]*testnet.NAT6) (*testnet.Lab, *server.Server, [2]*probe.Report) {
+// probeDualStack runs a probe on both sites of a kernel lab whose hosts
+// are behind symmetric IPv4 NATs and the given IPv6 behaviours (nil: IPv4
+// only), with the lab's IPv4 and IPv6 servers (STUN, rendezvous, TURN)
+// running; relay adds the relay stage (the lab's TURN credentials, over
+// IPv6 too).
+func probeDualStack(t *testing.T, six [2]*testnet.NAT6, relay bool) (*testnet.Lab, *server.Server, [2]*probe.Report) {
 	t.Helper()
 	sym, err := testnet.Preset("symmetric")
 	if err != nil {
@@ -121,9 +129,12 @@ func probeRelayPairSpec(t *testing.T, six [2]*testnet.NAT6) (*testnet.Lab, *serv
 	var wg sync.WaitGroup
 	for i, site := range tl.Sites {
 		wg.Go(func() {
-			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
-				Server: netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(), Server6: srv6.Addrs().Primary.String(),
-				Relay: lab.RelayConfig(tl), Relay6: lab.RelayConfig6(tl)})
+			o := probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
+				Server: netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(), Server6: srv6.Addrs().Primary.String()}
+			if relay {
+				o.Relay, o.Relay6 = lab.RelayConfig(tl), lab.RelayConfig6(tl)
+			}
+			reps[i], errs[i] = probe.Run(ctx, o)
 		})
 	}
 	wg.Wait()
@@ -167,8 +178,8 @@ func TestProbeRelayIPv6Skipped(t *testing.T) {
 // side allocates on the IPv6 relay over TCP (no UDP attempt), the other
 // over UDP, and the relay works between their IPv6 relayed addresses.
 func TestProbeRelayIPv6TCP(t *testing.T) {
-	_, _, reps := probeRelayPairSpec(t, [2]*testnet.NAT6{
-		{Translation: natclass.TranslationNone, Firewall: true}, {Translation: natclass.TranslationNone, Firewall: true, BlockUDP: true}})
+	_, _, reps := probeDualStack(t, [2]*testnet.NAT6{
+		{Translation: natclass.TranslationNone, Firewall: true}, {Translation: natclass.TranslationNone, Firewall: true, BlockUDP: true}}, true)
 	for i, r := range reps {
 		if r.IPv6 == nil || r.IPv6.Relay == nil || len(r.IPv6.Techniques) == 0 {
 			t.Fatalf("side %d: IPv6 result %+v", i, r.IPv6)

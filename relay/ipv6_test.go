@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"strings"
@@ -25,18 +26,23 @@ func need6(t *testing.T) {
 	_ = c.Close()
 }
 
-// TURN over IPv6 against natlab's server on ::1: over UDP and TCP the
+// TURN over IPv6 against natlab's server on ::1: over UDP, TCP and TLS the
 // client reaches the server over IPv6, gets an IPv6 relayed address and
 // relays between two such allocations. Asking the IPv6 server for an
 // IPv4 relay draws its 440, which shows REQUESTED-ADDRESS-FAMILY is on
 // the wire.
 func TestRelayIPv6(t *testing.T) {
 	need6(t)
-	for _, tr := range []Transport{UDP, TCP} {
+	for _, tr := range []Transport{UDP, TCP, TLS} {
 		t.Run(string(tr), func(t *testing.T) {
 			leakcheck.Check(t)
-			srv := startServerOn(t, netip.MustParseAddrPort("[::1]:0"), false)
-			opts := AllocOptions{Server: srv.Addrs().Primary.String(), Transport: tr, Username: testUser, Password: testPass, Family: IPv6}
+			srv := startServerOn(t, netip.MustParseAddrPort("[::1]:0"), tr == TLS)
+			addr := srv.Addrs().Primary
+			if tr == TLS {
+				addr, _ = srv.TURNTLSAddr()
+			}
+			opts := AllocOptions{Server: addr.String(), Transport: tr, Username: testUser, Password: testPass, Family: IPv6,
+				TLSConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // a self-signed test certificate
 			figs := allocatePair6(t, opts)
 			for i, f := range figs {
 				t.Logf("side %d over %s/IPv6: %+v", i, tr, f)
@@ -67,6 +73,8 @@ func allocatePair6(t *testing.T, o AllocOptions) [2]Figures {
 	defer cancel()
 	srv := netip.MustParseAddrPort(o.Server)
 	var allocs [2]*Allocation
+	// The relayed address is on the server's address, whichever port the
+	// client reached (TURN over TLS listens on its own).
 	for i := range allocs {
 		a, err := Allocate(ctx, o)
 		if err != nil {

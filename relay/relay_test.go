@@ -41,12 +41,12 @@ func startServerOn(t *testing.T, primary netip.AddrPort, withTLS bool) *server.S
 		Peers: server.PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
 	}
 	if withTLS {
-		cert, err := server.SelfSignedCert("natlab test", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+		cert, err := server.SelfSignedCert("natlab test", []netip.Addr{primary.Addr()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		tc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		tc.TLSAddr = netip.MustParseAddrPort("127.0.0.1:0")
+		tc.TLSAddr = netip.AddrPortFrom(primary.Addr(), 0)
 	}
 	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: primary}, TURN: tc})
 	if err != nil {

@@ -2,14 +2,12 @@ package cmd
 
 import (
 	"context"
-	"errors"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/testnet"
 )
@@ -25,19 +23,8 @@ func TestCheckThroughNAT64(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	tl := labtest.Kernel(t, ctx, topo)
+	labtest.Servers(t, tl)
 	site := tl.Sites[0]
 	for _, json := range []bool{true, false} {
 		s, out, errOut := testStreams()
@@ -45,7 +32,7 @@ func TestCheckThroughNAT64(t *testing.T) {
 			o.Net = site.Host.Net
 			return runCheck(ctx, o)
 		})
-		args := []string{"--portmap=false", "--dns64", site.DNS64.String(), "--server", netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String()}
+		args := []string{"--portmap=false", "--dns64", site.DNS64.String(), "--server", labtest.Server(tl)}
 		if json {
 			args = append(args, "--json")
 		}

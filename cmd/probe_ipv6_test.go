@@ -2,12 +2,11 @@ package cmd
 
 import (
 	"context"
-	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/rendezvous"
@@ -26,24 +25,8 @@ func TestProbeIPv6Events(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv6, err := lab.StartServer6(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv6.Close()
+	tl := labtest.Kernel(t, ctx, topo)
+	srvs := labtest.Servers(t, tl)
 	code, err := rendezvous.NewCode()
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +40,8 @@ func TestProbeIPv6Events(t *testing.T) {
 				o.Net = tl.Sites[site].Host.Net
 				return runProbe(ctx, o)
 			})
-			c.SetArgs([]string{"--server", netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(),
-				"--server6", srv6.Addrs().Primary.String(), "--events", "--code", code})
+			c.SetArgs([]string{"--server", labtest.Server(tl),
+				"--server6", lab.Server6(srvs), "--events", "--code", code})
 			errs <- c.ExecuteContext(ctx)
 		}()
 	}

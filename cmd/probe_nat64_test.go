@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/natlab/natlab/lab"
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/rendezvous"
@@ -29,21 +29,10 @@ func TestProbeThroughNAT64Cmd(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	tl := labtest.Kernel(t, ctx, topo)
+	labtest.Servers(t, tl)
 	six, dual := tl.Sites[0], tl.Sites[1]
-	server := netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String()
+	server := labtest.Server(tl)
 	run := func(args ...string) (string, string, error) {
 		s, out, errOut := testStreams()
 		c := NewCmdProbe(s, func(ctx context.Context, o *ProbeOptions) error {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/transport/v4"
+
 	"github.com/natlab/natlab/internal/buildinfo"
 	"github.com/natlab/natlab/internal/millis"
 	"github.com/natlab/natlab/natclass"
@@ -92,20 +94,51 @@ type Site struct {
 // StartServer starts natlab's server (STUN, rendezvous and TURN) on the lab's
 // server host with both public addresses and both ports.
 func StartServer(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
-	return startServer(lab, log, rendezvous.NewRegistry(nil))
+	return listen(lab.Server.Net, lab.Server.Addrs, "", log, rendezvous.NewRegistry(nil))
 }
 
-// startServer is StartServer pairing through reg (a dual-stack lab's two
-// servers share one, as natlab serve's families do).
-func startServer(lab *testnet.Lab, log *slog.Logger, reg *rendezvous.Registry) (*server.Server, error) {
-	addrs := server.Addrs{
-		Primary: netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort),
-		AltIP:   lab.Server.Addrs[1],
-		AltPort: STUNAltPort,
-	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: reg, TURN: TURNConfig()})
+// StartServers starts natlab's server on the lab server's IPv4 addresses
+// and, in a dual-stack lab, on its IPv6 ones: one server per family,
+// pairing through one rendezvous as natlab serve's families do (a host
+// behind NAT64 pairs over IPv6 with a peer that pairs over IPv4). The
+// group's first server is IPv4's, the second (if any) IPv6's.
+func StartServers(lab *testnet.Lab, log *slog.Logger) (*server.Group, error) {
+	reg := rendezvous.NewRegistry(nil)
+	srv, err := listen(lab.Server.Net, lab.Server.Addrs, "", log, reg)
 	if err != nil {
-		return nil, fmt.Errorf("start lab STUN server: %w", err)
+		return nil, err
+	}
+	g := &server.Group{Servers: []*server.Server{srv}}
+	if len(lab.Server.Addrs6) == 2 {
+		srv6, err := listen(lab.Server.Net, lab.Server.Addrs6, "IPv6 ", log, reg)
+		if err != nil {
+			_ = g.Close()
+			return nil, err
+		}
+		g.Servers = append(g.Servers, srv6)
+	}
+	return g, nil
+}
+
+// Server6 is the IPv6 server's primary address in a group StartServers
+// started, "" in an IPv4-only lab.
+func Server6(g *server.Group) string {
+	if len(g.Servers) < 2 {
+		return ""
+	}
+	return g.Servers[1].Addrs().Primary.String()
+}
+
+// listen starts natlab's server (STUN, rendezvous through reg, TURN) on
+// the first two of addrs and both lab ports; family names it in errors.
+func listen(n transport.Net, addrs []netip.Addr, family string, log *slog.Logger, reg *rendezvous.Registry) (*server.Server, error) {
+	if len(addrs) < 2 {
+		return nil, fmt.Errorf("start lab %sserver: the lab server has no %saddresses (a dual-stack kernel lab has)", family, family)
+	}
+	plan := server.Addrs{Primary: netip.AddrPortFrom(addrs[0], STUNPort), AltIP: addrs[1], AltPort: STUNAltPort}
+	srv, err := server.Listen(n, server.Config{Addrs: plan, Logger: log, Rendezvous: reg, TURN: TURNConfig()})
+	if err != nil {
+		return nil, fmt.Errorf("start lab %sSTUN server: %w", family, err)
 	}
 	return srv, nil
 }
@@ -140,19 +173,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("start %s lab: %w", o.Backend, err)
 	}
 	defer lab.Close()
-	srv, err := StartServer(lab, log)
+	srvs, err := StartServers(lab, log)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Close()
+	defer srvs.Close()
+	srv := srvs.Servers[0]
 	var sockets6 []netip.AddrPort // the IPv6 server's, in a dual-stack lab
-	if len(lab.Server.Addrs6) == 2 {
-		srv6, err := StartServer6(lab, log)
-		if err != nil {
-			return nil, err
-		}
-		defer srv6.Close()
-		sockets6 = srv6.Addrs().Sockets()
+	if len(srvs.Servers) == 2 {
+		sockets6 = srvs.Servers[1].Addrs().Sockets()
 	}
 
 	primary := netip.AddrPortFrom(lab.Server.Addrs[0], STUNPort).String()
@@ -207,7 +236,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if len(lab.Sites) == 2 && !o.NoPair {
-		pairSites(ctx, lab, rep, ev, log)
+		pairSites(ctx, lab, Server6(srvs), rep, ev, log)
 	}
 	rep.DurationMillis = millis.Since(start)
 	return rep, nil
@@ -288,24 +317,7 @@ func Compare(e testnet.Expected, p *natclass.Profile) []string {
 // lab server's two IPv6 addresses and both ports, as StartServer does
 // over IPv4: TURN relays IPv6 here, for probes' IPv6 relay (RelayConfig6).
 func StartServer6(lab *testnet.Lab, log *slog.Logger) (*server.Server, error) {
-	return startServer6(lab, log, rendezvous.NewRegistry(nil))
-}
-
-// startServer6 is StartServer6 pairing through reg.
-func startServer6(lab *testnet.Lab, log *slog.Logger, reg *rendezvous.Registry) (*server.Server, error) {
-	if len(lab.Server.Addrs6) < 2 {
-		return nil, errors.New("start lab IPv6 server: the lab server has no IPv6 addresses (a dual-stack kernel lab has)")
-	}
-	addrs := server.Addrs{
-		Primary: netip.AddrPortFrom(lab.Server.Addrs6[0], STUNPort),
-		AltIP:   lab.Server.Addrs6[1],
-		AltPort: STUNAltPort,
-	}
-	srv, err := server.Listen(lab.Server.Net, server.Config{Addrs: addrs, Logger: log, Rendezvous: reg, TURN: TURNConfig()})
-	if err != nil {
-		return nil, fmt.Errorf("start lab IPv6 server: %w", err)
-	}
-	return srv, nil
+	return listen(lab.Server.Net, lab.Server.Addrs6, "IPv6 ", log, rendezvous.NewRegistry(nil))
 }
 
 // profileSites measures a site over IPv4 and, when it is dual stack,
@@ -368,9 +380,10 @@ func Compare6(e testnet.Expected6, public6 string, p *natclass.Profile) []string
 	return out
 }
 
-// pairSites probes the lab's two sites together on the running server and
+// pairSites probes the lab's two sites together on the running servers
+// (over IPv6 too when server6, the IPv6 server, is set) and
 // records the pair (or why the backend cannot pair them) in rep.
-func pairSites(ctx context.Context, lab *testnet.Lab, rep *Report, ev *emitter, log *slog.Logger) {
+func pairSites(ctx context.Context, lab *testnet.Lab, server6 string, rep *Report, ev *emitter, log *slog.Logger) {
 	a, b := lab.Sites[0].Spec, lab.Sites[1].Spec
 	for _, s := range []testnet.SiteSpec{a, b} {
 		if why := Exclusion(s.NAT, lab.Backend); why != "" {
@@ -379,7 +392,7 @@ func pairSites(ctx context.Context, lab *testnet.Lab, rep *Report, ev *emitter, 
 		}
 	}
 	mp := &MatrixPair{A: cmp.Or(a.Preset, a.Name), B: cmp.Or(b.Preset, b.Name)}
-	reps, err := pairOn(ctx, lab, "", log)
+	reps, err := pairOn(ctx, lab, server6, log)
 	if err != nil {
 		mp.Error = err.Error()
 		mp.Verdict = probe.Verdict{Summary: "error: " + err.Error()}

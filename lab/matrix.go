@@ -289,23 +289,12 @@ func RunPair(ctx context.Context, lab *testnet.Lab, log *slog.Logger) ([]*probe.
 	if len(lab.Sites) != 2 {
 		return nil, fmt.Errorf("a probe pair needs two sites, the lab has %d", len(lab.Sites))
 	}
-	// One rendezvous for both families, as in natlab serve: a host
-	// behind NAT64 pairs over IPv6 with a peer that pairs over IPv4.
-	reg := rendezvous.NewRegistry(nil)
-	srv, err := startServer(lab, log, reg)
+	srvs, err := StartServers(lab, log)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Close()
-	server6 := ""
-	if len(lab.Server.Addrs6) == 2 {
-		srv6, err := startServer6(lab, log, reg)
-		if err != nil {
-			return nil, err
-		}
-		defer srv6.Close()
-		server6 = srv6.Addrs().Primary.String()
-	}
+	defer srvs.Close()
+	server6 := Server6(srvs)
 	return pairOn(ctx, lab, server6, log)
 }
 

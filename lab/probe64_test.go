@@ -2,18 +2,14 @@ package lab_test
 
 import (
 	"context"
-	"errors"
-	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
-	"github.com/natlab/natlab/rendezvous"
-	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/testnet"
 )
 
@@ -103,51 +99,16 @@ func probe64Pair(t *testing.T, v4 string, server6 bool) ([2]*probe.Report, *test
 	topo.Sites[0].Preset = v4
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tl.Close() })
-	reg := rendezvous.NewRegistry(nil)
-	srv, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, TURN: lab.TURNConfig(), Addrs: server.Addrs{
-		Primary: netip.AddrPortFrom(tl.Server.Addrs[0], lab.STUNPort), AltIP: tl.Server.Addrs[1], AltPort: lab.STUNAltPort}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	tl := labtest.Kernel(t, ctx, topo)
+	// One rendezvous for both families, as in natlab serve.
+	srvs := labtest.Servers(t, tl)
 	addr6 := ""
 	if server6 {
-		// TURN too: the probes relay over IPv6 beside IPv4.
-		srv6, err := server.Listen(tl.Server.Net, server.Config{Rendezvous: reg, TURN: lab.TURNConfig(), Addrs: server.Addrs{
-			Primary: netip.AddrPortFrom(tl.Server.Addrs6[0], lab.STUNPort), AltIP: tl.Server.Addrs6[1], AltPort: lab.STUNAltPort}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv6.Close() })
-		addr6 = srv6.Addrs().Primary.String()
+		addr6 = lab.Server6(srvs)
 	}
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reps [2]*probe.Report
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, site := range tl.Sites {
-		wg.Go(func() {
-			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
-				Server: srv.Addrs().Primary.String(), Server6: addr6, DNS64: site.DNS64.String(), Relay: lab.RelayConfig(tl)})
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("side %d: %v", i, err)
-		}
-	}
+	reps := labtest.Pair(t, ctx, [2]*testnet.Host{tl.Sites[0].Host, tl.Sites[1].Host}, func(i int) probe.Options {
+		return probe.Options{NoPortMap: true, Server: labtest.Server(tl), Server6: addr6, DNS64: tl.Sites[i].DNS64.String(), Relay: lab.RelayConfig(tl)}
+	})
 	return reps, tl
 }
 
@@ -165,39 +126,12 @@ func TestProbeNAT64SameLAN(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tl := labtest.Kernel(t, ctx, topo)
+	labtest.Servers(t, tl)
 	site := tl.Sites[0]
-	var reps [2]*probe.Report
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i := range reps {
-		wg.Go(func() {
-			reps[i], errs[i] = probe.Run(ctx, probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
-				Server: srv.Addrs().Primary.String(), DNS64: site.DNS64.String()})
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("side %d: %v", i, err)
-		}
-	}
+	reps := labtest.Pair(t, ctx, [2]*testnet.Host{site.Host, site.Host}, func(int) probe.Options {
+		return probe.Options{NoPortMap: true, Server: labtest.Server(tl), DNS64: site.DNS64.String()}
+	})
 	for i, r := range reps {
 		lan := r.Techniques[0]
 		t.Logf("side %d: %+v", i, lan)

@@ -2,18 +2,16 @@ package lab_test
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/lab"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/probe"
 	"github.com/natlab/natlab/relay"
-	"github.com/natlab/natlab/rendezvous"
 	"github.com/natlab/natlab/server"
 	"github.com/natlab/natlab/testnet"
 )
@@ -102,54 +100,22 @@ func probeDualStack(t *testing.T, six [2]*testnet.NAT6, relay bool) (*testnet.La
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tl, err := testnet.Start(ctx, topo, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tl.Close() })
-	srv, err := lab.StartServer(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	srv6, err := lab.StartServer6(tl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv6.Close() })
-	code, err := rendezvous.NewCode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reps [2]*probe.Report
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, site := range tl.Sites {
-		wg.Go(func() {
-			o := probe.Options{Net: site.Host.Net, NoPortMap: true, Mode: rendezvous.Meet, Code: code,
-				Server: netip.AddrPortFrom(tl.Server.Addr(), lab.STUNPort).String(), Server6: srv6.Addrs().Primary.String()}
-			if relay {
-				o.Relay, o.Relay6 = lab.RelayConfig(tl), lab.RelayConfig6(tl)
-			}
-			reps[i], errs[i] = probe.Run(ctx, o)
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("side %d: %v", i, err)
+	tl := labtest.Kernel(t, ctx, topo)
+	srvs := labtest.Servers(t, tl)
+	reps := labtest.Pair(t, ctx, [2]*testnet.Host{tl.Sites[0].Host, tl.Sites[1].Host}, func(int) probe.Options {
+		o := probe.Options{NoPortMap: true, Server: labtest.Server(tl), Server6: lab.Server6(srvs)}
+		if relay {
+			o.Relay, o.Relay6 = lab.RelayConfig(tl), lab.RelayConfig6(tl)
 		}
-	}
+		return o
+	})
 	for i, r := range reps {
 		t.Logf("side %d verdict: %s", i, r.Verdict.Summary)
 		if r.Verdict.Summary == "" || strings.Contains(r.Verdict.Summary, "error") {
 			t.Errorf("side %d: verdict %+v", i, r.Verdict)
 		}
 	}
-	return tl, srv6, reps
+	return tl, srvs.Servers[1], reps
 }
 
 // TestProbeRelayIPv6Skipped: a dual-stack host probes an IPv4-only peer

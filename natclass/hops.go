@@ -224,58 +224,84 @@ func (t *trace) close() {
 // or a router that ended the path with Destination Unreachable, 0 if none.
 func (t *trace) gather(ctx context.Context) (hops []netip.Addr, end int, reached bool) {
 	defer t.close()
-	hops = make([]netip.Addr, maxHops)
-	wait := time.NewTimer(t.wait - time.Since(t.sentAt))
+	st := &traceState{hops: make([]netip.Addr, maxHops)}
+	t.collect(ctx, st, t.sentAt)
+	return st.hops, st.end, st.reached
+}
+
+// traceState is what a trace has learnt so far (gather's results).
+type traceState struct {
+	hops    []netip.Addr
+	end     int
+	reached bool
+}
+
+// complete reports whether every hop up to the end answered.
+func (st *traceState) complete() bool {
+	return st.end > 0 && !slices.ContainsFunc(st.hops[:st.end-1], func(a netip.Addr) bool { return !a.IsValid() })
+}
+
+// collect reads answers to the requests sent at sentAt until the path is
+// complete or the trace's wait after sentAt is over. Halfway it sends once
+// more what is still silent, so that one lost packet does not leave a
+// hole in the path.
+func (t *trace) collect(ctx context.Context, st *traceState, sentAt time.Time) {
+	wait := time.NewTimer(t.wait - time.Since(sentAt))
 	defer wait.Stop()
-	// One retransmission for the hops still silent halfway, so that one
-	// lost packet does not leave a hole in the path.
-	retx := time.NewTimer(t.wait/2 - time.Since(t.sentAt))
+	retx := time.NewTimer(t.wait/2 - time.Since(sentAt))
 	defer retx.Stop()
-	complete := func() bool {
-		return end > 0 && !slices.ContainsFunc(hops[:end-1], func(a netip.Addr) bool { return !a.IsValid() })
-	}
-	for !complete() {
+	for !st.complete() {
 		select {
 		case ev := <-t.events:
-			i := ev.ttl - 1
-			switch {
-			case !ev.icmp:
-				m := &stun.Message{Raw: ev.payload}
-				if m.Decode() != nil || m.TransactionID != t.reqs[i].TransactionID || ev.from != t.to.Addr() {
-					continue
-				}
-				if end == 0 || ev.ttl <= end {
-					end, reached = ev.ttl, true
-				}
-			case len(ev.payload) >= stun.TransactionIDSize+8 && !slices.Equal(ev.payload[8:8+stun.TransactionIDSize], t.reqs[i].TransactionID[:]):
-				// Quotes another request than this socket's.
-			case ev.icmpType == icmpTypeTimeExceeded:
-				if !hops[i].IsValid() {
-					hops[i] = ev.from
-				}
-			case ev.icmpType == icmpTypeDestUnreachable:
-				// The server's port is closed (still the end of the
-				// path), or a router gave up on the destination.
-				if end == 0 || ev.ttl < end || (ev.ttl == end && !reached) {
-					end, reached = ev.ttl, ev.from == t.to.Addr()
-					if !reached {
-						hops[i] = ev.from
-					}
-				}
-			}
+			t.take(st, ev)
 		case <-retx.C:
-			for i := range t.conns {
-				if (end == 0 || i+1 < end) && !hops[i].IsValid() {
-					_ = t.send(i) // best effort: the first transmission went out
-				}
-			}
+			t.resendSilent(st)
 		case <-wait.C:
-			return hops, end, reached
+			return
 		case <-ctx.Done():
-			return hops, end, reached
+			return
 		}
 	}
-	return hops, end, reached
+}
+
+// resendSilent sends again the requests of the hops before the end that
+// are still silent (best effort: the first transmission went out).
+func (t *trace) resendSilent(st *traceState) {
+	for i := range t.conns {
+		if (st.end == 0 || i+1 < st.end) && !st.hops[i].IsValid() {
+			_ = t.send(i)
+		}
+	}
+}
+
+// take records one answer.
+func (t *trace) take(st *traceState, ev hopEvent) {
+	i := ev.ttl - 1
+	switch {
+	case !ev.icmp:
+		m := &stun.Message{Raw: ev.payload}
+		if m.Decode() != nil || m.TransactionID != t.reqs[i].TransactionID || ev.from != t.to.Addr() {
+			return
+		}
+		if st.end == 0 || ev.ttl <= st.end {
+			st.end, st.reached = ev.ttl, true
+		}
+	case len(ev.payload) >= stun.TransactionIDSize+8 && !slices.Equal(ev.payload[8:8+stun.TransactionIDSize], t.reqs[i].TransactionID[:]):
+		// Quotes another request than this socket's.
+	case ev.icmpType == icmpTypeTimeExceeded:
+		if !st.hops[i].IsValid() {
+			st.hops[i] = ev.from
+		}
+	case ev.icmpType == icmpTypeDestUnreachable:
+		// The server's port is closed (still the end of the path), or a
+		// router gave up on the destination.
+		if st.end == 0 || ev.ttl < st.end || (ev.ttl == st.end && !st.reached) {
+			st.end, st.reached = ev.ttl, ev.from == t.to.Addr()
+			if !st.reached {
+				st.hops[i] = ev.from
+			}
+		}
+	}
 }
 
 // insideNAT reports whether a hop's address is in the part of the network

@@ -5,6 +5,7 @@ package natclass_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,6 +82,9 @@ func TestTracePeerKernelIPv6(t *testing.T) {
 			if seg == testnet.Shared {
 				base = 0
 			}
+			// Each trace waits out a refill of the routers' ICMP budget
+			// (its silent end): all twelve run at once.
+			var wg sync.WaitGroup
 			for i, from := range lab.Sites {
 				for j, to := range lab.Sites {
 					if i == j {
@@ -90,13 +94,16 @@ func TestTracePeerKernelIPv6(t *testing.T) {
 					if presets[j] != "nat66" {
 						want++
 					}
-					pp := natclass.TracePeer(ctx, from.Host.Net, to.Public6, 2, time.Millisecond)
-					t.Logf("%s → %s (%s): hops %v, routers between %v %s", presets[i], presets[j], to.Public6, pp.Hops, deref(pp.RoutersBetween), pp.Reason)
-					if pp.RoutersBetween == nil || *pp.RoutersBetween != want {
-						t.Errorf("%s → %s: routers between %v (%s), want %d", presets[i], presets[j], pp.RoutersBetween, pp.Reason, want)
-					}
+					wg.Go(func() {
+						pp := natclass.TracePeer(ctx, from.Host.Net, to.Public6, 2, time.Millisecond)
+						t.Logf("%s → %s (%s): hops %v, routers between %v %s", presets[i], presets[j], to.Public6, pp.Hops, deref(pp.RoutersBetween), pp.Reason)
+						if pp.RoutersBetween == nil || *pp.RoutersBetween != want {
+							t.Errorf("%s → %s: routers between %v (%s), want %d", presets[i], presets[j], deref(pp.RoutersBetween), pp.Reason, want)
+						}
+					})
 				}
 			}
+			wg.Wait()
 		})
 	}
 }

@@ -230,8 +230,12 @@ func writeSiteNotes(w io.Writer, r *lab.Report) {
 				notes = append(notes, fmt.Sprintf("not run: %s: %s", n.Test, n.Reason))
 			}
 		}
-		if s.IPv6 != nil {
-			notes = append(notes, "IPv6 TCP "+s.IPv6.TCP.Brief())
+		if p6 := s.IPv6; p6 != nil {
+			n := "IPv6 TCP " + p6.TCP.Brief()
+			if p6.NATType == natclass.UDPBlocked && p6.TCP != nil {
+				n += ", mapped address " + orDash(p6.TCP.MappedAddress)
+			}
+			notes = append(notes, n)
 		}
 		notes = append(notes, s.Mismatches...)
 		for _, n := range notes {
@@ -350,12 +354,15 @@ func writeLabIPv6(w io.Writer, r *lab.Report) error {
 				ok = "✗"
 			}
 		}
-		ports := "-"
+		ports, m, f := "-", p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F")
 		if p.PortAllocation != nil {
 			ports = string(p.PortAllocation.Pattern)
 		}
+		if p.NATType == natclass.UDPBlocked {
+			m, f = "-", "-" // no UDP to classify: the notes give TCP's
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.IPv6Preset, p.NATType, orDash(p.Translation),
-			p.Mapping.Abbrev("M"), p.Filtering.Abbrev("F"), ports, orDash(p.MappedAddress), ok)
+			m, f, ports, orDash(p.MappedAddress), ok)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write lab report: %w", err)

@@ -72,14 +72,17 @@ func TestLabIPv6Command(t *testing.T) {
 	if !strings.Contains(strings.Join(rep.Server, " "), "[2001:db8:10::10]:3478") {
 		t.Errorf("server %v lacks the IPv6 sockets", rep.Server)
 	}
-	// The text view, on the shared segment: the NAT66 router (site e)
+	// The text view, on the shared segment: the NAT66 router (site f)
 	// has its WAN address on the server's /64; nat66-random's TCP over
-	// IPv6 is listed under the tables.
+	// IPv6 is listed under the tables, and ipv6-tcp-only's (its UDP is
+	// blocked) with the address the server saw over TCP.
 	s, out, _ = testStreams()
 	if code := Main([]string{"lab", "--kernel", "--ipv6", "--topology", "shared"}, s); code != ExitOK || !strings.Contains(out.String(), "\nIPv6\nsite  ipv6 preset") ||
 		!strings.Contains(out.String(), "nptv6                  port-restricted-cone  nptv6") ||
-		!strings.Contains(out.String(), "\ne     nat66                  port-restricted-cone  nat66        EIM      APDF       preserving  [2001:db8:10::104]:") ||
-		!strings.Contains(out.String(), "\n  site f: IPv6 TCP APDM APDF random\n") || strings.Contains(out.String(), "site d: error") {
+		!strings.Contains(out.String(), "\nf     nat66                  port-restricted-cone  nat66        EIM      APDF       preserving  [2001:db8:10::105]:") ||
+		!strings.Contains(out.String(), "\n  site g: IPv6 TCP APDM APDF random\n") || strings.Contains(out.String(), "site e: error") ||
+		!strings.Contains(out.String(), "\nd     ipv6-tcp-only          udp-blocked           none         -        -          -           -  ") ||
+		!strings.Contains(out.String(), "\n  site d: IPv6 TCP EIM APDF preserving, mapped address\n          [2001:db8:200:3:5054:ff:fe00:2]:") {
 		t.Errorf("exit %d, text:\n%s", code, out)
 	}
 }
@@ -166,7 +169,7 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 	text := b.String()
 	for _, want := range []string{"\npresets (every site port-restricted-cone for IPv4):\n  A ipv6-firewall\n  B ipv6-firewall-udp-eif\n",
 		"\nIPv6, what worked", "\nA  udp+tcp  udp+tcp", "\nIPv4, what worked: udp+tcp in every pair\n",
-		"\n  D nat64\n", fmt.Sprintf("the TURN relay worked in %d of %d pairs, over IPv6 in %[1]d", n*(n+1)/2, n*(n+1)/2),
+		"\n  E nat64\n", fmt.Sprintf("the TURN relay worked in %d of %d pairs, over IPv6 in %[1]d", n*(n+1)/2, n*(n+1)/2),
 		fmt.Sprintf("every measured outcome equals its prediction (%d pairs", n*(n+1)/2)} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)

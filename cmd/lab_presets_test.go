@@ -34,6 +34,7 @@ func TestLabPresetsIPv6(t *testing.T) {
 		"ipv6-firewall":         {natclass.TranslationNone, natclass.SymmetricFirewall, true, [2]natclass.Behavior{ei, apd}},
 		"ipv6-firewall-udp-eif": {natclass.TranslationNone, natclass.Open, true, [2]natclass.Behavior{ei, apd}},
 		"ipv6-open":             {natclass.TranslationNone, natclass.Open, false, [2]natclass.Behavior{ei, ei}},
+		"ipv6-tcp-only":         {natclass.TranslationNone, natclass.UDPBlocked, true, [2]natclass.Behavior{ei, apd}},
 		"nat66":                 {natclass.TranslationNAT66, natclass.PortRestrictedCone, true, [2]natclass.Behavior{ei, apd}},
 		"nat66-random":          {natclass.TranslationNAT66, natclass.Symmetric, true, [2]natclass.Behavior{apd, apd}},
 		"nptv6":                 {natclass.TranslationNPTv6, natclass.PortRestrictedCone, true, [2]natclass.Behavior{ei, apd}},

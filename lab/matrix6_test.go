@@ -54,47 +54,75 @@ func TestMatrixIPv6(t *testing.T) {
 // a filter that ignores the port (ipv6-open, and the UDP pinholes of
 // ipv6-firewall-udp-eif), TCP only into ipv6-open (the pinholes are
 // UDP's), and needs birthday probing against every EIM router; two of
-// them meet nowhere. The nat64 site's own IPv6 is behind a stateful
-// firewall (ipv6-firewall's). Port mapping is IPv4's only.
+// them meet nowhere. ipv6-tcp-only passes no UDP: its pairs meet over
+// TCP, except with nat66-random, whose TCP mapping its filter never
+// admits. The nat64 site's own IPv6 is behind a stateful firewall
+// (ipv6-firewall's). Port mapping is IPv4's only. Pairs not listed
+// punch UDP and TCP (with ipv6-tcp-only: TCP).
 var works6 = map[[2]string][]natclass.Technique{
 	{"ipv6-firewall", "nat66-random"}:         {natclass.Birthday},
 	{"ipv6-firewall-udp-eif", "nat66-random"}: {natclass.DirectUDP, natclass.Birthday},
 	{"ipv6-open", "nat66-random"}:             {natclass.DirectUDP, natclass.Birthday, natclass.DirectTCP},
+	{"ipv6-tcp-only", "nat66-random"}:         nil,
 	{"nat64", "nat66-random"}:                 {natclass.Birthday},
 	{"nat66", "nat66-random"}:                 {natclass.Birthday},
 	{"nat66-random", "nptv6"}:                 {natclass.Birthday},
 	{"nat66-random", "nat66-random"}:          nil,
 }
 
+// want6 is what a cell's IPv6 row for technique tech must say, by
+// works6: the relay (over TCP when a side passes TCP only) works in every
+// cell; what works6 lists succeeds; the UDP techniques that apply to the
+// pair, and TCP, fail otherwise; the rest are skipped.
+func want6(a, b string, tech natclass.Technique) natclass.Outcome {
+	tcpOnly := a == "ipv6-tcp-only" || b == "ipv6-tcp-only"
+	random := a == "nat66-random" || b == "nat66-random"
+	works, ok := works6[[2]string{a, b}]
+	switch {
+	case !ok && tcpOnly:
+		works = []natclass.Technique{natclass.DirectTCP}
+	case !ok:
+		works = []natclass.Technique{natclass.DirectUDP, natclass.DirectTCP}
+	}
+	switch tech {
+	case natclass.RelayUDP, natclass.RelayTCP:
+		if (tech == natclass.RelayTCP) == tcpOnly {
+			return natclass.Success
+		}
+		return natclass.Skipped
+	case natclass.SameLAN:
+		return natclass.Skipped
+	}
+	switch {
+	case slices.Contains(works, tech):
+		return natclass.Success
+	case tech == natclass.DirectUDP || tech == natclass.DirectTCP, tcpOnly, tech == natclass.Birthday && random:
+		// Without UDP every UDP technique fails, port mapping included.
+		return natclass.Fail
+	}
+	return natclass.Skipped
+}
+
 // checkCell6 compares a cell's IPv6 rows and verdict with works6.
 func checkCell6(t *testing.T, p lab.MatrixPair) {
 	t.Helper()
 	// The direct techniques, then the IPv6 relay (the matrix probes with
-	// the lab's TURN credentials): every preset reaches it over UDP.
-	if len(p.IPv6) != len(natclass.Techniques)+1 || p.IPv6[len(p.IPv6)-1].Technique != natclass.RelayUDP {
+	// the lab's TURN credentials).
+	if len(p.IPv6) != len(natclass.Techniques)+1 || !p.IPv6[len(p.IPv6)-1].Technique.IsRelay() {
 		t.Errorf("%s × %s: %d IPv6 rows, want %d, the relay last", p.A, p.B, len(p.IPv6), len(natclass.Techniques)+1)
 	}
-	works, ok := works6[[2]string{p.A, p.B}]
-	if !ok {
-		works = []natclass.Technique{natclass.DirectUDP, natclass.DirectTCP}
-	}
+	direct := false
 	for _, tr := range p.IPv6 {
-		want := natclass.Skipped
-		switch {
-		case slices.Contains(works, tr.Technique), tr.Technique == natclass.RelayUDP:
-			want = natclass.Success
-		case tr.Technique == natclass.DirectUDP || tr.Technique == natclass.DirectTCP ||
-			(tr.Technique == natclass.Birthday && (p.A == "nat66-random" || p.B == "nat66-random")):
-			want = natclass.Fail
-		}
+		want := want6(p.A, p.B, tr.Technique)
 		if tr.Predicted != want || tr.Measured != want {
 			t.Errorf("%s × %s: ipv6 %s predicted %s, measured %s; want %s (%s)", p.A, p.B, tr.Technique, tr.Predicted, tr.Measured, want, tr.Reason)
 		}
+		direct = direct || (want == natclass.Success && !tr.Technique.IsRelay())
 	}
-	if len(works) > 0 && (p.Verdict.Family != "ipv6" || !strings.HasPrefix(p.Verdict.Summary, "Direct P2P works over IPv6")) {
+	if direct && (p.Verdict.Family != "ipv6" || !strings.HasPrefix(p.Verdict.Summary, "Direct P2P works over IPv6")) {
 		t.Errorf("%s × %s: verdict %+v", p.A, p.B, p.Verdict)
 	}
-	if len(works) == 0 && (p.Verdict.Family != "ipv4" || !strings.Contains(p.Verdict.Summary, "IPv6: no direct path")) {
+	if !direct && (p.Verdict.Family != "ipv4" || !strings.Contains(p.Verdict.Summary, "IPv6: no direct path")) {
 		t.Errorf("%s × %s: verdict %+v, want IPv4's with no IPv6 path", p.A, p.B, p.Verdict)
 	}
 }

@@ -230,6 +230,7 @@ func Discover(ctx context.Context, opts Options) (*Profile, error) {
 		return nil, err
 	}
 	p.TCP = tcp
+	p.translationOverTCP(d)
 	if err := ctx.Err(); err != nil {
 		// Interrupted: the tests cut short would read as negative results.
 		return nil, fmt.Errorf("STUN check: %w", err)
@@ -412,6 +413,22 @@ func (d *discovery) run(ctx context.Context, addrs []netip.AddrPort) (*Profile, 
 		p.NATType = Symmetric
 	}
 	return p, nil
+}
+
+// translationOverTCP tells an IPv6 host whose UDP is blocked what
+// happened to its address from what its TCP connection measured (the
+// server saw the TCP mapped address): a firewall passing TCP only still
+// translates or not, and the host keeps its global addresses.
+func (p *Profile) translationOverTCP(d *discovery) {
+	if d.opts.Family != IPv6 || p.NATType != UDPBlocked || p.TCP == nil || p.TCP.Reached != Yes || d.opts.NAT64.IsValid() {
+		return
+	}
+	local, err1 := netip.ParseAddrPort(p.TCP.LocalAddress)
+	mapped, err2 := netip.ParseAddrPort(p.TCP.MappedAddress)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	p.Translation, p.GlobalAddresses = Translation6(local, mapped), d.globalAddresses()
 }
 
 // firstRound is test I from the mapping socket to every server at once.

@@ -16,7 +16,8 @@ func v6(nat bool, m, f natclass.Behavior, a natclass.Allocation, mapped string) 
 // TestPredictIPv6 is the IPv6 plan's predictions: natclass.Predict on the
 // two measured IPv6 summaries, whatever the routers are called (the lab's
 // IPv6 presets produce these summaries: nat66-random,
-// ipv6-firewall-udp-eif; a firewall without TCP is not one). A
+// ipv6-firewall-udp-eif, ipv6-tcp-only; a firewall without TCP is not
+// one). A
 // stateful firewall without NAT measures EIM/APDF, so two of them punch
 // (simultaneous sends open both); a router measured otherwise is
 // predicted otherwise; port mapping is never in an IPv6 summary.
@@ -30,6 +31,8 @@ func TestPredictIPv6(t *testing.T) {
 		// masquerade random-fully), and a firewall that drops TCP.
 		nat66Random   = v6(true, apd, apd, natclass.Random, "[2001:db8:100:5::2]:40000")
 		firewallNoTCP = withTCP(firewall, &natclass.TCPSummary{Reached: natclass.No})
+		// A corporate firewall passing TCP only (ipv6-tcp-only).
+		tcpOnly = natclass.Summary{NATType: natclass.UDPBlocked, TCP: true, TCPProfile: tcpSum(ei, apd, natclass.Preserving)}
 		// RFC 6092 REC-17: UDP pinholes (EIF), TCP replies only (APDF).
 		firewallUDPEIF = withTCP(v6(false, ei, ei, natclass.Preserving, "[2001:db8:200:7:5054:ff:fe00:2]:40000"), tcpSum(ei, apd, natclass.Preserving))
 		sameNAT66      = v6(true, ei, apd, natclass.Preserving, "[2001:db8:100:3::2]:41000")
@@ -58,6 +61,10 @@ func TestPredictIPv6(t *testing.T) {
 		// meets conntrack's port filter.
 		{"UDP-EIF firewall × random nat66", firewallUDPEIF, nat66Random, [6]natclass.Outcome{X, S, X, S, X, F}},
 		{"UDP-EIF firewall × firewall", firewallUDPEIF, firewall, [6]natclass.Outcome{X, S, X, X, X, S}},
+		// Without UDP every UDP technique fails; TCP follows the TCP
+		// profiles.
+		{"TCP-only firewall × firewall", tcpOnly, firewall, [6]natclass.Outcome{X, F, F, F, F, S}},
+		{"TCP-only firewall × random nat66", tcpOnly, nat66Random, [6]natclass.Outcome{X, F, F, F, F, F}},
 		{"firewall, TCP not measured × firewall", firewallTCPOff, firewall2, [6]natclass.Outcome{X, S, X, X, X, U}},
 		{"two hosts behind one NAT66", nat66, sameNAT66, [6]natclass.Outcome{S, S, X, X, X, S}},
 	} {

@@ -50,8 +50,10 @@ func checkKernelIPv6(t Topology) error {
 			return fmt.Errorf("site %q: IPv6 on a site whose IPv4 side has no NAT: %w", s.Name, ErrNotSupported)
 		}
 		switch n := s.IPv6; {
-		case n.UDPPinholes && !n.Firewall:
-			return fmt.Errorf("site %q: IPv6 UDP pinholes without a stateful firewall: nothing to open", s.Name)
+		case (n.UDPPinholes || n.BlockUDP) && !n.Firewall:
+			return fmt.Errorf("site %q: IPv6 UDP pinholes or UDP blocking without a stateful firewall", s.Name)
+		case n.UDPPinholes && n.BlockUDP:
+			return fmt.Errorf("site %q: IPv6 UDP pinholes on a firewall that blocks UDP", s.Name)
 		case n.RandomPorts && n.Translation != natclass.TranslationNAT66:
 			return fmt.Errorf("site %q: random ports are masquerade's (NAT66), not %s's", s.Name, n.Translation)
 		}

@@ -34,8 +34,8 @@ type NAT6 struct {
 	// destination. Needs TranslationNAT66.
 	RandomPorts bool `json:"random_ports,omitempty"`
 	// BlockUDP makes the firewall drop all UDP over IPv6 (an enterprise
-	// firewall passing TCP only). Needs Firewall. Not a preset: the
-	// probe's IPv6 relay over TCP is tested with it.
+	// firewall passing TCP only: the ipv6-tcp-only preset). Needs
+	// Firewall.
 	BlockUDP bool `json:"block_udp,omitempty"`
 }
 
@@ -63,6 +63,12 @@ var presets6 = map[string]NAT6{
 	// filtering for UDP (pinholes per internal address and port), TCP
 	// admitted only as replies, no translation.
 	"ipv6-firewall-udp-eif": {Translation: natclass.TranslationNone, Firewall: true, UDPPinholes: true},
+	// The corporate firewall of WebRTC deployment guides (Genesys'
+	// "Firewalls and Restrictive NAT", "a typical corporate firewall
+	// configuration is to block out all the UDP traffic"): forwarded UDP
+	// dropped, outbound TCP passed, inbound only replies; no translation.
+	// Peers meet over TCP, or over TURN on TCP.
+	"ipv6-tcp-only": {Translation: natclass.TranslationNone, Firewall: true, BlockUDP: true},
 	// An IPv6-only site: tayga (NAT64) and unbound (DNS64) on the
 	// router, the site's IPv4 preset on the NAT64's IPv4 side.
 	"nat64": {Translation: natclass.TranslationNAT64, Firewall: true},
@@ -235,6 +241,8 @@ func (n NAT6) Router() string {
 		s = "translation " + n.Translation
 	}
 	switch {
+	case n.Firewall && n.BlockUDP:
+		return s + "; stateful firewall passing TCP only: all forwarded UDP dropped, TCP inbound only replies"
 	case n.Firewall && n.UDPPinholes:
 		return s + "; stateful firewall: UDP pinholes (anyone may send to a host address and port that sent UDP out), TCP inbound only replies"
 	case n.Firewall:

@@ -139,38 +139,34 @@ func uniform(r *lab.MatrixReport, cellOf func(*lab.MatrixPair) (string, bool)) (
 
 // writeGrid is the matrix's grid: each cell what cellOf says of the
 // pair ("none" when it says nothing), "!" when it mismatched. Rows are
-// labelled with the letter and, with names, the preset.
+// labelled with the letter and, with names, the preset; without names
+// the letter is no column of its own and the last cell has no padding,
+// so eight presets' IPv6 cells fit in 80 columns.
 func writeGrid(w io.Writer, r *lab.MatrixReport, names bool, cellOf func(*lab.MatrixPair) (string, bool)) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "\t")
+	sep := func(j int) string {
+		if !names && j == len(r.Presets)-1 {
+			return ""
+		}
+		return "\t"
+	}
+	if names {
+		fmt.Fprint(tw, "\t")
+	} else {
+		fmt.Fprint(tw, "  ")
+	}
 	for i := range r.Presets {
-		fmt.Fprintf(tw, "%c\t", 'A'+i)
+		fmt.Fprintf(tw, "%c%s", 'A'+i, sep(i))
 	}
 	fmt.Fprintln(tw)
 	for i, a := range r.Presets {
 		if names {
 			fmt.Fprintf(tw, "%c %s\t", 'A'+i, a)
 		} else {
-			fmt.Fprintf(tw, "%c\t", 'A'+i)
+			fmt.Fprintf(tw, "%c ", 'A'+i)
 		}
-		for _, b := range r.Presets {
-			c := r.Cell(a, b)
-			cell := "?"
-			if c != nil {
-				what, bad := cellOf(c)
-				switch {
-				case c.Error != "":
-					cell = "error"
-				case what == "":
-					cell = "none"
-				default:
-					cell = what
-				}
-				if bad {
-					cell += "!"
-				}
-			}
-			fmt.Fprintf(tw, "%s\t", cell)
+		for j, b := range r.Presets {
+			fmt.Fprintf(tw, "%s%s", gridCell(r.Cell(a, b), cellOf), sep(j))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -178,6 +174,27 @@ func writeGrid(w io.Writer, r *lab.MatrixReport, names bool, cellOf func(*lab.Ma
 		return fmt.Errorf("write matrix: %w", err)
 	}
 	return nil
+}
+
+// gridCell is one cell of the grid: what cellOf says of the pair, "none"
+// when it says nothing, "error", or "?" without the pair; "!" marks a
+// mismatch.
+func gridCell(c *lab.MatrixPair, cellOf func(*lab.MatrixPair) (string, bool)) string {
+	if c == nil {
+		return "?"
+	}
+	what, bad := cellOf(c)
+	cell := what
+	switch {
+	case c.Error != "":
+		cell = "error"
+	case what == "":
+		cell = "none"
+	}
+	if bad {
+		cell += "!"
+	}
+	return cell
 }
 
 // worked is every direct technique that worked, short names joined by

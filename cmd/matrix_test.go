@@ -42,7 +42,7 @@ func TestMatrixText6(t *testing.T) {
 	}
 	want := "presets (every site port-restricted-cone for IPv4):\n  A ipv6-firewall\n  B nat66-random\n\n" +
 		"IPv6, what worked (predicted from both measured IPv6 profiles):\n" +
-		"   A        B      \nA  udp+tcp  bday   \nB  bday     relay  \n\n" +
+		"  A        B\nA udp+tcp  bday\nB bday     relay\n\n" +
 		"IPv4, what worked: udp+tcp in every pair\n"
 	if !strings.Contains(b.String(), want) {
 		t.Errorf("text lacks\n%s\ngot:\n%s", want, b.String())
@@ -55,8 +55,8 @@ func TestMatrixText6(t *testing.T) {
 	if err := writeMatrix(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	if want := "IPv4, what worked:\n   A        B        \nA  udp+tcp  udp+tcp  \nB  udp+tcp  none!    \n"; !strings.Contains(b.String(), want) ||
-		!strings.Contains(b.String(), "\nB  none     relay  \n") {
+	if want := "IPv4, what worked:\n  A        B\nA udp+tcp  udp+tcp\nB udp+tcp  none!\n"; !strings.Contains(b.String(), want) ||
+		!strings.Contains(b.String(), "\nB none     relay\n") {
 		t.Errorf("text lacks\n%s\ngot:\n%s", want, b.String())
 	}
 }

@@ -44,6 +44,12 @@ const (
 	// negativeAttempts is how many transmissions a negative test makes, so
 	// one lost packet does not read as filtering.
 	negativeAttempts = 3
+	// positiveBudget is how long a probe of the plan that must be answered
+	// (mapping II/III, filtering I, the port allocation samples) keeps
+	// retransmitting: as long as test I may. Test I proved the path, so
+	// silence there is a late or lost answer (a loaded machine, a lost
+	// first packet), and waiting costs nothing when the answer is prompt.
+	positiveBudget = udpBlockedTimeout
 	// extraServerGrace is how long, after the first server answers, the
 	// others may still answer test I; later ones are reported as silent.
 	extraServerGrace = 250 * time.Millisecond
@@ -326,10 +332,32 @@ func (d *discovery) closeAll() {
 // udpBlockedTimeout.
 func firstSchedule() schedule { return fromStuntx(stuntx.Backoff(initialRTO, udpBlockedTimeout)) }
 
-// rttSchedule is every later probe's: negativeAttempts transmissions one
-// RTT-derived wait apart, giving up one wait after the last.
-func rttSchedule(rtt time.Duration) schedule {
-	return fromStuntx(stuntx.Spaced(negativeAttempts, stuntx.RTTWait(rtt, negativeRTTs, minNegativeWait)))
+// rttWait is one wait of the plan's probes: negativeRTTs round trips, at
+// least minNegativeWait.
+func rttWait(rtt time.Duration) time.Duration {
+	return stuntx.RTTWait(rtt, negativeRTTs, minNegativeWait)
+}
+
+// positiveSchedule is the schedule of a probe that must be answered (RFC
+// 5389 §7.2.1): the first retransmission one RTT-derived wait after the
+// first transmission, then doubling, until positiveBudget.
+func positiveSchedule(rtt time.Duration) schedule {
+	return fromStuntx(stuntx.Backoff(rttWait(rtt), positiveBudget))
+}
+
+// negativeSchedule is the schedule of a probe whose silence is a result:
+// negativeAttempts transmissions one wait apart (one lost packet must not
+// read as filtering), then doubling intervals while the plan's answers
+// are still out. The probe never gives up on its own before
+// positiveBudget: awaitSilence decides when silence counts.
+func negativeSchedule(rtt time.Duration) schedule {
+	w := rttWait(rtt)
+	s := stuntx.Spaced(negativeAttempts, w)
+	for t, gap := s.GiveUp, 2*w; t < positiveBudget; t, gap = t+gap, 2*gap {
+		s.Sends = append(s.Sends, t)
+	}
+	s.GiveUp = max(s.GiveUp, positiveBudget)
+	return fromStuntx(s)
 }
 
 func fromStuntx(s stuntx.Schedule) schedule { return schedule{sends: s.Sends, giveUp: s.GiveUp} }
@@ -338,6 +366,7 @@ func fromStuntx(s stuntx.Schedule) schedule { return schedule{sends: s.Sends, gi
 type probeResult struct {
 	mapped netip.AddrPort
 	local  netip.AddrPort
+	rtt    time.Duration // since the first transmission
 	err    error
 }
 
@@ -668,6 +697,19 @@ func (r *planResults) set(id ProbeID, v probeResult) {
 	}
 }
 
+// rtts are the RTTs of the probes answered so far.
+func (r *planResults) rtts() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Duration
+	for _, p := range append(append(append([]probeResult{}, r.mapping[:]...), r.filtering[:]...), r.alloc...) {
+		if p.err == nil && p.rtt > 0 {
+			out = append(out, p.rtt)
+		}
+	}
+	return out
+}
+
 func (r *planResults) get(id ProbeID) probeResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -696,6 +738,8 @@ func newPlanSync(plan []Probe) planSync {
 }
 
 // runPlan runs every probe concurrently, honouring After and SentAfter.
+// A probe that must be answered retransmits until positiveBudget; one
+// whose silence is a result (Negative) waits for awaitSilence's verdict.
 func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPort) *planResults {
 	ps := newPlanSync(plan)
 	res := newPlanResults(plan)
@@ -706,6 +750,15 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 	fctx, fcancel := context.WithCancel(pctx)
 	defer fcancel()
 	var wg sync.WaitGroup
+	answered := make(chan struct{}) // closed when every positive probe is done
+	wg.Go(func() {
+		for _, pr := range plan {
+			if !pr.ID.Negative() {
+				<-ps.done[pr.ID]
+			}
+		}
+		close(answered)
+	})
 	for _, pr := range plan {
 		wg.Go(func() {
 			defer close(ps.done[pr.ID])
@@ -721,7 +774,14 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 			if pr.ID == FilteringIII {
 				c = fctx
 			}
-			sch := rttSchedule(d.rtt)
+			sch := positiveSchedule(d.rtt)
+			if pr.ID.Negative() {
+				sch = negativeSchedule(d.rtt)
+				var silence context.CancelCauseFunc
+				c, silence = context.WithCancelCause(c)
+				defer silence(nil) // ends awaitSilence
+				wg.Go(func() { d.awaitSilence(c, ps.sentC[pr.ID], answered, res, silence) })
+			}
 			sch.sent = ps.sent[pr.ID]
 			if pr.SentAfter != noProbe {
 				sch.gate = ps.sentC[pr.SentAfter]
@@ -731,6 +791,9 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 				sch.sent = func() { sent(); d.openGate() }
 			}
 			r := d.probe(c, pr, self, sch)
+			if r.err != nil && errors.Is(context.Cause(c), errSilence) {
+				r.err = errTimeout
+			}
 			if pr.ID == FilteringII && r.err == nil {
 				fcancel()
 			}
@@ -739,6 +802,47 @@ func (d *discovery) runPlan(ctx context.Context, plan []Probe, self netip.AddrPo
 	}
 	wg.Wait()
 	return res
+}
+
+// errSilence ends a negative probe whose silence has become a result.
+var errSilence = errors.New("silence long enough to be a result")
+
+// awaitSilence calls silence once a negative probe's silence means
+// something: negativeAttempts waits after its first transmission (as
+// before the plan's answers came: from test I's RTT, or their median if
+// that is shorter, so one slow first packet while a neighbour or
+// conntrack entry was being made does not stretch it), and one wait
+// (from the median RTT of test I and the plan's answers) after every
+// probe that must be answered is done. Those travel the same path at the
+// same time, so when the machine got loaded after test I their answers
+// are late too, and the wait grows with them.
+func (d *discovery) awaitSilence(ctx context.Context, sent, answered <-chan struct{}, res *planResults, silence context.CancelCauseFunc) {
+	select {
+	case <-sent:
+	case <-ctx.Done():
+		return
+	}
+	sentAt := time.Now()
+	select {
+	case <-answered:
+	case <-ctx.Done():
+		return
+	}
+	rtt := medianRTT(append(res.rtts(), d.rtt))
+	attempts := negativeAttempts * rttWait(min(rtt, d.rtt))
+	t := time.NewTimer(max(time.Until(sentAt.Add(attempts)), rttWait(rtt)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		silence(errSilence)
+	case <-ctx.Done():
+	}
+}
+
+// medianRTT is the median of rtts (not empty).
+func medianRTT(rtts []time.Duration) time.Duration {
+	slices.Sort(rtts)
+	return rtts[len(rtts)/2]
 }
 
 func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sch schedule) probeResult {
@@ -770,7 +874,7 @@ func (d *discovery) probe(ctx context.Context, pr Probe, self netip.AddrPort, sc
 		d.log.Debug("probe", "name", pr.ID, "to", to, "err", err)
 		return probeResult{err: err, local: s.local}
 	}
-	r := probeResult{local: s.local}
+	r := probeResult{local: s.local, rtt: pk.RTT}
 	if pr.To != ToSelf {
 		m, ok := stuntx.Mapped(pk.Msg)
 		if !ok {

@@ -87,6 +87,11 @@ func (id ProbeID) Test() string {
 	return ""
 }
 
+// Negative reports whether silence answers the probe: filtering II and
+// III (the NAT dropped the answer) and hairpinning. Every other probe of
+// the plan must be answered; its silence is a loss.
+func (id ProbeID) Negative() bool { return id == FilteringII || id == FilteringIII || id == Hairpin }
+
 // String is the probe's name in logs: "filtering-II", "alloc-3".
 func (id ProbeID) String() string {
 	switch id {

@@ -98,11 +98,56 @@ func TestSchedules(t *testing.T) {
 		t.Errorf("last retransmission at %v, after giving up", last)
 	}
 	// Loopback RTTs get the floor; a slow path scales with its RTT.
-	if s := rttSchedule(100 * time.Microsecond); s.giveUp != negativeAttempts*minNegativeWait {
-		t.Errorf("loopback give-up %v", s.giveUp)
+	for _, tc := range []struct {
+		rtt, wait time.Duration
+	}{{100 * time.Microsecond, minNegativeWait}, {100 * time.Millisecond, negativeRTTs * 100 * time.Millisecond}} {
+		// A probe that must be answered: RFC 5389 doubling from one wait,
+		// for as long as test I may take.
+		p := positiveSchedule(tc.rtt)
+		if p.sends[0] != 0 || p.sends[1] != tc.wait || p.sends[2] != 3*tc.wait || p.giveUp != positiveBudget {
+			t.Errorf("rtt %v: positive schedule %+v", tc.rtt, p)
+		}
+		// A negative one: negativeAttempts sends one wait apart, then
+		// doubling; it never gives up before positiveBudget by itself.
+		n := negativeSchedule(tc.rtt)
+		for i := range negativeAttempts {
+			if n.sends[i] != time.Duration(i)*tc.wait {
+				t.Errorf("rtt %v: negative schedule %+v", tc.rtt, n)
+			}
+		}
+		if len(n.sends) > negativeAttempts && n.sends[negativeAttempts] != negativeAttempts*tc.wait {
+			t.Errorf("rtt %v: negative schedule %+v", tc.rtt, n)
+		}
+		for _, s := range [][]time.Duration{p.sends, n.sends} {
+			if last := s[len(s)-1]; last >= positiveBudget {
+				t.Errorf("rtt %v: retransmission at %v, after giving up", tc.rtt, last)
+			}
+		}
+		if n.giveUp != positiveBudget {
+			t.Errorf("rtt %v: negative give-up %v", tc.rtt, n.giveUp)
+		}
 	}
-	if s := rttSchedule(100 * time.Millisecond); s.giveUp != negativeAttempts*negativeRTTs*100*time.Millisecond || len(s.sends) != negativeAttempts {
-		t.Errorf("100 ms schedule %+v", s)
+}
+
+func TestMedianRTT(t *testing.T) {
+	ms := func(n ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range n {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		in   []time.Duration
+		want time.Duration
+	}{
+		{ms(5), 5 * time.Millisecond},
+		{ms(581, 170, 171, 169), 171 * time.Millisecond}, // one slow first packet
+		{ms(16, 200, 207, 193), 200 * time.Millisecond},  // loaded after test I
+	} {
+		if got := medianRTT(tc.in); got != tc.want {
+			t.Errorf("medianRTT(%v) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,36 @@ func burst(t *testing.T, h *testnet.Host, to netip.Addr, ttl, n int) {
 		if _, err := c.WriteTo([]byte("spend"), dst); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestTracePeerKernelNoTimeToAsk gives the trace a deadline too near to
+// ask again after an ICMP refill: its silent end is then unchecked, and
+// the count is left unmeasured (never 0) with the reason.
+func TestTracePeerKernelNoTimeToAsk(t *testing.T) {
+	top, err := testnet.PairTopology("port-restricted-cone", "port-restricted-cone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top.Segment = testnet.Shared
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := testnet.Start(ctx, top, testnet.Kernel)
+	if errors.Is(err, testnet.ErrNeedPrivileges) {
+		t.Skipf("kernel lab: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	short, cancelShort := context.WithTimeout(ctx, 800*time.Millisecond)
+	defer cancelShort()
+	pp := natclass.TracePeer(short, lab.Sites[0].Host.Net, lab.Sites[1].Public, 2, time.Millisecond)
+	t.Logf("hops %v, routers between %d: %s", pp.Hops, deref(pp.RoutersBetween), pp.Reason)
+	if pp.RoutersBetween != nil || !strings.Contains(pp.Reason, "no time to ask again") {
+		t.Errorf("routers between %d (%q), want unmeasured for want of time", deref(pp.RoutersBetween), pp.Reason)
+	}
+	if len(pp.Hops) == 0 || pp.Hops[0] != "10.0.0.1" {
+		t.Errorf("hops %v, want site a's router first", pp.Hops)
 	}
 }

@@ -168,7 +168,7 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 	}
 	text := b.String()
 	for _, want := range []string{"\npresets (every site port-restricted-cone for IPv4):\n  A ipv6-firewall\n  B ipv6-firewall-udp-eif\n",
-		"\nIPv6, what worked", "\nA  udp+tcp  udp+tcp", "\nIPv4, what worked: udp+tcp in every pair\n",
+		"\nIPv6, what worked", "\nA udp+tcp  udp+tcp", "\nIPv4, what worked: udp+tcp in every pair\n",
 		"\n  E nat64\n", fmt.Sprintf("the TURN relay worked in %d of %d pairs, over IPv6 in %[1]d", n*(n+1)/2, n*(n+1)/2),
 		fmt.Sprintf("every measured outcome equals its prediction (%d pairs", n*(n+1)/2)} {
 		if !strings.Contains(text, want) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 
 	"github.com/natlab/natlab/natclass"
@@ -65,5 +66,51 @@ func TestDiscoverIPv6Loopback(t *testing.T) {
 	}
 	if _, err := natclass.Discover(ctx, natclass.Options{Net: n, Servers: []string{srv.Addrs().Primary.String()}}); err == nil || !strings.Contains(err.Error(), "not an IPv4 address") {
 		t.Errorf("IPv6 server in an IPv4 check: %v", err)
+	}
+}
+
+// noUDPNet is a host behind a firewall that passes TCP only: every UDP
+// datagram it sends is dropped on the way out.
+type noUDPNet struct{ transport.Net }
+
+func (n noUDPNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return dropWrites{c}, nil
+}
+
+type dropWrites struct{ net.PacketConn }
+
+func (dropWrites) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+
+// An IPv6 check whose UDP is blocked (a firewall passing TCP only, the
+// lab's ipv6-tcp-only) still says what happened to its address: the
+// translation comes from what the server saw over TCP.
+func TestDiscoverIPv6TranslationOverTCP(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.Listen(n, server.Config{Addrs: server.Addrs{Primary: netip.MustParseAddrPort("[::1]:0")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	p, err := natclass.Discover(context.Background(), natclass.Options{Net: noUDPNet{n}, Servers: []string{srv.Addrs().Primary.String()}, Family: natclass.IPv6, AllocSamples: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.NATType != natclass.UDPBlocked || p.TCP == nil || p.TCP.Reached != natclass.Yes {
+		t.Fatalf("nat_type %s, TCP %+v: want UDP blocked and TCP reached", p.NATType, p.TCP)
+	}
+	if p.Translation != natclass.TranslationNone || p.MappedAddress != "" || !strings.HasPrefix(p.TCP.MappedAddress, "[::1]:") {
+		t.Errorf("translation %q, mapped %q, TCP mapped %q", p.Translation, p.MappedAddress, p.TCP.MappedAddress)
 	}
 }

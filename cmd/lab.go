@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -36,8 +37,10 @@ type LabOptions struct {
 	Kernel   bool
 	Lifetime bool
 	Matrix   bool
-	// IPv6 runs the dual-stack lab: one site per IPv6 preset.
-	IPv6 bool
+	// IPv6 runs the dual-stack lab: one site per IPv6 preset, or per
+	// IPv6Presets when --nat-a/--nat-b name some.
+	IPv6        bool
+	IPv6Presets []string
 	// Segment joins the routers (--topology).
 	Segment testnet.Segment
 	Shape   linkFlags
@@ -77,7 +80,7 @@ Append ` + testnet.PortMappingSuffix + ` to a preset (kernel only) to run miniup
 --ipv6 (kernel only) builds one dual-stack site per IPv6 preset (` + strings.Join(testnet.IPv6Presets(), ", ") + `),
 each ` + defaultNATA + ` for IPv4, and checks both families; with --matrix it pairs the IPv6
 presets and probes each pair over IPv6 too, every IPv6 technique predicted from both measured
-IPv6 profiles.`,
+IPv6 profiles. With --ipv6, --nat-a/--nat-b name IPv6 presets: those sites (or matrix rows) only.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := checkLabFlags(c, o); err != nil {
@@ -85,9 +88,6 @@ IPv6 profiles.`,
 			}
 			if o.IPv6 && !o.Kernel {
 				return flagErrorf("--ipv6 needs --kernel: the in-process lab has no IPv6")
-			}
-			if o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
-				return flagErrorf("--ipv6 runs the IPv6 presets (%s), each with %s for IPv4: --nat-a/--nat-b do not apply", strings.Join(testnet.IPv6Presets(), ", "), defaultNATA)
 			}
 			seg, err := testnet.ParseSegment(topology)
 			if err != nil {
@@ -134,7 +134,7 @@ func runLab(ctx context.Context, o *LabOptions) error {
 			lo := lab.Options{Backend: backend, Segment: o.Segment, Lifetime: o.Lifetime, Events: emit}
 			var err error
 			if o.IPv6 {
-				lo.Topology, err = testnet.IPv6Topology()
+				lo.Topology, err = testnet.IPv6Topology(o.IPv6Presets...)
 			} else {
 				lo.Topology, err = labTopology(o.NATA, o.NATB, o.Shape)
 			}
@@ -299,6 +299,9 @@ func serverLine(socks []string) string {
 // checkLabFlags checks what `natlab lab` can do with its flags before
 // anything is built.
 func checkLabFlags(c *cobra.Command, o *LabOptions) error {
+	if o.IPv6 {
+		return checkIPv6Presets(c, o)
+	}
 	if err := checkPresets(o.NATA, o.NATB); err != nil {
 		return err
 	}
@@ -316,7 +319,7 @@ func checkLabFlags(c *cobra.Command, o *LabOptions) error {
 		if o.Shape != (linkFlags{}) {
 			return flagErrorf("--delay and --loss shape a single lab, not --matrix")
 		}
-		if !o.IPv6 && (c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b")) {
+		if c.Flags().Changed("nat-a") || c.Flags().Changed("nat-b") {
 			// The matrix over the named presets only: each with
 			// itself and with the other.
 			o.MatrixPresets = []string{o.NATA}
@@ -324,6 +327,30 @@ func checkLabFlags(c *cobra.Command, o *LabOptions) error {
 				o.MatrixPresets = append(o.MatrixPresets, o.NATB)
 			}
 		}
+	}
+	return nil
+}
+
+// checkIPv6Presets: with --ipv6, --nat-a and --nat-b name IPv6 presets
+// (each site's IPv4 side is defaultNATA): the lab's sites, or the
+// matrix's rows, are those presets only; without them, every IPv6
+// preset.
+func checkIPv6Presets(c *cobra.Command, o *LabOptions) error {
+	if o.Shape != (linkFlags{}) {
+		return flagErrorf("--delay and --loss shape the IPv4 two-site lab, not --ipv6")
+	}
+	o.IPv6Presets = nil
+	for _, p := range []struct{ flag, v string }{{"--nat-a", o.NATA}, {"--nat-b", o.NATB}} {
+		if !c.Flags().Changed(p.flag[2:]) || p.v == "" || slices.Contains(o.IPv6Presets, p.v) {
+			continue
+		}
+		if _, err := testnet.Preset6(p.v); err != nil {
+			return flagErrorf("%s with --ipv6 names an IPv6 preset (each site is %s for IPv4): %v", p.flag, defaultNATA, err)
+		}
+		o.IPv6Presets = append(o.IPv6Presets, p.v)
+	}
+	if o.Matrix {
+		o.MatrixPresets = o.IPv6Presets
 	}
 	return nil
 }

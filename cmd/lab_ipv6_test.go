@@ -2,7 +2,7 @@ package cmd
 
 import (
 	"context"
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,9 +19,10 @@ func TestLabIPv6Flags(t *testing.T) {
 	}{
 		{[]string{"lab", "--ipv6"}, "--ipv6 needs --kernel"},
 		{[]string{"lab", "--ipv6", "--matrix"}, "--ipv6 needs --kernel"},
-		{[]string{"lab", "--kernel", "--ipv6", "--matrix", "--nat-b", "symmetric"}, "--nat-a/--nat-b do not apply"},
+		{[]string{"lab", "--kernel", "--ipv6", "--matrix", "--nat-b", "symmetric"}, "--nat-b with --ipv6 names an IPv6 preset"},
 		{[]string{"probe", "--server", "203.0.113.10:3478", "--server6", "2001:db8::1"}, "--server6"},
-		{[]string{"lab", "--kernel", "--ipv6", "--nat-a", "symmetric"}, "--nat-a/--nat-b do not apply"},
+		{[]string{"lab", "--kernel", "--ipv6", "--nat-a", "symmetric"}, "--nat-a with --ipv6 names an IPv6 preset"},
+		{[]string{"lab", "--kernel", "--ipv6", "--delay", "10ms"}, "--delay and --loss shape the IPv4 two-site lab"},
 	} {
 		s, _, errOut := testStreams()
 		if code := Main(c.args, s); code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
@@ -31,17 +32,30 @@ func TestLabIPv6Flags(t *testing.T) {
 }
 
 // `--kernel --ipv6 --matrix` is the IPv6 matrix: the flags reach the run
-// function as such, over every IPv6 preset.
+// function as such, over every IPv6 preset, or over the IPv6 presets
+// --nat-a/--nat-b name.
 func TestLabIPv6MatrixFlags(t *testing.T) {
-	s, _, _ := testStreams()
-	var got *LabOptions
-	c := NewCmdLab(s, func(_ context.Context, o *LabOptions) error { got = o; return nil })
-	c.SetArgs([]string{"--kernel", "--ipv6", "--matrix", "--json"})
-	if err := c.Execute(); err != nil {
-		t.Fatal(err)
-	}
-	if got == nil || !got.IPv6 || !got.Matrix || !got.Kernel || got.MatrixPresets != nil {
-		t.Errorf("options %+v", got)
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--kernel", "--ipv6", "--matrix", "--json"}, nil},
+		{[]string{"--kernel", "--ipv6", "--matrix", "--nat-a", "nat64", "--nat-b", "nat66-random"}, []string{"nat64", "nat66-random"}},
+		{[]string{"--kernel", "--ipv6", "--matrix", "--nat-b", "nptv6"}, []string{"nptv6"}},
+		{[]string{"--kernel", "--ipv6", "--nat-a", "nat66", "--nat-b", "nat66"}, []string{"nat66"}},
+	} {
+		s, _, _ := testStreams()
+		var got *LabOptions
+		c2 := NewCmdLab(s, func(_ context.Context, o *LabOptions) error { got = o; return nil })
+		c2.SetArgs(c.args)
+		if err := c2.Execute(); err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		matrix := slices.Contains(c.args, "--matrix")
+		if got == nil || !got.IPv6 || got.Matrix != matrix || !got.Kernel || !slices.Equal(got.IPv6Presets, c.want) ||
+			(matrix && !slices.Equal(got.MatrixPresets, c.want)) {
+			t.Errorf("%v: options %+v", c.args, got)
+		}
 	}
 }
 
@@ -137,12 +151,15 @@ func TestWriteIPv6Stage(t *testing.T) {
 }
 
 // `natlab lab --kernel --ipv6 --matrix --json`: one natlab.matrix/v1
-// document over the IPv6 presets whose cells carry their IPv6 rows
-// (ipv6_techniques), every one predicted = measured, nat64 included;
-// its text view shows both grids in 80 columns.
+// document over two IPv6 presets (NAT64 and a NAT66 with random ports:
+// punching, birthday probing and relay-only cells; the whole grid is
+// lab.TestMatrixIPv6's) whose cells carry their IPv6 rows
+// (ipv6_techniques), every one predicted = measured; its text view shows
+// both grids in 80 columns.
 func TestLabIPv6MatrixCommand(t *testing.T) {
 	s, out, errOut := testStreams()
-	code := Main([]string{"lab", "--kernel", "--ipv6", "--matrix", "--json"}, s)
+	presets := []string{"nat64", "nat66-random"}
+	code := Main([]string{"lab", "--kernel", "--ipv6", "--matrix", "--json", "--nat-a", presets[0], "--nat-b", presets[1]}, s)
 	if strings.Contains(errOut.String(), testnet.ErrNeedPrivileges.Error()) {
 		t.Skipf("kernel lab: %s", errOut)
 	}
@@ -153,8 +170,8 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 	if err := decodeStrict(out.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	n := len(testnet.IPv6Presets())
-	if !rep.Match || !rep.IPv6 || len(rep.Pairs) != n*(n+1)/2 || len(rep.Excluded) != 0 {
+	n := len(presets)
+	if !rep.Match || !rep.IPv6 || !slices.Equal(rep.Presets, presets) || len(rep.Pairs) != n*(n+1)/2 || len(rep.Excluded) != 0 {
 		t.Fatalf("report: match %v, ipv6 %v, %d pairs, excluded %v", rep.Match, rep.IPv6, len(rep.Pairs), rep.Excluded)
 	}
 	for _, p := range rep.Pairs {
@@ -167,10 +184,9 @@ func TestLabIPv6MatrixCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := b.String()
-	for _, want := range []string{"\npresets (every site port-restricted-cone for IPv4):\n  A ipv6-firewall\n  B ipv6-firewall-udp-eif\n",
-		"\nIPv6, what worked", "\nA udp+tcp  udp+tcp", "\nIPv4, what worked: udp+tcp in every pair\n",
-		"\n  E nat64\n", fmt.Sprintf("the TURN relay worked in %d of %d pairs, over IPv6 in %[1]d", n*(n+1)/2, n*(n+1)/2),
-		fmt.Sprintf("every measured outcome equals its prediction (%d pairs", n*(n+1)/2)} {
+	for _, want := range []string{"\npresets (every site port-restricted-cone for IPv4):\n  A nat64\n  B nat66-random\n",
+		"\nIPv6, what worked", "\nA udp+tcp  bday\nB bday     relay\n", "\nIPv4, what worked: udp+tcp in every pair\n",
+		"the TURN relay worked in 3 of 3 pairs, over IPv6 in 3", "every measured outcome equals its prediction (3 pairs"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)
 		}

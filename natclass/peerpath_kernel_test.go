@@ -4,11 +4,11 @@ package natclass_test
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/testnet"
 )
@@ -26,14 +26,7 @@ func TestTracePeerKernel(t *testing.T) {
 			top.Segment = seg
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			lab, err := testnet.Start(ctx, top, testnet.Kernel)
-			if errors.Is(err, testnet.ErrNeedPrivileges) {
-				t.Skipf("kernel lab: %v", err)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer lab.Close()
+			lab := labtest.Kernel(t, ctx, top)
 			want := 1
 			if seg == testnet.Shared {
 				want = 0
@@ -70,14 +63,7 @@ func TestTracePeerKernelIPv6(t *testing.T) {
 			top.Segment = seg
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			lab, err := testnet.Start(ctx, top, testnet.Kernel)
-			if errors.Is(err, testnet.ErrNeedPrivileges) {
-				t.Skipf("kernel lab: %v", err)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer lab.Close()
+			lab := labtest.Kernel(t, ctx, top)
 			base := 1
 			if seg == testnet.Shared {
 				base = 0

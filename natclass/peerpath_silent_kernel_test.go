@@ -4,7 +4,6 @@ package natclass_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/natlab/natlab/internal/labtest"
 	"github.com/natlab/natlab/natclass"
 	"github.com/natlab/natlab/testnet"
 )
@@ -51,14 +51,7 @@ func traceAfterBurst(t *testing.T, seg testnet.Segment, v6 bool) {
 	top.Segment = seg
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lab, err := testnet.Start(ctx, top, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := labtest.Kernel(t, ctx, top)
 	inet, err := lab.Server.Command(ctx, "ip", "netns", "exec", "natlab-"+lab.ID+"-inet",
 		"sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000", "net.ipv6.icmp.ratelimit=1000")
 	if err != nil {
@@ -126,14 +119,7 @@ func TestTracePeerKernelNoTimeToAsk(t *testing.T) {
 	top.Segment = testnet.Shared
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lab, err := testnet.Start(ctx, top, testnet.Kernel)
-	if errors.Is(err, testnet.ErrNeedPrivileges) {
-		t.Skipf("kernel lab: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := labtest.Kernel(t, ctx, top)
 	short, cancelShort := context.WithTimeout(ctx, 800*time.Millisecond)
 	defer cancelShort()
 	pp := natclass.TracePeer(short, lab.Sites[0].Host.Net, lab.Sites[1].Public, 2, time.Millisecond)

@@ -283,11 +283,7 @@ func answerBinding(c net.Conn) {
 // the IPv6 one, and the text shows both under their headings.
 func TestCheckBothFamilies(t *testing.T) {
 	interop.NeedLoopback2(t)
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		_ = c.Close()
-	}
+	interop.NeedLoopback6(t)
 	v4 := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("127.0.0.1:0"), AltIP: netip.MustParseAddr("127.0.0.2"), AltPort: interop.FreePortPair(t)})
 	v6 := startServer(t, server.Addrs{Primary: netip.MustParseAddrPort("[::1]:0")})
 	args := []string{"check", "--portmap=false", "--family", "both", "--server", v4.String(), "--server", v6.String()}

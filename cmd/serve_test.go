@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -320,11 +319,7 @@ func TestServeFlagsDualStack(t *testing.T) {
 // sockets, says so per family in its status line, and relays TURN in
 // each family.
 func TestServeDualStack(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		_ = c.Close()
-	}
+	interop.NeedLoopback6(t)
 	users := filepath.Join(t.TempDir(), "users")
 	if err := os.WriteFile(users, []byte("alice:pw\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/natlab/natlab/internal/interop"
+
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 
@@ -36,11 +38,7 @@ func TestTranslation6(t *testing.T) {
 // address the server saw is ours. A family and a server of the other
 // family is refused with a clear error.
 func TestDiscoverIPv6Loopback(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		_ = c.Close()
-	}
+	interop.NeedLoopback6(t)
 	n, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)
@@ -89,11 +87,7 @@ func (dropWrites) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), ni
 // lab's ipv6-tcp-only) still says what happened to its address: the
 // translation comes from what the server saw over TCP.
 func TestDiscoverIPv6TranslationOverTCP(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		_ = c.Close()
-	}
+	interop.NeedLoopback6(t)
 	n, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)

@@ -119,7 +119,7 @@ func TestCoturnAuthSecret(t *testing.T) {
 // pion/turn's client does not; asking for IPv4, or for nothing, gets
 // coturn's 440.
 func TestCoturnIPv6(t *testing.T) {
-	need6(t)
+	interop.NeedLoopback6(t)
 	addr := startCoturnOn(t, netip.AddrPortFrom(netip.IPv6Loopback(), freePort6(t)), "--lt-cred-mech", "--user", testUser+":"+testPass)
 	for _, tr := range []Transport{UDP, TCP} {
 		figs := allocatePair6(t, AllocOptions{Server: addr.String(), Transport: tr, Username: testUser, Password: testPass, Family: IPv6})

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/natlab/natlab/internal/interop"
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
@@ -15,24 +16,13 @@ import (
 	"github.com/natlab/natlab/internal/leakcheck"
 )
 
-// need6 skips when the host has no IPv6 loopback (a container started
-// with IPv6 disabled).
-func need6(t *testing.T) {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	}
-	_ = c.Close()
-}
-
 // TURN over IPv6 against natlab's server on ::1: over UDP, TCP and TLS the
 // client reaches the server over IPv6, gets an IPv6 relayed address and
 // relays between two such allocations. Asking the IPv6 server for an
 // IPv4 relay draws its 440, which shows REQUESTED-ADDRESS-FAMILY is on
 // the wire.
 func TestRelayIPv6(t *testing.T) {
-	need6(t)
+	interop.NeedLoopback6(t)
 	for _, tr := range []Transport{UDP, TCP, TLS} {
 		t.Run(string(tr), func(t *testing.T) {
 			leakcheck.Check(t)

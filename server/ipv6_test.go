@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/interop"
+
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
 
@@ -13,17 +15,6 @@ import (
 	"github.com/natlab/natlab/relay"
 	"github.com/natlab/natlab/server"
 )
-
-// need6 skips when the host has no IPv6 loopback (a container started
-// with IPv6 disabled).
-func need6(t *testing.T) {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	}
-	_ = c.Close()
-}
 
 func startTURN6(t *testing.T) *server.Server {
 	t.Helper()
@@ -47,7 +38,7 @@ func startTURN6(t *testing.T) *server.Server {
 // An IPv6 server answers Binding with an IPv6 XOR-MAPPED-ADDRESS and
 // RESPONSE-ORIGIN, over UDP.
 func TestBindingIPv6(t *testing.T) {
-	need6(t)
+	interop.NeedLoopback6(t)
 	srv := startTURN6(t)
 	c, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
@@ -72,7 +63,7 @@ func TestBindingIPv6(t *testing.T) {
 // TURN on an IPv6 server allocates IPv6 relayed addresses, over UDP and
 // TCP, and relays between them.
 func TestTURNIPv6(t *testing.T) {
-	need6(t)
+	interop.NeedLoopback6(t)
 	leakcheck.Check(t)
 	srv := startTURN6(t)
 	a, b := permittedPair(t, srv, relay.UDP, relay.TCP)
@@ -98,7 +89,7 @@ func TestTURNIPv6(t *testing.T) {
 // granted; one asking for the other family meets 440, an unknown family
 // 400.
 func TestTURNRequestedAddressFamily(t *testing.T) {
-	need6(t)
+	interop.NeedLoopback6(t)
 	srv4 := startTURN(t, nil)
 	srv6 := startTURN6(t)
 	for _, c := range []struct {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natlab/natlab/internal/interop"
 	"github.com/natlab/natlab/internal/leakcheck"
 	"github.com/natlab/natlab/relay"
 	"github.com/natlab/natlab/server"
@@ -50,7 +51,7 @@ func TestTURNChannelFastPath(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.name[len(c.name)-1] == '6' {
-				need6(t)
+				interop.NeedLoopback6(t)
 			}
 			srv, tr := c.start(t), c.tr
 			a, b := permittedPair(t, srv, tr, relay.UDP)

@@ -65,6 +65,17 @@ func NeedLoopback2(t testing.TB) {
 	_ = c.Close()
 }
 
+// NeedLoopback6 skips when the host has no IPv6 loopback (a container
+// started with IPv6 disabled).
+func NeedLoopback6(t testing.TB) {
+	t.Helper()
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	_ = c.Close()
+}
+
 // FreePortPair returns a UDP port P, free on 127.0.0.1 and 127.0.0.2,
 // with P+1 free as well.
 func FreePortPair(t testing.TB) uint16 {

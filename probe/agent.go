@@ -350,7 +350,7 @@ func (a *agent) run(ctx context.Context) (*Report, error) {
 // the count of routers between with the peer at a barrier, so both sides
 // predict from both measurements.
 func (a *agent) sharePath(ctx context.Context) error {
-	pp, theirs, err := a.swapPath(ctx, a.peer.Mapped, a.openingTTL(), "")
+	pp, theirs, err := a.swapPath(ctx, a.peer.Mapped, openingTTL(a.self), "")
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ func (a *agent) summary6() natclass.Summary {
 // both run the IPv6 plan. The IPv6 predictions then read both counts
 // (natclass.Adjacent), as the IPv4 ones do.
 func (a *agent) sharePath6(ctx context.Context) error {
-	pp, theirs, err := a.swapPath(ctx, a.peer6.Mapped, (&family{self: a.self6}).openingTTL(), familyIPv6)
+	pp, theirs, err := a.swapPath(ctx, a.peer6.Mapped, openingTTL(a.self6), familyIPv6)
 	if err != nil {
 		return err
 	}
@@ -88,11 +88,14 @@ func (f *family) mapped() bool { return gatewayMaps(f.pm) }
 // the two NATs: then no TTL expires between them.
 func (f *family) adjacent() bool { return natclass.Adjacent(f.mine, f.peer) }
 
-// openingTTL passes this host's own NATs and expires before the peer's:
-// one more than the measured NAT depth, or holepunch's default for one NAT
-// when the depth is unknown. Over IPv6 it is the hop limit.
-func (f *family) openingTTL() int {
-	if ttl := f.self.OpeningTTL(); ttl > 0 {
+// openingTTL is the plan's opening TTL (over IPv6 the hop limit).
+func (f *family) openingTTL() int { return openingTTL(f.self) }
+
+// openingTTL passes this host's own NATs, as profiled in p, and expires
+// before the peer's: one more than the measured NAT depth, or
+// holepunch's default for one NAT when the depth is unknown.
+func openingTTL(p *natclass.Profile) int {
+	if ttl := p.OpeningTTL(); ttl > 0 {
 		return ttl
 	}
 	return holepunch.DefaultOpeningTTL

@@ -166,6 +166,3 @@ func (a *agent) hold(p natclass.Prediction, theirs stepData) time.Duration {
 	}
 	return openingWindow(a.rz.RTT(), theirs.RTT)
 }
-
-// openingTTL is the IPv4 opening TTL (family4's), for the path trace.
-func (a *agent) openingTTL() int { return (&family{self: a.self}).openingTTL() }
